@@ -1,0 +1,42 @@
+"""The core4 configuration: a read-only, validated cascade of YAML layers.
+
+Use :func:`get_config` (cached per project and process)::
+
+    from core4.config import get_config, class_config
+
+    cfg = get_config("mypro")
+    cfg.job.attempts                    # 1, unless configured otherwise
+    cfg.sys.queue                       # Connect(url=..., database=..., ...)
+    class_config(cfg, "mypro.myjob.MyJob")  # per-class settings or None
+
+The layers, later winning, are the package defaults ``core4/core4.yaml``
+(also the schema), the project's ``<project>.yaml``, one local file and
+``CORE4_OPTION_<k1>__<k2>=<value>`` environment variables; see
+:mod:`core4.config.cascade`.
+"""
+
+import os
+
+from core4.config.cascade import load_config
+from core4.config.configmap import ConfigMap, class_config
+from core4.config.connect import Connect
+
+__all__ = ["ConfigMap", "Connect", "class_config", "get_config",
+           "load_config", "reset_config"]
+
+_CACHE = {}
+
+
+def get_config(project=None):
+    """Return :func:`load_config(project) <load_config>`, cached per project
+    and process id (a forked child loads its own)."""
+    key = (project, os.getpid())
+    config = _CACHE.get(key)
+    if config is None:
+        config = _CACHE[key] = load_config(project)
+    return config
+
+
+def reset_config():
+    """Forget every cached configuration (the next get_config reloads)."""
+    _CACHE.clear()

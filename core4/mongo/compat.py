@@ -1,0 +1,80 @@
+"""Portable MongoDB idioms: what works the same on NX-27017, SecantusDB and
+a real MongoDB replica set.
+
+The embedded NX-27017 server has gaps (see ``shared/README.md``); each is
+handled here, and ``tests/test_mongo_compat.py`` shows the raw gap so we
+notice when it is fixed:
+
+* ``$set`` of a datetime stores a string: core4 stores every time it filters
+  or sorts on as UTC epoch seconds (a float), see :func:`now`.
+* equality on an ObjectId field other than ``_id`` matches nothing: use
+  :func:`id_in`.
+* null and missing are mixed up: core4 never filters on ``None``; it removes
+  fields with ``$unset`` and tests them with ``$exists``.
+* ``$set`` of ``True`` may come back as ``1``: read booleans with ``bool()``.
+* indexes lose their names and directions: find them by key, see
+  :func:`find_index` and :func:`ensure_index`.
+"""
+
+import datetime
+import time
+
+from bson import ObjectId
+
+UTC = datetime.timezone.utc
+
+
+def now():
+    """Return the current time as UTC epoch seconds (the stored form)."""
+    return time.time()
+
+
+def to_datetime(value):
+    """Turn a stored epoch timestamp into an aware UTC datetime (None stays)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.datetime.fromtimestamp(float(value), tz=UTC)
+
+
+def from_datetime(value):
+    """Turn a datetime (naive = UTC) into stored epoch seconds."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+def id_in(*values):
+    """Filter value matching any of the ObjectIds on a field other than _id."""
+    return {"$in": [ObjectId(v) if isinstance(v, str) else v
+                    for v in values]}
+
+
+def _key_fields(keys):
+    if isinstance(keys, str):
+        return (keys,)
+    return tuple(k if isinstance(k, str) else k[0] for k in keys)
+
+
+def find_index(collection, keys):
+    """Return the name of the index on exactly these fields, or None.
+
+    Indexes are matched by their fields in order; names and directions are
+    not compared because NX-27017 changes both.
+    """
+    wanted = _key_fields(keys)
+    for name, info in collection.index_information().items():
+        if tuple(k for k, _ in info["key"]) == wanted:
+            return name
+    return None
+
+
+def ensure_index(collection, keys, **options):
+    """Create the index on ``keys`` unless an index on these fields exists."""
+    if find_index(collection, keys) is None:
+        collection.create_index(keys, **options)

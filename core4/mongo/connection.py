@@ -1,0 +1,116 @@
+"""MongoDB clients and collections, and one-line errors for unreachable servers.
+
+A client is cached per url *and process id*: a forked child never uses its
+parent's client (pymongo clients are not fork-safe), it opens its own.
+"""
+
+import contextlib
+import os
+
+import pymongo
+import pymongo.errors
+
+from core4.error import CoreDatabaseError, CoreDatabaseUnreachable
+from core4.mongo import embedded
+
+_CLIENTS = {}
+
+
+def embedded_data_dir(config):
+    """Return the data directory of the embedded server for ``config``."""
+    return os.path.join(config.folder.home, "mongo")
+
+
+def resolve_url(url, config):
+    """Return ``url``, or the url of the embedded server if ``url`` is None.
+
+    A configured url never starts anything; without one the embedded
+    NX-27017 server under ``folder.home`` is started on demand.
+    """
+    if url:
+        return url
+    return embedded.ensure_server(embedded_data_dir(config))
+
+
+def get_client(url, config):
+    """Return this process' :class:`pymongo.MongoClient` for ``url``."""
+    key = (url, os.getpid())
+    client = _CLIENTS.get(key)
+    if client is None:
+        for stale in [k for k in _CLIENTS if k[1] != os.getpid()]:
+            # inherited over fork: never close (it belongs to the parent)
+            del _CLIENTS[stale]
+        client = pymongo.MongoClient(
+            url, serverSelectionTimeoutMS=config.mongo.server_timeout,
+            connectTimeoutMS=config.mongo.connect_timeout, connect=False)
+        _CLIENTS[key] = client
+    return client
+
+
+def close_clients():
+    """Close every client this process opened (e.g. before exiting)."""
+    for key in [k for k in _CLIENTS if k[1] == os.getpid()]:
+        _CLIENTS.pop(key).close()
+
+
+def collection(connect, config):
+    """Return the pymongo collection named by a ``!connect`` config value."""
+    url = resolve_url(connect.url, config)
+    return get_client(url, config)[connect.database][connect.collection]
+
+
+@contextlib.contextmanager
+def translate_errors(what="MongoDB"):
+    """Turn pymongo connection errors into one-line core4 errors."""
+    try:
+        yield
+    except pymongo.errors.ServerSelectionTimeoutError as exc:
+        raise CoreDatabaseUnreachable(
+            "cannot reach %s: %s" % (what, str(exc).split(",")[0])) from None
+    except pymongo.errors.ConfigurationError as exc:
+        raise CoreDatabaseUnreachable(
+            "invalid MongoDB url for %s: %s" % (what, exc)) from None
+    except pymongo.errors.AutoReconnect as exc:
+        raise CoreDatabaseUnreachable(
+            "lost connection to %s: %s" % (what, exc)) from None
+    except pymongo.errors.OperationFailure as exc:
+        raise CoreDatabaseError("%s failed: %s" % (what, exc)) from None
+
+
+class SystemCollections:
+    """The ``sys`` collections of one configuration, opened lazily.
+
+    ``SystemCollections(config).queue`` is the pymongo collection configured
+    as ``sys.queue`` (by default ``sys_queue`` in ``mongo_database``).
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self._opened = {}
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name not in self._opened:
+            try:
+                connect = self.config.sys[name]
+            except KeyError:
+                raise AttributeError("no sys collection %r" % name) from None
+            self._opened[name] = collection(connect, self.config)
+        return self._opened[name]
+
+    def database(self):
+        """Return the database of ``sys.queue`` (where core4 keeps its state)."""
+        return self.queue.database
+
+    def ping(self):
+        """Raise :class:`CoreDatabaseUnreachable` unless the server answers."""
+        with translate_errors(self.describe()):
+            self.database().command("ping")
+
+    def describe(self):
+        """Return ``url/database`` of the system collections, for messages."""
+        connect = self.config.sys.queue
+        url = connect.url or "embedded server (%s)" % embedded_data_dir(
+            self.config)
+        return "%s database %s" % (url, connect.database)

@@ -1,0 +1,299 @@
+"""The embedded NX-27017 server, started on demand without a ``mongo_url``.
+
+One data directory holds one server. Files inside ``data_dir``:
+
+- ``server.json``: the recorded state ``{"pid", "port", "url", "started_at",
+  "python"}`` (``started_at`` in epoch seconds), written atomically
+- ``server.lock``: ``flock``-ed around every check-and-start and stop
+- ``nx.pid``, ``nx.log``: NX-27017's own pid and log file
+- ``nx.out``: stdout/stderr of the latest start (truncated at each start)
+- ``<database>.db``: the SQLite files of the data
+
+The server is detached (own session) and outlives the process that started
+it; :func:`stop_server` ends it. Plain functions, no module-level state.
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+import psutil
+
+from core4.error import CoreDatabaseUnreachable
+
+STATE_FILE = "server.json"
+LOCK_FILE = "server.lock"
+PID_FILE = "nx.pid"
+LOG_FILE = "nx.log"
+OUT_FILE = "nx.out"
+#: seconds a recorded, live server may stay silent before it is killed
+HUNG_AFTER = 5.0
+#: how many ports are tried when the chosen one was taken meanwhile
+PORT_ATTEMPTS = 5
+# ``python -m nx_27017.nx_27017`` works but runpy warns (the package imports
+# the module first); calling main() keeps nx.out clean. The filter drops the
+# two INFO lines NX logs per generic command (every ping), which would grow
+# nx.log and nx.out at each CLI start.
+_NX_CODE = ("import logging, sys; from nx_27017.nx_27017 import main; "
+            "logging.getLogger('nx_27017').addFilter(lambda r: not str(r.msg)"
+            ".startswith(('Calling db.command', 'NeoSQLite returned'))); "
+            "sys.exit(main())")
+# OP_MSG {"ping": 1, "$db": "admin"}: header, flags, section kind 0, BSON
+_PING = b"\x10ping\x00\x01\x00\x00\x00\x02$db\x00\x06\x00\x00\x00admin\x00"
+_PING = struct.pack("<i", len(_PING) + 5) + _PING + b"\x00"
+_PING = struct.pack("<iiiiIB", 21 + len(_PING), 1, 0, 2013, 0, 0) + _PING
+
+
+def ping(port, timeout=1.0):
+    """Return True if a MongoDB server on 127.0.0.1:``port`` answers a ping.
+
+    One TCP connect and one raw OP_MSG round trip: no pymongo client, no
+    monitor threads, so it is cheap enough for every CLI start.
+    """
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout) as sock:
+            sock.sendall(_PING)
+            with sock.makefile("rb") as reply:
+                length, _, _, opcode = struct.unpack("<iiii", reply.read(16))
+                if opcode != 2013 or not 21 < length < (1 << 20):
+                    return False
+                body = reply.read(length - 16)
+    except (OSError, struct.error):
+        return False
+    import bson  # ships with pymongo; imported here to keep imports light
+    try:
+        return body[4] == 0 and bson.decode(body[5:]).get("ok") == 1
+    except Exception:  # noqa: BLE001 - any garbage means "not a server"
+        return False
+
+
+def _nx_process(pid, data_dir, port=None):
+    """Return the live :class:`psutil.Process` if ``pid`` is the NX server
+    of ``data_dir`` (and listens on ``port`` if given), else None."""
+    try:
+        proc = psutil.Process(int(pid))
+        if _exited(proc, 0):
+            return None
+        cmdline = proc.cmdline()
+    except (psutil.Error, ValueError, TypeError):
+        return None
+    args = dict(zip(cmdline, cmdline[1:]))
+    if not any("nx_27017" in part for part in cmdline) \
+            or args.get("--data-dir") != data_dir \
+            or (port is not None and args.get("-p") != str(port)):
+        return None
+    return proc
+
+
+def _read(data_dir, name, parse):
+    """Return ``parse(content of data_dir/name)``, None if missing or bad."""
+    try:
+        with open(os.path.join(data_dir, name), errors="replace") as handle:
+            return parse(handle.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _read_state(data_dir):
+    """Return the dict in ``server.json``, or None if missing or unreadable."""
+    state = _read(data_dir, STATE_FILE, json.loads)
+    if not isinstance(state, dict) or not all(
+            isinstance(state.get(key), kind) for key, kind in
+            (("pid", int), ("port", int), ("url", str))):
+        return None
+    return state
+
+
+def _write_state(data_dir, state):
+    """Write ``server.json`` atomically (tmp file + os.replace)."""
+    path = os.path.join(data_dir, STATE_FILE)
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    with open(tmp, "w") as handle:
+        json.dump(state, handle)
+    os.replace(tmp, path)
+
+
+def _exited(proc, timeout):
+    """Poll up to ``timeout`` s until ``proc`` exited (a zombie counts: it
+    holds no port nor file; our own zombie child is reaped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(proc.pid, os.WNOHANG)
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+
+
+def _terminate(proc, timeout=10.0):
+    """SIGTERM ``proc``, wait up to ``timeout`` seconds, then SIGKILL it."""
+    with contextlib.suppress(psutil.Error):
+        proc.terminate()
+        proc.resume()  # a stopped (SIGSTOP) process must run to see SIGTERM
+        if not _exited(proc, timeout):
+            proc.kill()
+            _exited(proc, timeout)
+
+
+def _tail(data_dir, lines=2):
+    """Return the last non-empty lines of nx.out (else nx.log) as one line."""
+    for name in (OUT_FILE, LOG_FILE):
+        text = _read(data_dir, name, lambda t: t[-4096:]) or ""
+        found = [ln.strip() for ln in text.splitlines() if ln.strip(" ^~\t")]
+        if found:
+            return " | ".join(found[-lines:])
+    return "no output"
+
+
+def _unreachable(data_dir, reason):
+    """Return a one-line :class:`CoreDatabaseUnreachable` for ``data_dir``."""
+    return CoreDatabaseUnreachable(
+        ("cannot start the embedded NX-27017 server in %s: %s"
+         % (data_dir, reason)).replace("\n", " "))
+
+
+@contextlib.contextmanager
+def _locked(data_dir, timeout):
+    """Hold an exclusive flock on ``data_dir/server.lock`` (poll, timeout)."""
+    try:
+        fd = os.open(os.path.join(data_dir, LOCK_FILE),
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise _unreachable(data_dir, exc.strerror or str(exc)) from None
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise _unreachable(data_dir, "%s is locked for more than "
+                                       "%.0f s" % (LOCK_FILE, timeout))
+                time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _start(data_dir, timeout):
+    """Start a detached NX-27017 server on ``data_dir``; return its state."""
+    deadline = time.monotonic() + timeout
+    for _ in range(PORT_ATTEMPTS):
+        with socket.socket() as probe:  # a port that was free a moment ago
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(data_dir, PID_FILE))
+        cmd = [sys.executable, "-c", _NX_CODE, "--data-dir", data_dir,
+               "--host", "127.0.0.1", "-p", str(port),
+               "--pid-file", os.path.join(data_dir, PID_FILE),
+               "--log-file", os.path.join(data_dir, LOG_FILE)]
+        try:
+            with open(os.path.join(data_dir, OUT_FILE), "wb") as out:
+                child = subprocess.Popen(
+                    cmd, stdin=subprocess.DEVNULL, stdout=out,
+                    stderr=subprocess.STDOUT, cwd=data_dir, close_fds=True,
+                    start_new_session=True)
+        except OSError as exc:
+            raise _unreachable(data_dir, str(exc)) from None
+        pause = 0.01
+        while child.poll() is None:
+            if ping(port, 0.5) and child.poll() is None:
+                state = {"pid": child.pid, "port": port,
+                         "url": "mongodb://127.0.0.1:%d/" % port,
+                         "started_at": time.time(), "python": sys.executable}
+                _write_state(data_dir, state)
+                child.returncode = 0  # detached on purpose: no ResourceWarning
+                return state
+            if time.monotonic() > deadline:
+                _terminate(psutil.Process(child.pid))
+                child.poll()
+                raise _unreachable(data_dir, "no answer within %.0f s (%s)"
+                                   % (timeout, _tail(data_dir)))
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.1)
+        output = _tail(data_dir)
+        if "address already in use" not in output.lower():
+            raise _unreachable(data_dir, "exited with %s: %s"
+                               % (child.returncode, output))
+    raise _unreachable(data_dir, "no free port after %d attempts (%s)"
+                       % (PORT_ATTEMPTS, _tail(data_dir)))
+
+
+def ensure_server(data_dir: str, timeout: float = 30.0) -> str:
+    """Return ``mongodb://127.0.0.1:PORT/`` of a live server for ``data_dir``.
+
+    ``data_dir`` is created if missing. A recorded, live, answering server is
+    returned at once (no lock); otherwise, under ``server.lock``, a stale or
+    silent server is killed and a new one started (waiting up to ``timeout``
+    seconds for it to answer). Raises :class:`CoreDatabaseUnreachable` with a
+    one-line message if no server can be started.
+    """
+    data_dir = os.path.realpath(os.path.expanduser(data_dir))
+    state = _read_state(data_dir)
+    if state and _nx_process(state["pid"], data_dir, state["port"]) \
+            and ping(state["port"], 1.0):
+        return state["url"]
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+    except OSError as exc:
+        raise _unreachable(data_dir, exc.strerror or str(exc)) from None
+    with _locked(data_dir, timeout):
+        state = _read_state(data_dir)
+        proc = state and _nx_process(state["pid"], data_dir, state["port"])
+        if proc:  # recorded and alive: give it HUNG_AFTER s to answer
+            deadline = time.monotonic() + HUNG_AFTER
+            while time.monotonic() < deadline and not _exited(proc, 0):
+                if ping(state["port"], 1.0):
+                    return state["url"]
+                time.sleep(0.05)
+            _terminate(proc)
+        orphan = _nx_process(_read(data_dir, PID_FILE, int), data_dir)
+        if orphan:  # started but never recorded: one server per data dir
+            _terminate(orphan)
+        return _start(data_dir, timeout)["url"]
+
+
+def server_status(data_dir: str) -> dict | None:
+    """Return the recorded state of ``data_dir``'s server plus ``alive``
+    (the recorded process runs and answers a ping), ``data_dir`` and
+    ``log`` (path of nx.log); None if no server was ever recorded there."""
+    data_dir = os.path.realpath(os.path.expanduser(data_dir))
+    state = _read_state(data_dir)
+    if state is None:
+        return None
+    alive = bool(_nx_process(state["pid"], data_dir, state["port"])
+                 and ping(state["port"], 1.0))
+    return dict(state, alive=alive, data_dir=data_dir,
+                log=os.path.join(data_dir, LOG_FILE))
+
+
+def stop_server(data_dir: str, timeout: float = 10) -> bool:
+    """Stop the server of ``data_dir`` (SIGTERM, wait ``timeout``, SIGKILL)
+    and remove ``server.json``. Return True if a process was stopped."""
+    data_dir = os.path.realpath(os.path.expanduser(data_dir))
+    if not os.path.isdir(data_dir):
+        return False
+    stopped = False
+    with _locked(data_dir, timeout + HUNG_AFTER + 30):
+        state = _read_state(data_dir) or {}
+        for pid in (state.get("pid"), _read(data_dir, PID_FILE, int)):
+            proc = _nx_process(pid, data_dir)
+            if proc:
+                _terminate(proc, timeout)
+                stopped = True
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(data_dir, STATE_FILE))
+    return stopped

@@ -1,0 +1,270 @@
+"""CoreJob: the base class of every core4 job.
+
+A job is a class with an ``author`` and an ``execute(self, **kwargs)``
+method::
+
+    import core4.queue.job
+
+    class MyJob(core4.queue.job.CoreJob):
+        author = "mra"
+
+        def execute(self, **kwargs):
+            self.logger.info("hello world")
+            self.progress(0.5, "half way")
+
+Each property (see :data:`core4.queue.validate.PROPERTIES`) is resolved with
+the precedence *enqueue keyword > configuration at the class's dotted path >
+class attribute > ``job`` defaults of the configuration*. Keywords that are
+not properties become ``args``, passed to :meth:`CoreJob.execute`. After
+construction the properties are frozen.
+"""
+
+import hashlib
+import json
+import time
+
+from core4.base import project_of, qual_name
+from core4.config import class_config, get_config
+from core4.error import (CoreJobDeferred, CoreJobInvalid, Core4UsageError)
+from core4.logger import get_logger
+from core4.queue import validate
+from core4.queue.validate import EMPTY, PROPERTIES
+
+#: fields of a job document that only the queue and the worker write
+RUNTIME_FIELDS = (
+    "_id", "state", "attempts_left", "trial", "enqueued", "started_at",
+    "finished_at", "query_at", "runtime", "locked", "prog", "last_error",
+    "zombie_at", "wall_at", "killed_at", "removed_at", "inactive_at")
+
+
+class CoreAbstractMixin:
+    """Put this mixin directly in a job's bases to declare it abstract.
+
+    An abstract job is a base for other jobs; it cannot be enqueued.
+    """
+
+
+def args_hash(args):
+    """Return the hash identifying a job's arguments (order independent)."""
+    text = json.dumps(args, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+class CoreJob:
+    """Base class of all jobs: subclass it, set ``author``, implement
+    :meth:`execute`.
+
+    Properties (class attribute, config and enqueue keyword unless noted):
+
+    ``attempts`` (1) how often the job runs before it ends in ``error``;
+    ``priority`` (0) higher runs first; ``force`` (False) runs first and
+    ignores the worker's resource limits; ``defer_time`` (300 s) until a
+    deferred job runs again; ``defer_max`` (3600 s) after the first start a
+    deferring job becomes ``inactive``; ``error_time`` (600 s) until a failed
+    job runs again; ``zombie_time`` (1800 s) without progress flags a running
+    job as zombie; ``wall_time`` (None) flags a job running longer as
+    non-stop; ``max_parallel`` (15) running jobs of this name across all
+    workers; ``worker`` (None) runs the job only on this worker;
+    ``progress_interval`` (5 s) between progress updates; ``schedule``
+    (None, class and config only, not inherited) cron expression;
+    ``dependency`` and ``chain`` ([], not inherited) jobs to wait for and to
+    enqueue afterwards; ``tag`` ([]) free labels.
+    """
+
+    author = None
+    attempts = None
+    chain = None
+    defer_max = None
+    defer_time = None
+    dependency = None
+    error_time = None
+    force = None
+    max_parallel = None
+    priority = None
+    progress_interval = None
+    schedule = None
+    tag = None
+    wall_time = None
+    worker = None
+    zombie_time = None
+
+    def __init__(self, **kwargs):
+        cls = type(self)
+        name = cls.qual_name()
+        config = get_config(project_of(name))
+        own = class_config(config, name) or {}
+        args = dict(kwargs.pop("args", None) or {})
+        values = {}
+        for prop_name, prop in PROPERTIES.items():
+            value = config.job.get(prop_name, EMPTY.get(prop_name))
+            declared = (_class_value(cls, prop_name) if prop.inherited
+                        else cls.__dict__.get(prop_name))
+            if declared is not None:
+                value = declared
+            if prop.config and own.get(prop_name) is not None:
+                value = own[prop_name]
+            values[prop_name] = value
+        for key, value in kwargs.items():
+            prop = PROPERTIES.get(key)
+            if prop is None:
+                args[key] = value
+            elif not prop.enqueue:
+                raise CoreJobInvalid("%s: attribute %s cannot be set at "
+                                     "enqueue" % (name, key))
+            else:
+                values[key] = value
+        for prop_name, prop in PROPERTIES.items():
+            if prop.sequence and isinstance(values[prop_name], tuple):
+                values[prop_name] = list(values[prop_name])
+        self.__dict__.update(values)
+        self.__dict__.update({field: None for field in RUNTIME_FIELDS})
+        self.__dict__.update(args=args, trial=0, name=name,
+                             prog={"value": None, "message": None})
+        self.__dict__["_progress_sink"] = None
+        self.__dict__["_next_progress"] = 0.0
+        self.__dict__["_frozen"] = True
+
+    def __setattr__(self, key, value):
+        if self.__dict__.get("_frozen") and (
+                key in PROPERTIES or key in RUNTIME_FIELDS
+                or key in ("args", "name")):
+            raise Core4UsageError("job attribute %s is read-only after "
+                                  "construction" % key)
+        super().__setattr__(key, value)
+
+    # identity ---------------------------------------------------------------
+
+    @classmethod
+    def qual_name(cls):
+        """Return ``<module>.<Class>``, the name of this job in the queue."""
+        return qual_name(cls)
+
+    @classmethod
+    def is_abstract(cls):
+        """True if the class declares itself abstract (not enqueueable)."""
+        return CoreAbstractMixin in cls.__bases__ or cls is CoreJob
+
+    @property
+    def project(self):
+        """The project this job belongs to (first part of its name)."""
+        return project_of(self.name)
+
+    @property
+    def identifier(self):
+        """The job's ``_id`` once enqueued (logged with every record)."""
+        return self._id
+
+    @property
+    def config(self):
+        """The read-only configuration as this job sees it."""
+        return get_config(self.project)
+
+    @property
+    def class_config(self):
+        """The configuration at the job's dotted path (or None)."""
+        return class_config(self.config, self.name)
+
+    @property
+    def logger(self):
+        """A logger whose records carry the job's name and id."""
+        logger = self.__dict__.get("_logger")
+        if logger is None or logger.extra["identifier"] != str(
+                self._id or ""):
+            logger = get_logger(self.name, self._id)
+            self.__dict__["_logger"] = logger
+        return logger
+
+    # the user's part --------------------------------------------------------
+
+    def execute(self, **kwargs):
+        """Do the job's work; ``kwargs`` are the job's ``args``."""
+        raise NotImplementedError("%s must implement execute()" % self.name)
+
+    def validate(self):
+        """Raise :class:`CoreJobInvalid` naming the first bad attribute."""
+        cls = type(self)
+        author = cls.__dict__.get("author")
+        if not (isinstance(author, str) and author.strip()):
+            raise CoreJobInvalid(
+                "%s: attribute author must be set to a non-empty string on "
+                "the class itself" % self.name)
+        if cls.execute is CoreJob.execute:
+            raise CoreJobInvalid("%s: method execute() is not implemented"
+                                 % self.name)
+        for prop_name in PROPERTIES:
+            validate.check_property(self.name, prop_name,
+                                    getattr(self, prop_name))
+        validate.check_args(self.name, self.args)
+
+    def progress(self, p, message=None, *args, force=False):
+        """Report progress ``p`` (0.0 to 1.0) with an optional message.
+
+        Updates are throttled to one per ``progress_interval`` seconds unless
+        ``force`` is true; each update also renews the job's heartbeat.
+        """
+        value = min(max(float(p), 0.0), 1.0)
+        if message is not None and args:
+            message = message % args
+        now = time.monotonic()
+        if not force and now < self._next_progress:
+            return False
+        self.__dict__["_next_progress"] = now + self.progress_interval
+        self.__dict__["prog"] = {"value": value, "message": message}
+        self.logger.debug("progress [%d%%]%s", round(value * 100),
+                          " - %s" % message if message else "")
+        if self._progress_sink is not None:
+            self._progress_sink(value, message)
+        return True
+
+    def defer(self, message=None):
+        """Stop now and run again after ``defer_time`` seconds."""
+        raise CoreJobDeferred(message or "deferred")
+
+    # storage ----------------------------------------------------------------
+
+    @property
+    def args_hash(self):
+        """Hash of the job's args: name + hash are unique in the queue."""
+        return args_hash(self.args)
+
+    def serialise(self):
+        """Return the job's document for ``sys_queue`` (no ``_id`` if None)."""
+        doc = {"name": self.name, "args": self.args, "_hash": self.args_hash}
+        for prop_name, prop in PROPERTIES.items():
+            if prop.stored:
+                doc[prop_name] = getattr(self, prop_name)
+        for field in RUNTIME_FIELDS:
+            value = getattr(self, field)
+            if value is not None:
+                doc[field] = value
+        return doc
+
+    @classmethod
+    def deserialise(cls, doc):
+        """Rebuild a job object from its stored document."""
+        kwargs = {key: doc[key] for key, prop in PROPERTIES.items()
+                  if prop.stored and key in doc}
+        if "force" in kwargs:
+            kwargs["force"] = bool(kwargs["force"])
+        job = cls(args=doc.get("args") or {}, **kwargs)
+        job.__dict__.update({field: doc.get(field) for field in RUNTIME_FIELDS
+                             if field in doc})
+        return job
+
+    def bind_progress(self, sink):
+        """Route progress updates to ``sink(value, message)`` (the runner)."""
+        self.__dict__["_progress_sink"] = sink
+
+    def __repr__(self):
+        return "<%s %s>" % (self.name, self._id or "(not enqueued)")
+
+
+def _class_value(cls, name):
+    """Return the first non-None class attribute ``name`` below CoreJob."""
+    for klass in cls.__mro__:
+        if klass is CoreJob:
+            break
+        value = klass.__dict__.get(name)
+        if value is not None:
+            return value
+    return None

@@ -1,0 +1,148 @@
+"""State transitions of a job document, shared by the worker and
+:func:`core4.queue.helper.functool.execute`.
+
+Every transition of a running job is fenced by the lease token written at
+claim time (``locked.token``): a process that lost its lease (its worker was
+declared dead and the job recovered) can no longer change the job.
+"""
+
+import traceback
+import uuid
+
+import pymongo
+
+from core4.base import hostname
+from core4.mongo import now
+from core4.queue import states
+
+
+def new_lease(worker, pid=None):
+    """Return the ``locked`` sub-document of a freshly claimed job."""
+    at = now()
+    return {"worker": worker, "hostname": hostname(), "pid": pid,
+            "at": at, "heartbeat": at, "token": uuid.uuid4().hex}
+
+
+def claim_update(lease, at):
+    """Return the update that moves a claimed job to ``running``."""
+    return {"$set": {"state": states.RUNNING, "locked": lease,
+                     "started_at": at},
+            "$inc": {"trial": 1}}
+
+
+def claim_by_id(queue, _id, worker):
+    """Claim one specific pending job (used by ``execute()``)."""
+    lease = new_lease(worker)
+    return queue.sys.queue.find_one_and_update(
+        {"_id": _id, "state": {"$in": list(states.CLAIMABLE)}},
+        claim_update(lease, lease["at"]),
+        return_document=pymongo.ReturnDocument.AFTER)
+
+
+def fence(doc):
+    """Filter matching ``doc`` only while its lease is unchanged."""
+    return {"_id": doc["_id"], "locked.token": doc["locked"]["token"]}
+
+
+def error_document(exc_info=None, message=None):
+    """Return a ``last_error`` sub-document for an exception or a message."""
+    if exc_info is not None:
+        exc_type, exc, tb = exc_info
+        return {"exception": repr(exc), "timestamp": now(),
+                "traceback": traceback.format_exception(exc_type, exc, tb)}
+    return {"exception": message, "timestamp": now(), "traceback": None}
+
+
+def _finish(doc, at):
+    started = doc.get("started_at") or at
+    return {"finished_at": at,
+            "runtime": (doc.get("runtime") or 0.0) + max(at - started, 0.0)}
+
+
+def _update(queue, doc, update):
+    return queue.sys.queue.find_one_and_update(
+        fence(doc), update, return_document=pymongo.ReturnDocument.AFTER)
+
+
+def set_complete(queue, doc):
+    """Running → complete: the document moves to ``sys_journal``."""
+    at = now()
+    fields = _finish(doc, at)
+    fields.update({"state": states.COMPLETE, "prog.value": 1.0})
+    after = _update(queue, doc, {"$set": fields, "$unset": {"locked": ""},
+                                 "$inc": {"attempts_left": -1}})
+    if after is not None:
+        journal(queue, after)
+    return after
+
+
+def set_failed(queue, doc, exc_info=None, message=None):
+    """Running → failed (attempts left, retried after ``error_time``) or
+    error (no attempts left)."""
+    at = now()
+    fields = _finish(doc, at)
+    left = doc.get("attempts_left", 1) - 1
+    fields["last_error"] = error_document(exc_info, message)
+    if left > 0:
+        fields.update(state=states.FAILED, query_at=at + doc["error_time"])
+    else:
+        fields.update(state=states.ERROR)
+    return _update(queue, doc, {"$set": fields, "$unset": {"locked": ""},
+                                "$inc": {"attempts_left": -1}})
+
+
+def set_error(queue, doc, message, exc_info=None):
+    """Running → error at once, whatever attempts are left (the job cannot
+    start: unknown class, bad arguments)."""
+    at = now()
+    fields = _finish(doc, at)
+    fields.update(state=states.ERROR,
+                  last_error=error_document(exc_info, message))
+    if exc_info is not None:
+        fields["last_error"]["exception"] = message
+    return _update(queue, doc, {"$set": fields, "$unset": {"locked": ""}})
+
+
+def set_deferred(queue, doc, message):
+    """Running → deferred (again after ``defer_time``), or inactive once
+    ``defer_max`` has passed since the first start."""
+    at = now()
+    fields = _finish(doc, at)
+    fields["last_error"] = error_document(message=message)
+    inactive_at = doc.get("inactive_at") or doc["started_at"] + doc[
+        "defer_max"]
+    if at >= inactive_at:
+        fields.update(state=states.INACTIVE)
+    else:
+        fields.update(state=states.DEFERRED, query_at=at + doc["defer_time"])
+    return _update(queue, doc, {"$set": fields, "$unset": {"locked": ""}})
+
+
+def set_killed(queue, doc, message="killed"):
+    """Running → killed (the job process was stopped or vanished)."""
+    at = now()
+    fields = _finish(doc, at)
+    fields.update(state=states.KILLED,
+                  last_error=error_document(message=message))
+    return _update(queue, doc, {"$set": fields, "$unset": {"locked": ""}})
+
+
+def mark_started(queue, doc, pid):
+    """Record the job process id and, at the first start, ``inactive_at``."""
+    fields = {"locked.pid": pid}
+    if not doc.get("inactive_at"):
+        fields["inactive_at"] = doc["started_at"] + doc["defer_max"]
+    return _update(queue, doc, {"$set": fields})
+
+
+def record_progress(queue, doc, value, message):
+    """Store progress and renew the job's heartbeat."""
+    queue.sys.queue.update_one(fence(doc), {"$set": {
+        "prog": {"value": value, "message": message},
+        "locked.heartbeat": now()}})
+
+
+def journal(queue, doc):
+    """Move ``doc`` to ``sys_journal`` (idempotent) and out of the queue."""
+    queue.sys.journal.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+    queue.sys.queue.delete_one({"_id": doc["_id"], "state": doc["state"]})

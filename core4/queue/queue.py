@@ -1,0 +1,282 @@
+"""CoreQueue: enqueue jobs and ask for kill, restart, removal, halt and
+maintenance.
+
+The queue only changes documents; workers act on them. Each operation is a
+single atomic MongoDB update conditioned on the job's state, so it cannot
+race a worker's claim.
+"""
+
+import pymongo
+import pymongo.errors
+from bson import ObjectId
+from bson.errors import InvalidId
+
+from core4.base import hostname, project_of, username
+from core4.config import get_config
+from core4.error import CoreJobExists, CoreJobNotFound, Core4UserError
+from core4.mongo import SystemCollections, ensure_index, now, id_in
+from core4.queue import lifecycle, states
+from core4.queue.job import CoreJob
+from core4.queue.loader import make_job
+
+HALT_ID = "__halt__"
+MAINTENANCE_ID = "__maintenance__"
+
+
+def parse_id(value):
+    """Return ``value`` as an ObjectId or raise a clear user error."""
+    if isinstance(value, ObjectId):
+        return value
+    try:
+        return ObjectId(str(value))
+    except (InvalidId, TypeError):
+        raise Core4UserError("%r is not a job id (24 hex digits)" % (
+            value,)) from None
+
+
+class CoreQueue:
+    """The job queue in ``sys_queue`` (and its history in ``sys_journal``)."""
+
+    def __init__(self, config=None):
+        self.config = config or get_config()
+        self.sys = SystemCollections(self.config)
+        self._indexed = False
+
+    def setup(self):
+        """Create the indexes the queue relies on (idempotent)."""
+        if self._indexed:
+            return
+        ensure_index(self.sys.queue, [("name", 1), ("_hash", 1)],
+                     unique=True)
+        ensure_index(self.sys.queue, [("state", 1), ("query_at", 1)])
+        self._indexed = True
+
+    # enqueue ----------------------------------------------------------------
+
+    def enqueue(self, job, by=None, parent_id=None, **kwargs):
+        """Enqueue a job class, job object or qualified name; return the job.
+
+        ``kwargs`` are job properties or arguments. Raises
+        :class:`CoreJobExists` if a job with the same name and arguments is
+        already in the queue.
+        """
+        if isinstance(job, CoreJob):
+            if kwargs:
+                raise Core4UserError("pass properties and arguments to the "
+                                     "job's constructor, not to enqueue()")
+            job.validate()
+        else:
+            job = make_job(job, **kwargs)
+        self.setup()
+        at = now()
+        doc = job.serialise()
+        doc.update(
+            state=states.PENDING, attempts_left=job.attempts, trial=0,
+            query_at=at, prog={"value": 0.0, "message": None},
+            enqueued={"at": at, "hostname": hostname(),
+                      "username": by or username()})
+        if parent_id is not None:
+            doc["enqueued"]["parent_id"] = parent_id
+        doc["_id"] = ObjectId()
+        try:
+            self.sys.queue.insert_one(doc)
+        except pymongo.errors.DuplicateKeyError:
+            raise CoreJobExists("job %s with args %r is already in the queue"
+                                % (job.name, job.args)) from None
+        job.__dict__.update({key: doc[key] for key in (
+            "_id", "state", "attempts_left", "query_at", "enqueued",
+            "prog")})
+        return job
+
+    # requests ---------------------------------------------------------------
+
+    def kill(self, _id):
+        """Kill a job: a waiting job at once, a running one by its worker.
+
+        Returns True if the job was killed or a kill was requested.
+        """
+        _id = parse_id(_id)
+        at = now()
+        doc = self.sys.queue.find_one_and_update(
+            {"_id": _id, "state": {"$in": list(states.CLAIMABLE)}},
+            {"$set": {"state": states.KILLED, "killed_at": at,
+                      "finished_at": at,
+                      "last_error": lifecycle.error_document(
+                          message="killed before it ran again")}})
+        if doc is not None:
+            return True
+        result = self.sys.queue.update_one(
+            {"_id": _id, "state": states.RUNNING,
+             "killed_at": {"$exists": False}},
+            {"$set": {"killed_at": at}})
+        return result.modified_count == 1
+
+    def restart(self, _id):
+        """Restart a job; return the id of the job that will run, or None.
+
+        A failed or deferred job keeps its ``_id`` and runs again now. A
+        killed, inactive or errored job moves to the journal with
+        ``enqueued.child_id`` and a new job with ``enqueued.parent_id``
+        takes its place.
+        """
+        _id = parse_id(_id)
+        result = self.sys.queue.update_one(
+            {"_id": _id, "state": {"$in": list(states.WAITING)}},
+            {"$set": {"query_at": now()}})
+        if result.modified_count == 1:
+            return _id
+        child_id = ObjectId()
+        old = self.sys.queue.find_one_and_update(
+            {"_id": _id, "state": {"$in": list(states.STOPPED)},
+             "enqueued.child_id": {"$exists": False}},
+            {"$set": {"enqueued.child_id": child_id}},
+            return_document=pymongo.ReturnDocument.AFTER)
+        if old is None:
+            # a restart interrupted earlier: finish it
+            old = self.sys.queue.find_one(
+                {"_id": _id, "state": {"$in": list(states.STOPPED)}})
+            if old is None or not (old.get("enqueued") or {}).get(
+                    "child_id"):
+                return None
+            child_id = old["enqueued"]["child_id"]
+        self._restart_stopped(old, child_id)
+        return child_id
+
+    def _restart_stopped(self, old, child_id):
+        new = {key: value for key, value in old.items() if key not in (
+            "_id", "last_error", "started_at", "finished_at", "runtime",
+            "locked", "zombie_at", "wall_at", "killed_at", "removed_at",
+            "inactive_at")}
+        at = now()
+        enqueued = {key: value for key, value in old["enqueued"].items()
+                    if key != "child_id"}
+        enqueued.update(at=at, parent_id=old["_id"])
+        new.update(_id=child_id, state=states.PENDING,
+                   attempts_left=old["attempts"], query_at=at,
+                   prog={"value": 0.0, "message": None}, enqueued=enqueued)
+        self.sys.journal.replace_one({"_id": old["_id"]}, old, upsert=True)
+        self.sys.queue.delete_one({"_id": old["_id"]})
+        try:
+            self.sys.queue.insert_one(new)
+        except pymongo.errors.DuplicateKeyError:
+            pass  # inserted by the interrupted attempt
+
+    def remove(self, _id):
+        """Remove a job: journal it now, or kill it first if it runs.
+
+        Returns True if the job was removed or its removal requested.
+        """
+        _id = parse_id(_id)
+        at = now()
+        doc = self.sys.queue.find_one_and_update(
+            {"_id": _id, "state": {"$ne": states.RUNNING}},
+            {"$set": {"removed_at": at}},
+            return_document=pymongo.ReturnDocument.AFTER)
+        if doc is not None:
+            lifecycle.journal(self, doc)
+            return True
+        result = self.sys.queue.update_one(
+            {"_id": _id, "state": states.RUNNING},
+            {"$set": {"removed_at": at, "killed_at": at}})
+        return result.modified_count == 1
+
+    def remove_hard(self, _id):
+        """Delete a job from the queue at once (journaled), whatever its
+        state; a running job's worker stops it when it sees it is gone."""
+        _id = parse_id(_id)
+        doc = self.sys.queue.find_one({"_id": _id})
+        if doc is None:
+            return False
+        doc["removed_at"] = now()
+        self.sys.journal.replace_one({"_id": _id}, doc, upsert=True)
+        return self.sys.queue.delete_one({"_id": _id}).deleted_count == 1
+
+    # control ----------------------------------------------------------------
+
+    def halt(self):
+        """Ask every daemon started before now to stop gracefully."""
+        at = now()
+        self.sys.worker.update_one({"_id": HALT_ID}, {"$set": {"at": at}},
+                                   upsert=True)
+        return at
+
+    def halted_since(self, started_at):
+        """True if a halt was requested after ``started_at``."""
+        doc = self.sys.worker.find_one({"_id": HALT_ID})
+        return bool(doc) and doc.get("at", 0) >= started_at
+
+    def pause(self, project=None):
+        """Stop claims of all jobs, or of one project's jobs."""
+        update = ({"$addToSet": {"projects": project}} if project
+                  else {"$set": {"global": True}})
+        self.sys.worker.update_one({"_id": MAINTENANCE_ID}, update,
+                                   upsert=True)
+
+    def resume(self, project=None):
+        """Resume claims paused by :meth:`pause`."""
+        update = ({"$pull": {"projects": project}} if project
+                  else {"$set": {"global": False}})
+        self.sys.worker.update_one({"_id": MAINTENANCE_ID}, update,
+                                   upsert=True)
+
+    def maintenance(self):
+        """Return ``{"global": bool, "projects": [names]}``."""
+        doc = self.sys.worker.find_one({"_id": MAINTENANCE_ID}) or {}
+        return {"global": bool(doc.get("global", False)),
+                "projects": sorted(doc.get("projects") or [])}
+
+    def in_maintenance(self, name):
+        """True if claims of the job ``name`` are paused."""
+        mode = self.maintenance()
+        return mode["global"] or project_of(name) in mode["projects"]
+
+    # lookup -----------------------------------------------------------------
+
+    def resolve(self, id_or_name):
+        """Return the ids of a job id or of all queued jobs of a name."""
+        value = str(id_or_name)
+        if ObjectId.is_valid(value):
+            return [ObjectId(value)]
+        if "." not in value:
+            raise Core4UserError("%r is neither a job id nor a qualified "
+                                 "job name" % value)
+        ids = [d["_id"] for d in self.sys.queue.find({"name": value},
+                                                     {"_id": 1})]
+        if not ids:
+            raise CoreJobNotFound("no job %s in the queue" % value)
+        return ids
+
+    def detail(self, _id):
+        """Return the job document from the queue, else from the journal
+        (then with ``journaled: True``), else None."""
+        _id = parse_id(_id)
+        doc = self.sys.queue.find_one({"_id": _id})
+        if doc is None:
+            doc = self.sys.journal.find_one({"_id": _id})
+            if doc is not None:
+                doc["journaled"] = True
+        if doc is not None and "force" in doc:
+            doc["force"] = bool(doc["force"])
+        return doc
+
+    def stdout(self, _id):
+        """Return the captured output of a job (bytes or str), or None."""
+        doc = self.sys.stdout.find_one({"_id": parse_id(_id)})
+        return None if doc is None else doc.get("stdout")
+
+    def listing(self, *state):
+        """Return the queued jobs, optionally of the given states."""
+        query = {"state": {"$in": list(state)}} if state else {}
+        return list(self.sys.queue.find(query).sort("_id", 1))
+
+    def counts(self):
+        """Return ``{state: number of queued jobs}``."""
+        result = {}
+        for doc in self.sys.queue.find({}, {"state": 1}):
+            result[doc["state"]] = result.get(doc["state"], 0) + 1
+        return result
+
+    def children(self, parent_id):
+        """Return the ids of jobs enqueued with ``enqueued.parent_id``."""
+        query = {"enqueued.parent_id": id_in(parent_id)}
+        return [d["_id"] for d in self.sys.queue.find(query, {"_id": 1})]

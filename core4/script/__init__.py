@@ -1,0 +1,1 @@
+"""Command line programs: ``coco`` (and, with logging, ``chist``)."""

@@ -1,0 +1,295 @@
+"""coco: the core4 control command.
+
+Every user mistake ends with one line on stderr naming the problem and exit
+code 2; no tracebacks.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import pymongo.errors
+
+import core4
+from core4.config import get_config
+from core4.error import Core4UserError, CoreDatabaseUnreachable
+from core4.queue import states
+from core4.script import display
+
+GLOBAL = "__global__"
+
+
+class CocoParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, "%s: %s (see %s --help)\n" % (self.prog, message,
+                                                  self.prog))
+
+
+def build_parser():
+    """Return the ``coco`` argument parser."""
+    parser = CocoParser(
+        prog="coco", description="core4 control: enqueue, inspect and "
+        "control jobs, run workers.")
+    group = parser.add_mutually_exclusive_group()
+    add = group.add_argument
+    add("-e", "--enqueue", nargs="+", metavar="QUAL_NAME [ARG",
+        help="enqueue a job; ARGs are k=v with JSON literal values, or one "
+        "JSON object; prints the new _id")
+    add("-d", "--detail", nargs="+", metavar="ID|QUAL_NAME",
+        help="show every matching job with its output")
+    add("-l", "--listing", nargs="*", metavar="STATE",
+        help="list queued jobs, optionally of some states")
+    add("-i", "--info", action="store_true",
+        help="count queued jobs by name and state")
+    add("--kill", nargs="+", metavar="ID|QUAL_NAME", help="kill jobs")
+    add("--restart", nargs="+", metavar="ID|QUAL_NAME", help="restart jobs")
+    add("--remove", nargs="+", metavar="ID|QUAL_NAME", help="remove jobs")
+    add("--remove-hard", nargs="+", metavar="ID|QUAL_NAME",
+        help="delete jobs from the queue at once")
+    add("--pause", nargs="?", const=GLOBAL, metavar="PROJECT",
+        help="stop claiming jobs (of PROJECT)")
+    add("--resume", nargs="?", const=GLOBAL, metavar="PROJECT",
+        help="resume claiming jobs (of PROJECT)")
+    add("--mode", action="store_true", help="show maintenance mode")
+    add("-x", "--halt", action="store_true",
+        help="stop all running daemons gracefully")
+    add("-a", "--alive", action="store_true", help="list live daemons")
+    add("-o", "--who", action="store_true",
+        help="show which database and configuration are in use")
+    add("-v", "--version", action="store_true", help="print the version")
+    return parser
+
+
+def parse_job_args(values):
+    """Turn ``k=v`` pairs (JSON literal values) or one JSON object into a
+    dict; raise :class:`Core4UserError` naming the bad part."""
+    if len(values) == 1 and values[0].lstrip().startswith("{"):
+        try:
+            args = json.loads(values[0])
+        except ValueError as exc:
+            raise Core4UserError("arguments are not valid JSON: %s" % exc)
+        if not isinstance(args, dict):
+            raise Core4UserError("arguments must be a JSON object")
+        return args
+    args = {}
+    for value in values:
+        key, sep, literal = value.partition("=")
+        if not sep or not key.strip():
+            raise Core4UserError(
+                "argument %r is not k=v (or a JSON object)" % value)
+        try:
+            args[key.strip()] = json.loads(literal)
+        except ValueError:
+            raise Core4UserError(
+                "value of argument %r is not a JSON literal: %r (quote "
+                "strings: %s='\"%s\"')" % (key, literal, key, literal))
+    return args
+
+
+def _queue():
+    from core4.queue.queue import CoreQueue
+    return CoreQueue(get_config())
+
+
+def cmd_enqueue(values):
+    """``--enqueue``: enqueue a job and print its id."""
+    name, args = values[0], parse_job_args(values[1:])
+    job = _queue().enqueue(name, **args)
+    print(job._id)
+
+
+def cmd_detail(values):
+    """``--detail``: every matching job with its output."""
+    queue = _queue()
+    first = True
+    for value in values:
+        ids = _ids_or_journal(queue, value)
+        for _id in ids:
+            doc = queue.detail(_id)
+            if doc is None:
+                raise Core4UserError("job %s not found" % _id)
+            if not first:
+                print()
+            first = False
+            print(display.pretty(doc))
+            out = queue.stdout(_id)
+            print("STDOUT:")
+            if out:
+                if isinstance(out, bytes):
+                    out = out.decode("utf-8", errors="replace")
+                print(out.rstrip("\n"))
+
+
+def _ids_or_journal(queue, value):
+    from bson import ObjectId
+    if ObjectId.is_valid(str(value)):
+        return [ObjectId(str(value))]
+    return queue.resolve(value)
+
+
+def cmd_listing(values):
+    """``--listing``: a table of queued jobs."""
+    for state in values:
+        if state not in states.ALL:
+            raise Core4UserError("unknown state %r (one of %s)" % (
+                state, ", ".join(states.ALL)))
+    docs = _queue().listing(*values)
+    if not docs:
+        print("no jobs.")
+        return
+    print(display.table(display.job_rows(docs), display.JOB_HEADER))
+
+
+def cmd_info():
+    """``--info``: counts of queued jobs by name, state and flags."""
+    counts = {}
+    for doc in _queue().listing():
+        key = (doc["name"], doc["state"], display.flags(doc))
+        counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        print("no jobs.")
+        return
+    rows = [[n, state, flag, name] for (name, state, flag), n
+            in sorted(counts.items())]
+    print(display.table(rows, ["n", "state", "flag", "name"]))
+
+
+def _each(values, action, verb):
+    queue = _queue()
+    failed = 0
+    for value in values:
+        for _id in queue.resolve(value):
+            result = getattr(queue, action)(_id)
+            if result is None or result is False:
+                failed += 1
+                print("failed to %s [%s]" % (verb, _id))
+            elif result is True or result == _id:
+                print("%s [%s]" % (verb, _id))
+            else:
+                print("%s [%s], new _id [%s]" % (verb, _id, result))
+    if failed:
+        raise Core4UserError("%d job(s) not in a state to %s" % (
+            failed, verb))
+
+
+def cmd_mode():
+    """``--mode``: the maintenance mode."""
+    mode = _queue().maintenance()
+    print("global maintenance: %s" % ("on" if mode["global"] else "off"))
+    print("projects in maintenance: %s" % (
+        ", ".join(mode["projects"]) or "none"))
+
+
+def cmd_alive():
+    """``--alive``: live daemons."""
+    from core4.queue.daemon import alive_daemons
+    config = get_config()
+    docs = alive_daemons(_queue().sys, config)
+    if not docs:
+        print("no daemon.")
+        return
+    rows = [[d["_id"], d.get("kind", ""), d.get("pid", ""),
+             d.get("phase", ""), display.iso(d.get("heartbeat"))]
+            for d in docs]
+    print(display.table(rows, ["_id", "kind", "pid", "phase", "heartbeat"]))
+
+
+def cmd_who():
+    """``--who``: database, configuration and folders in use."""
+    from core4.mongo import embedded
+    from core4.mongo.connection import embedded_data_dir
+    config = get_config()
+    connect = config.sys.queue
+    print("core4 %s, python %s (%s)" % (core4.__version__,
+                                        sys.version.split()[0],
+                                        sys.executable))
+    print("config file: %s" % (os.environ.get("CORE4_CONFIG") or
+                               _local_config_file() or "none"))
+    print("home: %s" % config.folder.home)
+    if connect.url:
+        print("database: %s (configured mongo_url), database %s" % (
+            connect.url, connect.database))
+    else:
+        data_dir = embedded_data_dir(config)
+        status = embedded.server_status(data_dir)
+        url = status["url"] if status else "not started"
+        print("database: embedded NX-27017 at %s, data %s, pid %s, "
+              "database %s" % (url, data_dir,
+                               status.get("pid") if status else "-",
+                               connect.database))
+    queue = _queue()
+    queue.sys.ping()
+    print("sys.queue: %s.%s" % (connect.database, connect.collection))
+
+
+def _local_config_file():
+    for path in (os.path.expanduser("~/.core4/local.yaml"),
+                 "/etc/core4/local.yaml"):
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def dispatch(ns, parser):
+    """Run the command ``ns`` asks for; return the exit code."""
+    if ns.version:
+        print("core4 %s" % core4.__version__)
+    elif ns.enqueue:
+        cmd_enqueue(ns.enqueue)
+    elif ns.detail:
+        cmd_detail(ns.detail)
+    elif ns.listing is not None:
+        cmd_listing(ns.listing)
+    elif ns.info:
+        cmd_info()
+    elif ns.kill:
+        _each(ns.kill, "kill", "killed")
+    elif ns.restart:
+        _each(ns.restart, "restart", "restarted")
+    elif ns.remove:
+        _each(ns.remove, "remove", "removed")
+    elif ns.remove_hard:
+        _each(ns.remove_hard, "remove_hard", "hard removed")
+    elif ns.pause:
+        _queue().pause(None if ns.pause == GLOBAL else ns.pause)
+        cmd_mode()
+    elif ns.resume:
+        _queue().resume(None if ns.resume == GLOBAL else ns.resume)
+        cmd_mode()
+    elif ns.mode:
+        cmd_mode()
+    elif ns.halt:
+        _queue().halt()
+        print("system halt")
+    elif ns.alive:
+        cmd_alive()
+    elif ns.who:
+        cmd_who()
+    else:
+        parser.exit(2, "coco: nothing to do (see coco --help)\n")
+    return 0
+
+
+def main(argv=None):
+    """Entry point of ``coco``."""
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    try:
+        return dispatch(ns, parser)
+    except Core4UserError as exc:
+        print("coco: %s" % exc, file=sys.stderr)
+        return 2
+    except pymongo.errors.ConnectionFailure as exc:
+        print("coco: %s" % CoreDatabaseUnreachable(
+            "cannot reach MongoDB: %s" % str(exc).split(",")[0]),
+            file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
