@@ -9,10 +9,10 @@ fixed upstream is removed in one place.
 from core4.mongo.compat import (ensure_index, find_index, id_in, now,
                                 to_datetime, from_datetime)
 from core4.mongo.connection import (SystemCollections, get_client, collection,
-                                    resolve_url, translate_errors)
+                                    resolve_url, translate_errors, retrying)
 
 __all__ = [
     "SystemCollections", "get_client", "collection", "resolve_url",
-    "translate_errors", "ensure_index", "find_index", "id_in", "now",
+    "translate_errors", "retrying", "ensure_index", "find_index", "id_in", "now",
     "to_datetime", "from_datetime",
 ]

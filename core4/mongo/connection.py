@@ -6,6 +6,7 @@ parent's client (pymongo clients are not fork-safe), it opens its own.
 
 import contextlib
 import os
+import time
 
 import pymongo
 import pymongo.errors
@@ -65,8 +66,8 @@ def translate_errors(what="MongoDB"):
     try:
         yield
     except pymongo.errors.ServerSelectionTimeoutError as exc:
-        raise CoreDatabaseUnreachable(
-            "cannot reach %s: %s" % (what, str(exc).split(",")[0])) from None
+        raise CoreDatabaseUnreachable("cannot reach %s: %s" % (
+            what, str(exc).split(", Timeout:")[0])) from None
     except pymongo.errors.ConfigurationError as exc:
         raise CoreDatabaseUnreachable(
             "invalid MongoDB url for %s: %s" % (what, exc)) from None
@@ -114,3 +115,26 @@ class SystemCollections:
         url = connect.url or "embedded server (%s)" % embedded_data_dir(
             self.config)
         return "%s database %s" % (url, connect.database)
+
+
+#: errors after which an operation may succeed when tried again
+TRANSIENT = (pymongo.errors.ConnectionFailure,)
+
+
+def retrying(call, *args, timeout=3600.0, **kwargs):
+    """Call ``call(*args, **kwargs)``, retrying with backoff while the
+    server is unreachable, for up to ``timeout`` seconds.
+
+    Used for writes that must not be lost in a database outage, such as a
+    job's outcome.
+    """
+    delay = 0.1
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except TRANSIENT:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)

@@ -1,6 +1,13 @@
 """Daemon registry in ``sys_worker``: workers, schedulers and app servers
 register there with kind, pid, phase and heartbeat."""
 
+import os
+
+import psutil
+import pymongo.errors
+
+from core4.base import hostname
+from core4.error import Core4UserError
 from core4.mongo import now
 
 #: ids of control documents in sys_worker (not daemons)
@@ -16,3 +23,55 @@ def alive_daemons(system, config, kind=None):
         query["kind"] = kind
     return [doc for doc in system.worker.find(query).sort("_id", 1)
             if doc["_id"] not in CONTROL_IDS]
+
+
+def register(system, identifier, kind, config):
+    """Register a daemon; refuse if one with this identifier is alive.
+
+    A registration left behind by a dead daemon (no recent heartbeat, or
+    its process gone on this host) is taken over.
+    """
+    at = now()
+    doc = {"_id": identifier, "kind": kind, "hostname": hostname(),
+           "pid": os.getpid(), "phase": "startup", "heartbeat": at,
+           "started_at": at}
+    existing = system.worker.find_one({"_id": identifier})
+    if existing is None:
+        try:
+            system.worker.insert_one(doc)
+            return doc
+        except pymongo.errors.DuplicateKeyError:
+            existing = system.worker.find_one({"_id": identifier}) or {}
+    if _alive(existing, config, at):
+        raise Core4UserError("%s %s is already running (pid %s on %s)" % (
+            existing.get("kind", kind), identifier, existing.get("pid"),
+            existing.get("hostname")))
+    cas = {"_id": identifier}
+    cas["heartbeat"] = (existing["heartbeat"] if "heartbeat" in existing
+                        else {"$exists": False})
+    if system.worker.replace_one(cas, doc).matched_count != 1:
+        raise Core4UserError("%s %s is starting elsewhere at the same time"
+                             % (kind, identifier))
+    return doc
+
+
+def _alive(doc, config, at):
+    if doc.get("phase") == "exit":
+        return False
+    if doc.get("heartbeat", 0) < at - config.daemon.alive_timeout:
+        return False
+    if doc.get("hostname") == hostname():
+        pid = doc.get("pid")
+        return bool(pid) and pid != os.getpid() and psutil.pid_exists(pid)
+    return True
+
+
+def set_phase(system, identifier, phase):
+    """Record the daemon's phase."""
+    system.worker.update_one({"_id": identifier},
+                             {"$set": {"phase": phase, "heartbeat": now()}})
+
+
+def unregister(system, identifier):
+    """Mark the daemon as exited."""
+    set_phase(system, identifier, "exit")

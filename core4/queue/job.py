@@ -34,7 +34,8 @@ from core4.queue.validate import EMPTY, PROPERTIES
 RUNTIME_FIELDS = (
     "_id", "state", "attempts_left", "trial", "enqueued", "started_at",
     "finished_at", "query_at", "runtime", "locked", "prog", "last_error",
-    "zombie_at", "wall_at", "killed_at", "removed_at", "inactive_at")
+    "zombie_at", "wall_at", "killed_at", "removed_at", "inactive_at",
+    "first_started_at")
 
 
 class CoreAbstractMixin:
@@ -93,7 +94,11 @@ class CoreJob:
         name = cls.qual_name()
         config = get_config(project_of(name))
         own = class_config(config, name) or {}
-        args = dict(kwargs.pop("args", None) or {})
+        args = kwargs.pop("args", None) or {}
+        if not isinstance(args, dict):
+            raise CoreJobInvalid("%s: args must be a dict, got %r" % (
+                name, args))
+        args = dict(args)
         values = {}
         for prop_name, prop in PROPERTIES.items():
             value = config.job.get(prop_name, EMPTY.get(prop_name))
@@ -114,8 +119,8 @@ class CoreJob:
             else:
                 values[key] = value
         for prop_name, prop in PROPERTIES.items():
-            if prop.sequence and isinstance(values[prop_name], tuple):
-                values[prop_name] = list(values[prop_name])
+            if prop.sequence and isinstance(values[prop_name], (list, tuple)):
+                values[prop_name] = list(values[prop_name])  # never shared
         self.__dict__.update(values)
         self.__dict__.update({field: None for field in RUNTIME_FIELDS})
         self.__dict__.update(args=args, trial=0, name=name,
@@ -229,9 +234,11 @@ class CoreJob:
 
     def serialise(self):
         """Return the job's document for ``sys_queue`` (no ``_id`` if None)."""
-        doc = {"name": self.name, "args": self.args, "_hash": self.args_hash}
+        doc = {"name": self.name, "project": self.project, "args": self.args,
+               "_hash": self.args_hash}
         for prop_name, prop in PROPERTIES.items():
-            if prop.stored:
+            # None is not stored: filters test presence with $exists
+            if prop.stored and getattr(self, prop_name) is not None:
                 doc[prop_name] = getattr(self, prop_name)
         for field in RUNTIME_FIELDS:
             value = getattr(self, field)

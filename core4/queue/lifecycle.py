@@ -27,7 +27,7 @@ def claim_update(lease, at):
     """Return the update that moves a claimed job to ``running``."""
     return {"$set": {"state": states.RUNNING, "locked": lease,
                      "started_at": at},
-            "$inc": {"trial": 1}}
+            "$inc": {"trial": 1}, "$min": {"first_started_at": at}}
 
 
 def claim_by_id(queue, _id, worker):
@@ -76,13 +76,15 @@ def set_complete(queue, doc):
     return after
 
 
-def set_failed(queue, doc, exc_info=None, message=None):
+def set_failed(queue, doc, error=None, message=None):
     """Running → failed (attempts left, retried after ``error_time``) or
-    error (no attempts left)."""
+    error (no attempts left); ``error`` is a ``last_error`` document, or
+    give a ``message``."""
+    error = error or error_document(message=message)
     at = now()
     fields = _finish(doc, at)
     left = doc.get("attempts_left", 1) - 1
-    fields["last_error"] = error_document(exc_info, message)
+    fields["last_error"] = error
     if left > 0:
         fields.update(state=states.FAILED, query_at=at + doc["error_time"])
     else:
@@ -91,15 +93,13 @@ def set_failed(queue, doc, exc_info=None, message=None):
                                 "$inc": {"attempts_left": -1}})
 
 
-def set_error(queue, doc, message, exc_info=None):
+def set_error(queue, doc, error=None, message=None):
     """Running → error at once, whatever attempts are left (the job cannot
     start: unknown class, bad arguments)."""
+    error = error or error_document(message=message)
     at = now()
     fields = _finish(doc, at)
-    fields.update(state=states.ERROR,
-                  last_error=error_document(exc_info, message))
-    if exc_info is not None:
-        fields["last_error"]["exception"] = message
+    fields.update(state=states.ERROR, last_error=error)
     return _update(queue, doc, {"$set": fields, "$unset": {"locked": ""}})
 
 
@@ -109,13 +109,29 @@ def set_deferred(queue, doc, message):
     at = now()
     fields = _finish(doc, at)
     fields["last_error"] = error_document(message=message)
-    inactive_at = doc.get("inactive_at") or doc["started_at"] + doc[
-        "defer_max"]
+    inactive_at = doc.get("inactive_at") or (
+        doc.get("first_started_at") or doc["started_at"]) + doc["defer_max"]
+    fields["inactive_at"] = inactive_at
     if at >= inactive_at:
         fields.update(state=states.INACTIVE)
     else:
         fields.update(state=states.DEFERRED, query_at=at + doc["defer_time"])
     return _update(queue, doc, {"$set": fields, "$unset": {"locked": ""}})
+
+
+def apply_outcome(queue, doc, outcome):
+    """Record what a job process reported (see :mod:`core4.queue.runner`):
+    ``{"state": complete|failed|error|deferred, "error": last_error,
+    "message": text}``. Returns the updated document, or None if the lease
+    was lost meanwhile."""
+    state = outcome["state"]
+    if state == states.COMPLETE:
+        return set_complete(queue, doc)
+    if state == states.DEFERRED:
+        return set_deferred(queue, doc, outcome.get("message"))
+    if state == states.ERROR:
+        return set_error(queue, doc, outcome["error"])
+    return set_failed(queue, doc, outcome["error"])
 
 
 def set_killed(queue, doc, message="killed"):
@@ -128,17 +144,14 @@ def set_killed(queue, doc, message="killed"):
 
 
 def mark_started(queue, doc, pid):
-    """Record the job process id and, at the first start, ``inactive_at``."""
-    fields = {"locked.pid": pid}
-    if not doc.get("inactive_at"):
-        fields["inactive_at"] = doc["started_at"] + doc["defer_max"]
-    return _update(queue, doc, {"$set": fields})
+    """Record the process id of the running job."""
+    return _update(queue, doc, {"$set": {"locked.pid": pid}})
 
 
 def record_progress(queue, doc, value, message):
     """Store progress and renew the job's heartbeat."""
     queue.sys.queue.update_one(fence(doc), {"$set": {
-        "prog": {"value": value, "message": message},
+        "prog": {"value": value, "message": message, "at": now()},
         "locked.heartbeat": now()}})
 
 

@@ -30,7 +30,8 @@ def load_job_class(name):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
+            if exc.name and (module_name == exc.name or module_name.startswith(
+                    exc.name + ".")):
                 raise CoreJobModuleNotFound(
                     "job %s: module %s not found" % (name, exc.name)) \
                     from None
@@ -53,7 +54,7 @@ def load_job_class(name):
     return cls
 
 
-def make_job(name, **kwargs):
+def make_job(name, /, **kwargs):
     """Load the job class, instantiate it with ``kwargs`` and validate it."""
     cls = load_job_class(name)
     job = cls(**kwargs)

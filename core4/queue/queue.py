@@ -17,7 +17,7 @@ from core4.error import CoreJobExists, CoreJobNotFound, Core4UserError
 from core4.mongo import SystemCollections, ensure_index, now, id_in
 from core4.queue import lifecycle, states
 from core4.queue.job import CoreJob
-from core4.queue.loader import make_job
+from core4.queue.loader import load_job_class, make_job
 
 HALT_ID = "__halt__"
 MAINTENANCE_ID = "__maintenance__"
@@ -49,14 +49,16 @@ class CoreQueue:
         ensure_index(self.sys.queue, [("name", 1), ("_hash", 1)],
                      unique=True)
         ensure_index(self.sys.queue, [("state", 1), ("query_at", 1)])
+        ensure_index(self.sys.stdout, [("timestamp", 1)],
+                     expireAfterSeconds=int(self.config.worker.stdout_ttl))
         self._indexed = True
 
     # enqueue ----------------------------------------------------------------
 
-    def enqueue(self, job, by=None, parent_id=None, **kwargs):
+    def enqueue(self, job, /, **kwargs):
         """Enqueue a job class, job object or qualified name; return the job.
 
-        ``kwargs`` are job properties or arguments. Raises
+        ``kwargs`` are job properties or arguments (any name is fine). Raises
         :class:`CoreJobExists` if a job with the same name and arguments is
         already in the queue.
         """
@@ -67,6 +69,11 @@ class CoreQueue:
             job.validate()
         else:
             job = make_job(job, **kwargs)
+        return self.submit(job)
+
+    def submit(self, job, by=None, parent_id=None):
+        """Insert a validated job object; ``by`` overrides the user name,
+        ``parent_id`` links it to the job that triggered it."""
         self.setup()
         at = now()
         doc = job.serialise()
@@ -146,7 +153,7 @@ class CoreQueue:
         new = {key: value for key, value in old.items() if key not in (
             "_id", "last_error", "started_at", "finished_at", "runtime",
             "locked", "zombie_at", "wall_at", "killed_at", "removed_at",
-            "inactive_at")}
+            "inactive_at", "first_started_at")}
         at = now()
         enqueued = {key: value for key, value in old["enqueued"].items()
                     if key != "child_id"}
@@ -207,17 +214,26 @@ class CoreQueue:
 
     def pause(self, project=None):
         """Stop claims of all jobs, or of one project's jobs."""
+        self._ensure_maintenance()
         update = ({"$addToSet": {"projects": project}} if project
                   else {"$set": {"global": True}})
-        self.sys.worker.update_one({"_id": MAINTENANCE_ID}, update,
-                                   upsert=True)
+        self.sys.worker.update_one({"_id": MAINTENANCE_ID}, update)
 
     def resume(self, project=None):
         """Resume claims paused by :meth:`pause`."""
+        self._ensure_maintenance()
         update = ({"$pull": {"projects": project}} if project
                   else {"$set": {"global": False}})
-        self.sys.worker.update_one({"_id": MAINTENANCE_ID}, update,
-                                   upsert=True)
+        self.sys.worker.update_one({"_id": MAINTENANCE_ID}, update)
+
+    def _ensure_maintenance(self):
+        # NX-27017 ignores $addToSet on a missing array: create it first
+        self.sys.worker.update_one(
+            {"_id": MAINTENANCE_ID},
+            {"$setOnInsert": {"global": False, "projects": []}}, upsert=True)
+        self.sys.worker.update_one(
+            {"_id": MAINTENANCE_ID, "projects": {"$exists": False}},
+            {"$set": {"projects": []}})
 
     def maintenance(self):
         """Return ``{"global": bool, "projects": [names]}``."""
@@ -232,16 +248,29 @@ class CoreQueue:
 
     # lookup -----------------------------------------------------------------
 
-    def resolve(self, id_or_name):
-        """Return the ids of a job id or of all queued jobs of a name."""
+    def resolve(self, id_or_name, queued=False):
+        """Return the ids of a job id or of all queued jobs of a name.
+
+        A name may be any name the job class is known by (e.g. a re-export).
+        With ``queued`` an id must be in the queue.
+        """
         value = str(id_or_name)
         if ObjectId.is_valid(value):
-            return [ObjectId(value)]
+            _id = ObjectId(value)
+            if queued and self.sys.queue.find_one({"_id": _id},
+                                                  {"_id": 1}) is None:
+                raise CoreJobNotFound("job %s not found in the queue" % value)
+            return [_id]
         if "." not in value:
             raise Core4UserError("%r is neither a job id nor a qualified "
                                  "job name" % value)
-        ids = [d["_id"] for d in self.sys.queue.find({"name": value},
-                                                     {"_id": 1})]
+        names = [value]
+        try:
+            names.append(load_job_class(value).qual_name())
+        except Core4UserError:
+            pass
+        ids = [d["_id"] for d in self.sys.queue.find(
+            {"name": {"$in": names}}, {"_id": 1})]
         if not ids:
             raise CoreJobNotFound("no job %s in the queue" % value)
         return ids

@@ -1,54 +1,87 @@
-"""Run one claimed job in the current process and record its outcome.
+"""Run one claimed job in the current process.
 
-Used by the job process a worker starts, and by ``execute()`` for
-debugging in the user's own process.
+:func:`execute_claimed` runs the job and returns its *outcome* without
+touching the job's document; :func:`core4.queue.lifecycle.apply_outcome`
+records it. A worker's job process hands the outcome to its worker (which
+records it with its own, pooled connection); ``execute()`` records it
+itself through :func:`run_claimed`.
 """
 
-import os
+import inspect
 import sys
 
-from core4.error import Core4Error, CoreJobDeferred
-from core4.queue import lifecycle
+import pymongo.errors
+
+from core4.error import Core4Error, CoreJobDeferred, CoreJobInvalid
+from core4.mongo import retrying
+from core4.queue import lifecycle, states
 from core4.queue.loader import load_job_class
 
 
-def run_claimed(queue, doc):
-    """Execute the claimed job ``doc``; return its final document.
+def check_signature(job):
+    """Raise :class:`CoreJobInvalid` unless ``execute`` accepts the args."""
+    try:
+        inspect.signature(job.execute).bind(**job.args)
+    except TypeError as exc:
+        raise CoreJobInvalid("%s: bad arguments %r: %s" % (
+            job.name, job.args, exc)) from None
 
-    The outcome is one of complete, failed, error, deferred or inactive.
-    A job that cannot even be built (unknown class, bad arguments) ends in
-    ``error`` with a ``last_error`` that says why.
-    """
+
+def build_job(doc):
+    """Return the job object of ``doc``, or an ``error`` outcome."""
     try:
         cls = load_job_class(doc["name"])
         job = cls.deserialise(doc)
         job.validate()
+        check_signature(job)
+        return job, None
     except Core4Error as exc:
-        return lifecycle.set_error(queue, doc, str(exc))
+        error = lifecycle.error_document(message=str(exc))
     except Exception as exc:
-        return lifecycle.set_error(
-            queue, doc, "cannot start %s: %s: %s" % (
-                doc["name"], type(exc).__name__, exc), sys.exc_info())
-    started = lifecycle.mark_started(queue, doc, os.getpid()) or doc
-    job.bind_progress(lambda value, message: lifecycle.record_progress(
-        queue, started, value, message))
+        error = lifecycle.error_document(sys.exc_info())
+        error["exception"] = "cannot start %s: %s: %s" % (
+            doc["name"], type(exc).__name__, exc)
+    return None, {"state": states.ERROR, "error": error}
+
+
+def execute_claimed(doc, queue_factory):
+    """Run the claimed job ``doc`` and return its outcome.
+
+    ``queue_factory()`` returns the :class:`CoreQueue` used for progress
+    updates; it is only called when the job reports progress, so a job that
+    never does opens no database connection.
+    """
+    job, outcome = build_job(doc)
+    if outcome is not None:
+        return outcome
+    opened = []
+
+    def sink(value, message):
+        try:
+            if not opened:
+                opened.append(queue_factory())
+            lifecycle.record_progress(opened[0], doc, value, message)
+        except pymongo.errors.PyMongoError as exc:
+            job.logger.warning("progress not stored: %s", exc)
+
+    job.bind_progress(sink)
     log = job.logger
     log.info("start execution")
     try:
         job.execute(**job.args)
     except CoreJobDeferred as exc:
-        after = lifecycle.set_deferred(queue, started, str(exc))
+        log.info("done execution with [deferred]: %s", exc)
+        return {"state": states.DEFERRED, "message": str(exc)}
     except Exception:
-        after = lifecycle.set_failed(queue, started, sys.exc_info())
-        if after is not None:
-            log.critical("done execution with [%s]", after["state"],
-                         exc_info=True)
-            return after
-    else:
-        after = lifecycle.set_complete(queue, started)
-    if after is not None:
-        log.info("done execution with [%s] after [%.2f] sec.",
-                 after["state"], after.get("runtime") or 0.0)
-    else:
-        log.error("lost the lease of the job while it ran: outcome dropped")
-    return after
+        log.critical("done execution with [failed]", exc_info=True)
+        return {"state": states.FAILED,
+                "error": lifecycle.error_document(sys.exc_info())}
+    log.info("done execution with [complete]")
+    return {"state": states.COMPLETE}
+
+
+def run_claimed(queue, doc):
+    """Run the claimed job in this process and record its outcome; return
+    the job's final document (None if the lease was lost meanwhile)."""
+    outcome = execute_claimed(doc, lambda: queue)
+    return retrying(lifecycle.apply_outcome, queue, doc, outcome)

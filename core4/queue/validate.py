@@ -6,6 +6,8 @@ the class's dotted path (C), and as an enqueue keyword (E), except where a
 ``sys_queue``.
 """
 
+import bson
+import bson.errors
 import croniter
 
 from core4.error import CoreJobInvalid
@@ -129,7 +131,8 @@ def check_property(qual_name, name, value):
 
 
 def check_args(qual_name, args):
-    """Raise :class:`CoreJobInvalid` unless ``args`` is a dict of str keys."""
+    """Raise :class:`CoreJobInvalid` unless ``args`` is a dict of str keys
+    that MongoDB can store."""
     if not isinstance(args, dict):
         raise CoreJobInvalid("%s: args must be a dict, got %r" % (
             qual_name, args))
@@ -139,3 +142,8 @@ def check_args(qual_name, args):
             raise CoreJobInvalid(
                 "%s: argument name %r must be a non-empty string without "
                 "'$' prefix or '.'" % (qual_name, key))
+    try:
+        bson.encode({"args": args})
+    except (bson.errors.InvalidDocument, OverflowError, TypeError) as exc:
+        raise CoreJobInvalid("%s: args cannot be stored: %s" % (
+            qual_name, exc)) from None

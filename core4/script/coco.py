@@ -13,7 +13,8 @@ import pymongo.errors
 
 import core4
 from core4.config import get_config
-from core4.error import Core4UserError, CoreDatabaseUnreachable
+from core4.error import Core4UserError
+from core4.mongo.connection import close_clients
 from core4.queue import states
 from core4.script import display
 
@@ -60,7 +61,15 @@ def build_parser():
     add("-o", "--who", action="store_true",
         help="show which database and configuration are in use")
     add("-v", "--version", action="store_true", help="print the version")
+    add("-w", "--worker", nargs="?", const="worker", metavar="NAME",
+        help="run a worker NAME@hostname in the foreground")
+    parser.add_argument("--start-method", choices=("fork", "spawn"),
+                        help="with --worker: how job processes start")
     return parser
+
+
+def _no_constant(name):
+    raise ValueError("%s is not valid JSON" % name)
 
 
 def parse_job_args(values):
@@ -68,7 +77,7 @@ def parse_job_args(values):
     dict; raise :class:`Core4UserError` naming the bad part."""
     if len(values) == 1 and values[0].lstrip().startswith("{"):
         try:
-            args = json.loads(values[0])
+            args = json.loads(values[0], parse_constant=_no_constant)
         except ValueError as exc:
             raise Core4UserError("arguments are not valid JSON: %s" % exc)
         if not isinstance(args, dict):
@@ -81,7 +90,8 @@ def parse_job_args(values):
             raise Core4UserError(
                 "argument %r is not k=v (or a JSON object)" % value)
         try:
-            args[key.strip()] = json.loads(literal)
+            args[key.strip()] = json.loads(literal,
+                                           parse_constant=_no_constant)
         except ValueError:
             raise Core4UserError(
                 "value of argument %r is not a JSON literal: %r (quote "
@@ -157,22 +167,31 @@ def cmd_info():
     print(display.table(rows, ["n", "state", "flag", "name"]))
 
 
-def _each(values, action, verb):
+def _each(values, action, verb, done):
     queue = _queue()
     failed = 0
     for value in values:
-        for _id in queue.resolve(value):
+        for _id in queue.resolve(value, queued=True):
             result = getattr(queue, action)(_id)
             if result is None or result is False:
                 failed += 1
                 print("failed to %s [%s]" % (verb, _id))
             elif result is True or result == _id:
-                print("%s [%s]" % (verb, _id))
+                print("%s [%s]" % (done, _id))
             else:
-                print("%s [%s], new _id [%s]" % (verb, _id, result))
+                print("%s [%s], new _id [%s]" % (done, _id, result))
     if failed:
         raise Core4UserError("%d job(s) not in a state to %s" % (
             failed, verb))
+
+
+def cmd_worker(name, start_method):
+    """``--worker``: run a worker until halted or signalled."""
+    from core4.queue.worker import CoreWorker
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise Core4UserError("worker name %r may only contain letters, "
+                             "digits, '-' and '_'" % name)
+    CoreWorker(name, get_config(), start_method=start_method).start()
 
 
 def cmd_mode():
@@ -246,13 +265,13 @@ def dispatch(ns, parser):
     elif ns.info:
         cmd_info()
     elif ns.kill:
-        _each(ns.kill, "kill", "killed")
+        _each(ns.kill, "kill", "kill", "killed")
     elif ns.restart:
-        _each(ns.restart, "restart", "restarted")
+        _each(ns.restart, "restart", "restart", "restarted")
     elif ns.remove:
-        _each(ns.remove, "remove", "removed")
+        _each(ns.remove, "remove", "remove", "removed")
     elif ns.remove_hard:
-        _each(ns.remove_hard, "remove_hard", "hard removed")
+        _each(ns.remove_hard, "remove_hard", "remove", "hard removed")
     elif ns.pause:
         _queue().pause(None if ns.pause == GLOBAL else ns.pause)
         cmd_mode()
@@ -261,6 +280,8 @@ def dispatch(ns, parser):
         cmd_mode()
     elif ns.mode:
         cmd_mode()
+    elif ns.worker:
+        cmd_worker(ns.worker, ns.start_method)
     elif ns.halt:
         _queue().halt()
         print("system halt")
@@ -273,23 +294,43 @@ def dispatch(ns, parser):
     return 0
 
 
+def first_line(exc):
+    """The first line of an error message, without pymongo's details."""
+    text = str(exc).split("\n")[0]
+    return text.split(", Timeout:")[0].split(", full error:")[0]
+
+
 def main(argv=None):
     """Entry point of ``coco``."""
     parser = build_parser()
     ns = parser.parse_args(argv)
     try:
-        return dispatch(ns, parser)
+        try:
+            return dispatch(ns, parser)
+        finally:
+            close_clients()
     except Core4UserError as exc:
         print("coco: %s" % exc, file=sys.stderr)
         return 2
     except pymongo.errors.ConnectionFailure as exc:
-        print("coco: %s" % CoreDatabaseUnreachable(
-            "cannot reach MongoDB: %s" % str(exc).split(",")[0]),
-            file=sys.stderr)
+        print("coco: cannot reach MongoDB: %s" % first_line(exc),
+              file=sys.stderr)
         return 2
+    except pymongo.errors.PyMongoError as exc:
+        print("coco: MongoDB error: %s" % first_line(exc), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
 
+def run():
+    """Console entry point: like :func:`main`, but skips pymongo's slow
+    interpreter-shutdown hooks (about 0.5 s) once all output is flushed."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -7,12 +7,12 @@ from core4.queue.queue import CoreQueue
 from core4.queue.runner import run_claimed
 
 
-def enqueue(job, **kwargs):
+def enqueue(job, /, **kwargs):
     """Enqueue ``job`` (class or qualified name); return its ``_id``."""
     return CoreQueue().enqueue(job, **kwargs)._id
 
 
-def execute(job, **kwargs):
+def execute(job, /, **kwargs):
     """Run ``job`` once in this process and return its final document.
 
     The job runs in the current process (so breakpoints work, and its output

@@ -31,3 +31,12 @@ class DummyJob(CoreJob):
                 elapsed, sleep))
             time.sleep(min(loop_time, sleep - elapsed))
         self.progress(1.0, "done after %d lines" % line, force=True)
+
+
+class NoopJob(CoreJob):
+    """Do nothing: measures the cost of running a job (``bench/``)."""
+
+    author = "mra"
+
+    def execute(self, **kwargs):
+        pass

@@ -1,0 +1,111 @@
+"""The worker's view of one running job process: its pid, how to stop it
+with all its children, and where its output goes."""
+
+import datetime
+import os
+import signal
+import time
+
+import psutil
+
+#: prefix of the output kept when a job printed more than the maximum
+CUT_MARK = b"[... %d bytes cut ...]\n"
+
+
+class JobProcess:
+    """A job process started by a worker (see :mod:`core4.queue.worker`)."""
+
+    def __init__(self, doc, out_path, result_path):
+        self.doc = doc
+        self.out_path = out_path
+        self.result_path = result_path
+        self.pid = None
+        self.pid_saved = False
+        self.exit_event = None
+        self.reason = None
+        self.record = True
+        self.term_at = None
+        self.kill_grace = None
+        self.killed = False
+
+    def remove_files(self):
+        """Delete the output and result files of the finished process."""
+        for path in (self.out_path, self.result_path):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    def started(self, pid):
+        """The launcher reports the process id; deliver a pending stop."""
+        self.pid = pid
+        if self.term_at is not None:
+            self._signal(signal.SIGTERM)
+
+    def terminate(self, reason, grace, record=True):
+        """Send SIGTERM to the job's process group (once); SIGKILL follows
+        after ``grace`` seconds (see :meth:`escalate`). ``record`` False
+        means the job's document is no longer ours to update."""
+        if self.term_at is not None:
+            return
+        self.reason, self.record, self.kill_grace = reason, record, grace
+        self.term_at = time.monotonic()
+        self._signal(signal.SIGTERM)
+
+    def escalate(self):
+        """SIGKILL the process group once the grace period has passed."""
+        if self.term_at is None or self.killed:
+            return
+        if time.monotonic() - self.term_at >= self.kill_grace:
+            self.killed = self._signal(signal.SIGKILL)
+
+    def _signal(self, sig):
+        if self.pid is None:
+            return False
+        targets = []
+        try:
+            targets = psutil.Process(self.pid).children(recursive=True)
+        except psutil.Error:
+            pass
+        try:
+            os.killpg(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for child in targets:  # children that left the process group
+            try:
+                child.send_signal(sig)
+            except psutil.Error:
+                pass
+        return True
+
+
+def read_output(path, max_bytes):
+    """Return the captured output (str if UTF-8, else bytes), at most the
+    last ``max_bytes`` bytes, or None if there was none."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return None
+    if size == 0:
+        return None
+    with open(path, "rb") as handle:
+        if size > max_bytes:
+            handle.seek(size - max_bytes)
+            data = (CUT_MARK % (size - max_bytes)) + handle.read()
+        else:
+            data = handle.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
+
+
+def store_output(queue, proc, max_bytes):
+    """Store a finished job's output in ``sys_stdout`` and delete the file."""
+    data = read_output(proc.out_path, max_bytes)
+    if data is not None:
+        queue.sys.stdout.replace_one(
+            {"_id": proc.doc["_id"]},
+            {"_id": proc.doc["_id"], "stdout": data,
+             "timestamp": datetime.datetime.now(datetime.timezone.utc)},
+            upsert=True)

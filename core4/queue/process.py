@@ -1,0 +1,100 @@
+"""The job process: what runs inside the OS process of one job.
+
+A worker starts it either by forking its warm launcher
+(:mod:`core4.queue.launcher`) or, in ``spawn`` mode, as
+``python -m core4.queue.process`` with the claimed job document and the
+result path on stdin. Either way the process has its own process group,
+its standard output and error go to a file the worker stores in
+``sys_stdout``, and it writes the job's outcome to the result file, which
+the worker records. It opens a database connection of its own only if the
+job reports progress.
+"""
+
+import json
+import os
+import sys
+import threading
+import time
+
+from bson import json_util
+
+#: exit code of a job process that wrote its outcome
+EXIT_DONE = 0
+#: exit code of a job process that failed before writing an outcome
+EXIT_LOST = 3
+
+
+def encode_doc(doc):
+    """Serialise a document for the launcher protocol (one line)."""
+    return json_util.dumps(doc, json_options=json_util.CANONICAL_JSON_OPTIONS)
+
+
+def decode_doc(text):
+    """Inverse of :func:`encode_doc`."""
+    return json_util.loads(text)
+
+
+def write_result(path, outcome):
+    """Write the outcome atomically (the worker reads it after exit)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as handle:
+        handle.write(encode_doc(outcome))
+    os.replace(tmp, path)
+
+
+def read_result(path):
+    """Return the outcome a job process wrote, or None."""
+    try:
+        with open(path) as handle:
+            return decode_doc(handle.read())
+    except (OSError, ValueError):
+        return None
+
+
+def run_job(doc, result_path):
+    """Run the claimed job ``doc`` in this (fresh) process and write its
+    outcome; return the exit code. Configuration and logging are set up
+    anew here."""
+    from core4.config import get_config, reset_config
+    from core4.logger import setup_logging
+    from core4.mongo.connection import close_clients
+    from core4.queue.queue import CoreQueue
+    from core4.queue.runner import execute_claimed
+    reset_config()
+    config = get_config(doc["name"].split(".", 1)[0])
+    setup_logging(config)
+    try:
+        outcome = execute_claimed(doc, lambda: CoreQueue(config))
+        write_result(result_path, outcome)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        close_clients()
+    return EXIT_DONE
+
+
+def die_with_parent(interval=0.5):
+    """Kill this process group when the parent (the worker) goes away, so
+    a job never runs on after its worker died (and was recovered)."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os.killpg(0, 9)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def main():
+    """``python -m core4.queue.process``: run the job given on stdin."""
+    command = json.loads(sys.stdin.readline())
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    die_with_parent()
+    return run_job(decode_doc(command["doc"]), command["result"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,394 @@
+"""The worker: claims jobs and runs each in its own OS process.
+
+One loop (:meth:`CoreWorker.loop`) runs the steps of the execution plan,
+each at its own interval:
+
+* ``work_jobs`` — claim due jobs (one atomic ``find_one_and_update`` each)
+  and start their processes;
+* ``heartbeat`` — renew the worker's heartbeat and the leases of its jobs
+  (every ``daemon.heartbeat`` seconds; a lease expires after twice that);
+* ``check_requests`` — halt, maintenance, kill and removal requests;
+* ``flag_jobs`` — non-stop and zombie flags, deferred jobs turned inactive;
+* ``recover_jobs`` — jobs of dead workers (expired leases);
+* ``collect_stats`` — CPU and memory for the resource gate.
+
+The worker's phases are explicit: ``startup``, ``loop``, ``stopping`` (no
+new claims; running jobs finish), ``shutdown`` and ``exit``.
+"""
+
+import logging
+import os
+import select
+import shutil
+import signal
+import tempfile
+import time
+
+import pymongo
+import pymongo.errors
+
+from core4.base import hostname
+from core4.config import get_config
+from core4.error import Core4UserError
+from core4.logger import get_logger, setup_logging
+from core4.mongo import now
+from core4.mongo.connection import TRANSIENT
+from core4.queue.process import read_result
+from core4.queue import lifecycle, recovery, states
+from core4.queue.daemon import register, unregister, set_phase
+from core4.queue.jobprocess import JobProcess, store_output
+from core4.queue.launcher import ForkLauncher, SpawnLauncher, Started
+from core4.queue.queue import CoreQueue
+from core4.queue.resources import ResourceMonitor
+
+STARTUP, LOOP, STOPPING, SHUTDOWN, EXIT = (
+    "startup", "loop", "stopping", "shutdown", "exit")
+
+
+class CoreWorker:
+    """A worker daemon ``NAME@hostname`` (see the module docstring)."""
+
+    kind = "worker"
+
+    def __init__(self, name="worker", config=None, start_method=None):
+        self.config = config or get_config()
+        self.identifier = "%s@%s" % (name, hostname())
+        self.queue = CoreQueue(self.config)
+        self.log = get_logger("core4.queue.worker.CoreWorker",
+                              self.identifier)
+        wcfg = self.config.worker
+        self.start_method = start_method or wcfg.start_method
+        if self.start_method not in ("fork", "spawn"):
+            raise Core4UserError("worker.start_method must be fork or spawn, "
+                                 "got %r" % self.start_method)
+        self.heartbeat = float(self.config.daemon.heartbeat)
+        self.plan = {step: float(wcfg.execution_plan[step]) for step in (
+            "work_jobs", "check_requests", "flag_jobs", "recover_jobs",
+            "collect_stats")}
+        self.plan["heartbeat"] = self.heartbeat
+        self.resources = ResourceMonitor(wcfg.max_cpu, wcfg.min_free_ram,
+                                         wcfg.avg_stats_secs)
+        self.jobs = {}              # job id -> JobProcess
+        self.phase = STARTUP
+        self.started_at = None
+        self.stop_deadline = None
+        self.signals = 0
+        self.maintenance = {"global": False, "projects": []}
+        self.capped = {}            # job name -> monotonic time until skipped
+        self.next_run = {}
+        self.connected_since = None
+        self.outage_until = 0.0
+        self.launcher = None
+        self.out_dir = None
+
+    # the loop ---------------------------------------------------------------
+
+    def start(self):
+        """Register, run the loop until stopped, then shut down."""
+        setup_logging(self.config)
+        self.started_at = now()
+        register(self.queue.sys, self.identifier, self.kind, self.config)
+        self.out_dir = tempfile.mkdtemp(prefix="core4-worker-")
+        self.launcher = (ForkLauncher() if self.start_method == "fork"
+                         else SpawnLauncher())
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        self.queue.setup()
+        self.connected_since = time.monotonic()
+        self.log.info("worker [%s] started (pid %d, %s mode)",
+                      self.identifier, os.getpid(), self.start_method)
+        try:
+            self.phase = LOOP
+            set_phase(self.queue.sys, self.identifier, LOOP)
+            self.loop()
+        finally:
+            self.shutdown()
+
+    def loop(self):
+        """Run the execution plan until the worker stops."""
+        steps = (("heartbeat", self.renew), ("check_requests", self.check),
+                 ("work_jobs", self.work), ("flag_jobs", self.flag),
+                 ("recover_jobs", self.recover),
+                 ("collect_stats", self.resources.sample))
+        while True:
+            self.handle_events()
+            if self.phase == STOPPING and not self.jobs:
+                return
+            if self.phase == STOPPING and time.monotonic() > \
+                    self.stop_deadline:
+                self.kill_all("stopped by %s after the grace period"
+                              % self.identifier)
+            at = time.monotonic()
+            for name, step in steps:
+                if at >= self.next_run.get(name, 0) and at >= \
+                        self.outage_until:
+                    self.next_run[name] = at + self.plan[name]
+                    self.guarded(name, step)
+            self.wait()
+
+    def guarded(self, name, step):
+        """Run one step; a database outage backs off, never stops the loop.
+        Returns True if the step succeeded."""
+        try:
+            step()
+            if self.connected_since is None:
+                self.connected_since = time.monotonic()
+                self.log.warning("database reachable again")
+            return True
+        except TRANSIENT as exc:
+            backoff = min(max(self.heartbeat, 1.0), 5.0)
+            if self.connected_since is not None:
+                self.log.error("database unreachable in %s: %s", name, exc)
+            self.connected_since = None
+            self.outage_until = time.monotonic() + backoff
+        except Exception:
+            self.log.exception("step %s failed", name)
+        return False
+
+    def wait(self):
+        """Sleep until the next step is due or the launcher reports."""
+        timeout = max(0.0, min(self.next_run.values()) - time.monotonic())
+        timeout = min(timeout, self.plan["work_jobs"])
+        fileno = self.launcher.fileno()
+        if fileno is None:
+            time.sleep(timeout)
+            return
+        try:
+            select.select([fileno], [], [], timeout)
+        except InterruptedError:
+            pass
+
+    # steps ------------------------------------------------------------------
+
+    def work(self):
+        """Claim due jobs while slots are free, and start them."""
+        if self.phase != LOOP or self.maintenance["global"]:
+            return
+        while len(self.jobs) < self.config.worker.max_jobs:
+            doc = self.claim()
+            if doc is None:
+                return
+            self.launch(doc)
+
+    def claim(self):
+        """Atomically move the next due job to ``running`` for this worker.
+
+        Order: ``force`` first, then ``priority``, then FIFO. Returns the
+        claimed document, or None.
+        """
+        at = now()
+        query = {"state": {"$in": list(states.CLAIMABLE)},
+                 "query_at": {"$lte": at},
+                 "removed_at": {"$exists": False},
+                 "killed_at": {"$exists": False},
+                 # $in with None matches a missing field (no $or: slow on NX)
+                 "worker": {"$in": [None, self.identifier]}}
+        if self.maintenance["projects"]:
+            query["project"] = {"$nin": self.maintenance["projects"]}
+        capped = self.capped_names()
+        if capped:
+            query["name"] = {"$nin": capped}
+        reason = self.resources.exhausted()
+        if reason:
+            query["force"] = {"$in": [True, 1]}
+        lease = lifecycle.new_lease(self.identifier)
+        doc = self.queue.sys.queue.find_one_and_update(
+            query, lifecycle.claim_update(lease, at),
+            sort=[("force", pymongo.DESCENDING),
+                  ("priority", pymongo.DESCENDING), ("_id", 1)],
+            return_document=pymongo.ReturnDocument.AFTER)
+        if doc is None:
+            return None
+        if doc.get("max_parallel") and not self.within_cap(doc):
+            return None
+        return doc
+
+    def capped_names(self):
+        """Job names not to claim now: at their ``max_parallel`` in this
+        worker, or found at the cap across all workers a moment ago."""
+        mono = time.monotonic()
+        names = {name for name, until in self.capped.items() if until > mono}
+        mine = {}
+        for proc in self.jobs.values():
+            limit = proc.doc.get("max_parallel")
+            if limit:
+                name = proc.doc["name"]
+                mine[name] = mine.get(name, 0) + 1
+                if mine[name] >= limit:
+                    names.add(name)
+        return sorted(names)
+
+    def within_cap(self, doc):
+        """Check ``max_parallel`` across all workers after a claim; give the
+        job back if the cap is exceeded."""
+        running = len(list(self.queue.sys.queue.find(
+            {"name": doc["name"], "state": states.RUNNING}, {"_id": 1})
+            .limit(doc["max_parallel"] + 1)))
+        if running <= doc["max_parallel"]:
+            return True
+        self.capped[doc["name"]] = time.monotonic() + self.plan[
+            "check_requests"]
+        previous = states.FAILED if doc.get("last_error") else states.PENDING
+        self.queue.sys.queue.update_one(
+            lifecycle.fence(doc),
+            {"$set": {"state": previous}, "$unset": {"locked": ""},
+             "$inc": {"trial": -1}})
+        return False
+
+    def launch(self, doc):
+        """Start the process of a claimed job."""
+        base = os.path.join(self.out_dir, str(doc["_id"]))
+        proc = JobProcess(doc, base + ".out", base + ".result")
+        self.jobs[doc["_id"]] = proc
+        self.launcher.start(doc, proc.out_path, proc.result_path)
+
+    def renew(self):
+        """Renew this worker's heartbeat and the leases of its jobs."""
+        at = now()
+        self.queue.sys.worker.update_one(
+            {"_id": self.identifier},
+            {"$set": {"heartbeat": at, "phase": self.phase,
+                      "jobs": len(self.jobs)}})
+        if self.jobs:
+            self.queue.sys.queue.update_many(
+                {"locked.worker": self.identifier,
+                 "state": states.RUNNING},
+                {"$set": {"locked.heartbeat": at}})
+
+    def check(self):
+        """Process halt, maintenance, kill and removal requests."""
+        if self.phase == LOOP and self.queue.halted_since(self.started_at):
+            self.begin_stop("halt requested")
+        self.maintenance = self.queue.maintenance()
+        if not self.jobs:
+            return
+        current = {doc["_id"]: doc for doc in self.queue.sys.queue.find(
+            {"locked.worker": self.identifier, "state": states.RUNNING},
+            {"killed_at": 1, "locked": 1})}
+        for job_id, proc in list(self.jobs.items()):
+            if proc.pid and not proc.pid_saved:
+                lifecycle.mark_started(self.queue, proc.doc, proc.pid)
+                proc.pid_saved = True
+            doc = current.get(job_id)
+            token = proc.doc["locked"]["token"]
+            if doc is None or (doc.get("locked") or {}).get("token") != token:
+                proc.terminate("job removed or recovered elsewhere",
+                               self.config.worker.kill_grace, record=False)
+            elif doc.get("killed_at"):
+                proc.terminate("killed by request",
+                               self.config.worker.kill_grace)
+            proc.escalate()
+
+    def flag(self):
+        """Non-stop and zombie flags; inactivate expired deferred jobs."""
+        if self.jobs:
+            docs = list(self.queue.sys.queue.find(
+                {"locked.worker": self.identifier,
+                 "state": states.RUNNING}))
+            recovery.flag_running(self.queue, docs, self.log)
+        count = recovery.inactivate_deferred(self.queue)
+        if count:
+            self.log.warning("%d deferred job(s) became inactive", count)
+
+    def recover(self):
+        """Recover jobs whose lease expired (their worker is gone)."""
+        grace = 2 * self.heartbeat
+        if self.connected_since is None or \
+                time.monotonic() - self.connected_since < grace:
+            return  # after an outage, give live workers time to renew
+        recovery.recover_lost(self.queue, now() - grace, self.log)
+
+    # job processes ----------------------------------------------------------
+
+    def handle_events(self):
+        """Record started and exited job processes."""
+        for event in self.launcher.poll():
+            proc = self.jobs.get(event.job_id)
+            if proc is None:
+                continue
+            if isinstance(event, Started):
+                proc.started(event.pid)
+            else:
+                proc.exit_event = event
+        if time.monotonic() < self.outage_until:
+            return
+        for proc in [p for p in self.jobs.values() if p.exit_event]:
+            if self.guarded("finish_job",
+                            lambda: self.finish(proc, proc.exit_event)):
+                self.jobs.pop(proc.doc["_id"], None)
+                self.capped.pop(proc.doc["name"], None)
+
+    def finish(self, proc, event):
+        """After a job process ended: store its output and record its
+        outcome, or, if it reported none, why it ended."""
+        store_output(self.queue, proc, self.config.worker.stdout_max)
+        outcome = read_result(proc.result_path)
+        if not proc.record:
+            proc.remove_files()
+            return
+        if outcome is not None and proc.reason is None:
+            after = lifecycle.apply_outcome(self.queue, proc.doc, outcome)
+        elif proc.reason and proc.reason.startswith("stopped by"):
+            after = lifecycle.set_failed(
+                self.queue, proc.doc,
+                lifecycle.error_document(message=proc.reason))
+        else:
+            after = lifecycle.set_killed(self.queue, proc.doc, proc.reason or (
+                "job process vanished (exit code %s) without an outcome"
+                % event.returncode))
+        if after is None:
+            self.log.error("job [%s] lost its lease before its outcome was "
+                           "recorded", proc.doc["_id"])
+        elif after["state"] != states.COMPLETE:
+            self.log.error("done execution with [%s]: %s", after["state"],
+                           (after.get("last_error") or {}).get("exception"))
+            if after.get("removed_at"):
+                lifecycle.journal(self.queue, after)
+        proc.remove_files()
+
+    def kill_all(self, reason):
+        """Terminate every running job process (SIGTERM, then SIGKILL)."""
+        for proc in self.jobs.values():
+            proc.terminate(reason, self.config.worker.kill_grace)
+            proc.escalate()
+
+    # stopping ---------------------------------------------------------------
+
+    def begin_stop(self, reason, grace=None):
+        """Stop claiming; let running jobs finish within the grace period."""
+        if self.phase != LOOP:
+            return
+        self.log.info("stopping: %s", reason)
+        self.phase = STOPPING
+        grace = self.config.worker.halt_grace if grace is None else grace
+        self.stop_deadline = time.monotonic() + grace
+
+    def _on_signal(self, signum, frame):
+        self.signals += 1
+        if self.signals == 1:
+            self.begin_stop("signal %d" % signum)
+        else:
+            self.begin_stop("signal %d" % signum, grace=0)
+            self.stop_deadline = 0
+            for proc in self.jobs.values():
+                proc.kill_grace = 0
+
+    def shutdown(self):
+        """Wait for killed jobs to end, unregister, clean up."""
+        self.phase = SHUTDOWN
+        deadline = time.monotonic() + self.config.worker.kill_grace + 5
+        while self.jobs and time.monotonic() < deadline:
+            self.kill_all("stopped by %s at shutdown" % self.identifier)
+            self.handle_events()
+            time.sleep(0.05)
+        if self.launcher is not None:
+            self.launcher.close()
+        try:
+            unregister(self.queue.sys, self.identifier)
+        except pymongo.errors.PyMongoError as exc:
+            self.log.error("cannot unregister: %s", exc)
+        if self.out_dir:
+            shutil.rmtree(self.out_dir, ignore_errors=True)
+        self.phase = EXIT
+        self.log.info("worker [%s] stopped", self.identifier)
+        logging.shutdown()
