@@ -1,26 +1,60 @@
-"""The demo of ``scripts/run``: DummyJob from enqueue to completion."""
+"""The demo of ``scripts/run``: DummyJob through a real worker.
 
+Starts the embedded database (on demand) and a worker, enqueues
+``core4.queue.helper.job.DummyJob``, shows its progress until it completes,
+prints its detail (with its captured output) and halts the worker.
+"""
+
+import subprocess
 import sys
+import time
 
 from core4.config import get_config
-from core4.mongo import SystemCollections
-from core4.queue.helper.functool import execute
-from core4.queue.helper.job import DummyJob
+from core4.queue.queue import CoreQueue
 from core4.script import display
 
 
+def progress_bar(value, width=30):
+    """Return a text progress bar for ``value`` in 0..1."""
+    done = int(round((value or 0) * width))
+    return "[%s%s] %3d%%" % ("#" * done, "." * (width - done),
+                             round((value or 0) * 100))
+
+
 def main():
-    """Run DummyJob once in this process and print its final document."""
-    config = get_config()
-    system = SystemCollections(config)
-    print("core4 demo: database %s" % system.describe())
-    system.ping()
-    doc = execute(DummyJob, sleep=float(sys.argv[1]) if len(sys.argv) > 1
-                  else 3)
-    print("\njob %s ended %s after %.1f s; its detail:" % (
-        doc["_id"], doc["state"], doc["runtime"]))
-    print(display.pretty(doc))
-    return 0 if doc["state"] == "complete" else 1
+    """Run DummyJob through a worker and print its final document."""
+    sleep = float(sys.argv[1]) if len(sys.argv) > 1 else 3
+    queue = CoreQueue(get_config())
+    print("core4 demo: database %s" % queue.sys.describe(), flush=True)
+    queue.sys.ping()
+    worker = subprocess.Popen([sys.executable, "-m", "core4.script.coco",
+                               "--worker", "demo"])
+    try:
+        job = queue.enqueue("core4.queue.helper.job.DummyJob", sleep=sleep)
+        print("enqueued DummyJob %s" % job._id, flush=True)
+        doc = None
+        while True:
+            doc = queue.detail(job._id)
+            prog = (doc.get("prog") or {}).get("value")
+            print("\r%-8s %s" % (doc["state"], progress_bar(prog)),
+                  end="", flush=True)
+            if doc["state"] not in ("pending", "running"):
+                break
+            if worker.poll() is not None:
+                raise SystemExit("\nthe worker stopped unexpectedly")
+            time.sleep(0.2)
+        print("\n\njob %s ended %s after %.1f s; its detail:" % (
+            doc["_id"], doc["state"], doc.get("runtime") or 0))
+        print(display.pretty(doc))
+        print("STDOUT:")
+        print((queue.stdout(job._id) or "").rstrip())
+        return 0 if doc["state"] == "complete" else 1
+    finally:
+        queue.halt()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
 
 
 if __name__ == "__main__":

@@ -78,6 +78,7 @@ class CoreWorker:
         self.next_run = {}
         self.connected_since = None
         self.outage_until = 0.0
+        self.kill_grace = float(wcfg.kill_grace)
         self.launcher = None
         self.out_dir = None
 
@@ -117,7 +118,7 @@ class CoreWorker:
             if self.phase == STOPPING and time.monotonic() > \
                     self.stop_deadline:
                 self.kill_all("stopped by %s after the grace period"
-                              % self.identifier)
+                              % self.identifier, self.kill_grace)
             at = time.monotonic()
             for name, step in steps:
                 if at >= self.next_run.get(name, 0) and at >= \
@@ -273,10 +274,9 @@ class CoreWorker:
             token = proc.doc["locked"]["token"]
             if doc is None or (doc.get("locked") or {}).get("token") != token:
                 proc.terminate("job removed or recovered elsewhere",
-                               self.config.worker.kill_grace, record=False)
+                               self.kill_grace, record=False)
             elif doc.get("killed_at"):
-                proc.terminate("killed by request",
-                               self.config.worker.kill_grace)
+                proc.terminate("killed by request", self.kill_grace)
             proc.escalate()
 
     def flag(self):
@@ -346,10 +346,13 @@ class CoreWorker:
                 lifecycle.journal(self.queue, after)
         proc.remove_files()
 
-    def kill_all(self, reason):
-        """Terminate every running job process (SIGTERM, then SIGKILL)."""
+    def kill_all(self, reason, grace):
+        """Terminate every running job process (SIGTERM, then SIGKILL after
+        ``grace`` seconds)."""
         for proc in self.jobs.values():
-            proc.terminate(reason, self.config.worker.kill_grace)
+            proc.terminate(reason, grace)
+            if grace == 0:
+                proc.kill_grace = 0
             proc.escalate()
 
     # stopping ---------------------------------------------------------------
@@ -368,17 +371,18 @@ class CoreWorker:
         if self.signals == 1:
             self.begin_stop("signal %d" % signum)
         else:
+            self.log.info("stopping at once: second signal %d", signum)
             self.begin_stop("signal %d" % signum, grace=0)
             self.stop_deadline = 0
-            for proc in self.jobs.values():
-                proc.kill_grace = 0
+            self.kill_grace = 0
 
     def shutdown(self):
         """Wait for killed jobs to end, unregister, clean up."""
         self.phase = SHUTDOWN
         deadline = time.monotonic() + self.config.worker.kill_grace + 5
         while self.jobs and time.monotonic() < deadline:
-            self.kill_all("stopped by %s at shutdown" % self.identifier)
+            self.kill_all("stopped by %s at shutdown" % self.identifier,
+                          self.kill_grace)
             self.handle_events()
             time.sleep(0.05)
         if self.launcher is not None:

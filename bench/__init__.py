@@ -1,0 +1,1 @@
+"""Benchmarks of core4 (run as scripts, never in the test suite)."""

@@ -1,0 +1,1 @@
+"""Job classes run by real workers in tests/test_chaos.py."""
