@@ -331,3 +331,32 @@ def test_configured_url_starts_no_embedded_server(core4_env):
                               sleep=1)
     assert core4_env.db().sys_queue.find_one({}) is not None
     assert not os.path.exists(os.path.join(core4_env.home, "mongo"))
+
+
+# indexes naming _id, $addToSet on a missing array ---------------------------
+
+def test_nx_gap_index_with_id_breaks_inserts(core4_env):
+    """When this fails NX fixed the gap: the claim index in
+    core4/queue/queue.py may then end with ``_id``."""
+    coll = core4_env.db().gap_id_index
+    coll.create_index([("state", 1), ("_id", 1)])
+    with pytest.raises(pymongo.errors.WriteError):
+        coll.insert_one({"state": "b"})
+
+
+def test_nx_gap_add_to_set_on_missing_array(core4_env):
+    """When this fails NX fixed the gap: CoreQueue._ensure_maintenance can
+    go."""
+    coll = core4_env.db().gap_add_to_set
+    coll.insert_one({"_id": 1})
+    coll.update_one({"_id": 1}, {"$addToSet": {"projects": "a"}})
+    assert "projects" not in coll.find_one({"_id": 1})
+
+
+def test_portable_queue_indexes_allow_inserts(fidelity_env):
+    queue = CoreQueue()
+    queue.setup()
+    first = queue.enqueue("core4.queue.helper.job.DummyJob", sleep=1)
+    second = queue.enqueue("core4.queue.helper.job.DummyJob", sleep=2)
+    assert queue.detail(first._id) and queue.detail(second._id)
+    assert find_index(queue.sys.queue, [("name", 1), ("_hash", 1)])

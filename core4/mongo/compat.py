@@ -13,7 +13,12 @@ notice when it is fixed:
   fields with ``$unset`` and tests them with ``$exists``.
 * ``$set`` of ``True`` may come back as ``1``: read booleans with ``bool()``.
 * indexes lose their names and directions: find them by key, see
-  :func:`find_index` and :func:`ensure_index`.
+  :func:`find_index` and :func:`ensure_index`; an index whose keys include
+  ``_id`` makes every later insert fail, so core4 never creates one.
+* ``$or`` is evaluated slowly and ``$not`` is not implemented: claims use
+  ``{"field": {"$in": [None, value]}}`` (matches missing or value) instead.
+* ``$addToSet`` on a missing array of an existing document does nothing:
+  create the array first.
 """
 
 import datetime

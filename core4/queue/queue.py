@@ -49,6 +49,10 @@ class CoreQueue:
         ensure_index(self.sys.queue, [("name", 1), ("_hash", 1)],
                      unique=True)
         ensure_index(self.sys.queue, [("state", 1), ("query_at", 1)])
+        # serves the claim's sort on a real MongoDB (an index that names
+        # _id breaks every later insert on NX-27017)
+        ensure_index(self.sys.queue, [("state", 1), ("force", -1),
+                                      ("priority", -1)])
         ensure_index(self.sys.stdout, [("timestamp", 1)],
                      expireAfterSeconds=int(self.config.worker.stdout_ttl))
         self._indexed = True

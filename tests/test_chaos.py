@@ -1,0 +1,361 @@
+"""Chaos tests of the worker: real worker processes on a real server, killed
+at the worst moment.
+
+1. ``kill -9`` of a worker mid-job: its job process dies with it, another
+   worker recovers the job once the lease expired, and runs it to the end.
+2. Exactly once under load: 4 workers, 2,000 jobs, each runs once.
+3. ``kill -9`` of the database server mid-run: the workers ride out the
+   outage, no job is lost or run twice.
+
+The jobs (``tests.cjobs.x``) record every execution in the collection
+``chaos_runs`` of the test's database. Times are UTC epoch seconds.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pymongo
+import pytest
+
+from core4.config import reset_config
+from core4.mongo import embedded
+from core4.queue.queue import CoreQueue
+from tests.support import WorkerProcess, wait_for, worker_env
+
+SLOW = "tests.cjobs.x.SlowJob"
+RECORD = "tests.cjobs.x.RecordJob"
+RUNS = "chaos_runs"
+
+
+# helpers ---------------------------------------------------------------------
+
+def alive(pid):
+    """True if ``pid`` runs (a zombie has ended: it holds nothing)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def logs(workers):
+    """The output of ``workers``, for assertion messages."""
+    return "\n".join("----- worker %s -----\n%s" % (w.name, w.output()[-6000:])
+                     for w in workers)
+
+
+def journal_states(db, name):
+    """``{state: count}`` of the journaled jobs named ``name``."""
+    counts = {}
+    for doc in db.sys_journal.find({"name": name}, {"state": 1}):
+        counts[doc["state"]] = counts.get(doc["state"], 0) + 1
+    return counts
+
+
+def complete_count(db, name):
+    return db.sys_journal.count_documents({"name": name,
+                                           "state": "complete"})
+
+
+def duplicates(db, kind=None):
+    """Job ids recorded more than once in ``chaos_runs``."""
+    seen, dup = set(), set()
+    query = {"kind": kind} if kind else {}
+    for doc in db[RUNS].find(query, {"job": 1}):
+        (dup if doc["job"] in seen else seen).add(doc["job"])
+    return seen, dup
+
+
+@pytest.fixture
+def workers(tmp_path):
+    """``start(name, **env)`` starts a worker; all are stopped at the end,
+    and so is any job process they left behind (``orphans``)."""
+    started = []
+    orphans = []
+
+    def start(name, **options):
+        proc = WorkerProcess(name, env=worker_env(**options),
+                             log_dir=str(tmp_path))
+        started.append(proc)
+        return proc
+
+    start.orphans = orphans
+    yield start
+    for proc in started:
+        proc.stop()
+    for pid in orphans:
+        try:
+            job = psutil.Process(pid)
+            if "core4.queue.launcher" in " ".join(job.cmdline()):
+                job.kill()
+        except psutil.Error:
+            pass
+
+
+# 1. kill -9 of a worker mid-job ---------------------------------------------
+
+def test_kill9_worker_mid_job_is_recovered_elsewhere(core4_env, workers):
+    db = core4_env.db()
+    first_w, second_w = workers("chaosa"), workers("chaosb")
+    first_w.wait_registered(db)
+    second_w.wait_registered(db)
+    job = CoreQueue().enqueue(SLOW, attempts=2, error_time=1, sleep=3.0)
+    jid = str(job._id)
+
+    start = wait_for(lambda: db[RUNS].find_one({"job": jid, "kind": "start"}),
+                     20, message="the first start of the job")
+    # whoever claimed it is A; the other one (already running) is B
+    a, b = ((first_w, second_w) if start["worker"].startswith("chaosa@")
+            else (second_w, first_w))
+    ident_a = start["worker"]
+    workers.orphans.append(start["pid"])
+    assert alive(start["pid"])
+    running = db.sys_queue.find_one({"_id": job._id})
+    assert running["state"] == "running"
+    assert running["locked"]["worker"] == ident_a
+
+    a.kill9()
+    killed_at = time.time()
+
+    # the launcher kills A's job process: it must not run on unsupervised,
+    # and it must be gone before any other execution starts
+    def job_of_a_ended():
+        starts = db[RUNS].count_documents({"job": jid, "kind": "start"})
+        assert starts == 1, "a second execution started while the job " \
+            "process of the dead worker still ran (pid %d)" % start["pid"]
+        return not alive(start["pid"])
+    wait_for(job_of_a_ended, 5, 0.02,
+             "the job process %d of the killed worker to end" % start["pid"])
+    ended_at = time.time()
+
+    # B recovers the job within a few heartbeats (0.5 s; lease 1 s) ...
+    recovered = wait_for(lambda: db.sys_queue.find_one(
+        {"_id": job._id, "last_error": {"$exists": True}}) or
+        db.sys_journal.find_one({"_id": job._id}), 10, 0.02,
+        "the recovery of the job")
+    error = recovered["last_error"]["exception"]
+    assert ident_a in error, error
+    assert "lost" in error, error
+    detect = recovered["last_error"]["timestamp"] - killed_at
+    assert detect < 4.0, "recovered %.1f s after the kill" % detect
+
+    # ... and runs it to the end
+    done = wait_for(lambda: db.sys_journal.find_one({"_id": job._id}), 30,
+                    message="the job in the journal\n" + logs([a, b]))
+    assert done["state"] == "complete", (done, logs([b]))
+    assert done["trial"] == 2
+    assert ident_a in done["last_error"]["exception"]
+    assert db.sys_queue.find_one({"_id": job._id}) is None
+
+    runs = list(db[RUNS].find({"job": jid}).sort("at", 1))
+    starts = [r for r in runs if r["kind"] == "start"]
+    ends = [r for r in runs if r["kind"] == "end"]
+    assert len(starts) == 2, runs
+    assert starts[0]["worker"] == ident_a
+    assert starts[1]["worker"].startswith(b.name + "@"), runs
+    assert starts[1]["trial"] == 2
+    assert starts[1]["token"] != starts[0]["token"]
+    # one execution ran to its end: B's; A's never ended, and it was
+    # dead before B's began
+    assert [e["start"] for e in ends] == [starts[1]["_id"]], runs
+    assert starts[1]["at"] >= ended_at - 0.5, (starts, ended_at)
+    assert b.proc.poll() is None, logs([b])
+    assert "recovered job [%s]" % jid in b.output()
+    print("\nkill -9 worker: recovered %.2f s after the kill, job process "
+          "gone %.2f s after it" % (detect, ended_at - killed_at))
+
+
+# 2. exactly once under load -------------------------------------------------
+
+WORKERS = 4
+PER_WORKER = 500
+
+
+def test_exactly_once_under_load(core4_env, workers, capsys):
+    db = core4_env.db()
+    total = WORKERS * PER_WORKER
+    db[RUNS].create_index([("job", 1), ("kind", 1)])
+    procs = [workers("load%d" % i) for i in range(WORKERS)]
+    for proc in procs:
+        proc.wait_registered(db)
+
+    queue = CoreQueue()
+    began = time.monotonic()
+    ids = {str(queue.enqueue(RECORD, n=n)._id) for n in range(total)}
+    enqueued = time.monotonic() - began
+    assert len(ids) == total
+
+    last = [0, time.monotonic()]
+
+    def all_complete():
+        count = complete_count(db, RECORD)
+        if count != last[0]:
+            last[:] = [count, time.monotonic()]
+        elif time.monotonic() - last[1] > 60:
+            raise AssertionError("no progress for 60 s at %d/%d complete: "
+                                 "%r\n%s" % (count, total, journal_states(
+                                     db, RECORD), logs(procs)))
+        return count >= total
+    wait_for(all_complete, 300, 1.0, "%d jobs to complete" % total)
+    elapsed = time.monotonic() - began
+
+    assert journal_states(db, RECORD) == {"complete": total}
+    assert db.sys_queue.count_documents({"name": RECORD}) == 0
+    seen, dup = duplicates(db)
+    assert not dup, "%d job(s) ran more than once, e.g. %s" % (
+        len(dup), sorted(dup)[:5])
+    assert seen == ids
+    assert db[RUNS].count_documents({}) == total
+    assert db.sys_journal.count_documents({"name": RECORD, "trial": 1}) \
+        == total
+    for proc in procs:
+        assert proc.proc.poll() is None, logs([proc])
+    per_worker = {}
+    for doc in db[RUNS].find({}, {"worker": 1}):
+        per_worker[doc["worker"]] = per_worker.get(doc["worker"], 0) + 1
+    with capsys.disabled():
+        print("\nexactly once: %d jobs, %d workers: enqueued in %.1f s, all "
+              "complete after %.1f s = %.0f jobs/s; per worker %s" % (
+                  total, WORKERS, enqueued, elapsed, total / elapsed,
+                  sorted(per_worker.values())))
+    assert elapsed < 180, "%d jobs took %.0f s" % (total, elapsed)
+
+
+# 3. kill -9 of the database server mid-run ----------------------------------
+
+class OwnServer:
+    """An NX-27017 server of this test only, that can be killed and
+    restarted on the same port with the same data."""
+
+    def __init__(self, data_dir):
+        self.data_dir = data_dir
+        self.url = embedded.ensure_server(data_dir)
+        self.state = json.load(open(os.path.join(data_dir, "server.json")))
+        self.port = self.state["port"]
+        self.proc = None            # after a restart: our Popen
+        self.client = pymongo.MongoClient(self.url,
+                                          serverSelectionTimeoutMS=20000)
+
+    def pid(self):
+        return self.proc.pid if self.proc else self.state["pid"]
+
+    def kill9(self):
+        pid = self.pid()
+        os.kill(pid, signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(10)
+        else:
+            try:  # ensure_server started it as our (detached) child
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                wait_for(lambda: not alive(pid), 10,
+                         message="the server %d to die" % pid)
+        assert not embedded.ping(self.port, 0.2)
+
+    def restart(self):
+        d = self.data_dir
+        try:
+            os.remove(os.path.join(d, "nx.pid"))
+        except FileNotFoundError:
+            pass
+        with open(os.path.join(d, "nx.out"), "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", "import sys; from nx_27017.nx_27017 "
+                 "import main; sys.exit(main())", "--data-dir", d, "--host",
+                 "127.0.0.1", "-p", str(self.port), "--pid-file",
+                 os.path.join(d, "nx.pid"), "--log-file",
+                 os.path.join(d, "nx.log")],
+                stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, cwd=d, start_new_session=True)
+
+        def up():
+            assert self.proc.poll() is None, "the server did not restart " \
+                "on port %d: %s" % (self.port, embedded._tail(d, 5))
+            return embedded.ping(self.port, 0.5)
+        wait_for(up, 30, 0.05, "the restarted server to answer")
+        # keep server.json true, so stop_server() finds this process
+        self.state = dict(self.state, pid=self.proc.pid,
+                          started_at=time.time())
+        tmp = os.path.join(d, "server.json.tmp")
+        with open(tmp, "w") as handle:
+            json.dump(self.state, handle)
+        os.replace(tmp, os.path.join(d, "server.json"))
+
+    def stop(self):
+        self.client.close()
+        embedded.stop_server(self.data_dir)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def own_server(core4_env, monkeypatch, tmp_path):
+    """A fresh NX-27017 server; core4 (here and in workers) points at it."""
+    server = OwnServer(os.path.realpath(str(tmp_path / "nx")))
+    try:
+        monkeypatch.setenv("CORE4_OPTION_DEFAULT__mongo_url", server.url)
+        reset_config()
+        server.db = server.client[core4_env.database]
+        yield server
+    finally:
+        server.stop()
+        reset_config()
+
+
+JOBS = 100
+
+
+def test_kill9_database_server_mid_run(own_server, workers):
+    db = own_server.db
+    db[RUNS].create_index([("job", 1), ("kind", 1)])
+    # few slots, so the 100 jobs take a few seconds and the kill lands
+    # in the middle of the run
+    procs = [workers("dbk%d" % i, CORE4_OPTION_worker__max_jobs="3")
+             for i in range(2)]
+    for proc in procs:
+        proc.wait_registered(db)
+    queue = CoreQueue()
+    ids = {str(queue.enqueue(RECORD, n=n, sleep=0.05 + 0.05 * (n % 4),
+                             attempts=3, error_time=1)._id)
+           for n in range(JOBS)}
+
+    wait_for(lambda: complete_count(db, RECORD) >= 10, 60,
+             message="some jobs to complete\n" + logs(procs))
+    before = complete_count(db, RECORD)
+    own_server.kill9()
+    down_at = time.monotonic()
+    # the outage itself is the scenario: ~3 s without a server
+    time.sleep(3.0)
+    own_server.restart()
+    print("\nserver down %.1f s, %d/%d jobs complete before" % (
+        time.monotonic() - down_at, before, JOBS))
+    assert before < JOBS, "all jobs were done before the server was killed"
+
+    try:
+        wait_for(lambda: complete_count(db, RECORD) >= JOBS or
+                 sum(journal_states(db, RECORD).values()) >= JOBS, 120, 0.5,
+                 "all jobs to end")
+    finally:
+        print(logs(procs))
+    states_ = journal_states(db, RECORD)
+    seen, dup = duplicates(db)
+    failures = [(d["_id"], d["state"], d["trial"],
+                 (d.get("last_error") or {}).get("exception"))
+                for d in db.sys_journal.find({"name": RECORD,
+                                              "state": {"$ne": "complete"}})]
+    retried = [(d["_id"], d["trial"], d["last_error"]["exception"])
+               for d in db.sys_journal.find({"name": RECORD,
+                                             "trial": {"$gt": 1}})]
+    assert states_ == {"complete": JOBS}, (states_, failures, retried)
+    assert not dup, "ran more than once: %s; retried: %s" % (sorted(dup),
+                                                              retried)
+    assert seen == ids, "lost: %s" % sorted(ids - seen)
+    assert db.sys_queue.count_documents({"name": RECORD}) == 0
+    for proc in procs:
+        assert proc.proc.poll() is None, logs([proc])
+    assert not retried, retried
