@@ -359,3 +359,20 @@ def test_kill9_database_server_mid_run(own_server, workers):
     for proc in procs:
         assert proc.proc.poll() is None, logs([proc])
     assert not retried, retried
+
+
+def test_probe_long_job_across_outage(own_server, workers):
+    db = own_server.db
+    procs = [workers("dbl%d" % i) for i in range(2)]
+    for proc in procs:
+        proc.wait_registered(db)
+    job = CoreQueue().enqueue(SLOW, attempts=2, error_time=1, sleep=6.0)
+    wait_for(lambda: db[RUNS].find_one({"job": str(job._id)}), 20)
+    own_server.kill9()
+    time.sleep(3.0)
+    own_server.restart()
+    done = wait_for(lambda: db.sys_journal.find_one({"_id": job._id}), 60)
+    print(done["state"], done["trial"], done.get("last_error"))
+    print(list(db[RUNS].find()))
+    print(logs(procs))
+    assert done["trial"] == 1

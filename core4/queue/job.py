@@ -209,7 +209,10 @@ class CoreJob:
         """
         value = min(max(float(p), 0.0), 1.0)
         if message is not None and args:
-            message = message % args
+            try:
+                message = message % args
+            except (TypeError, ValueError):
+                message = " ".join(str(part) for part in (message,) + args)
         now = time.monotonic()
         if not force and now < self._next_progress:
             return False

@@ -138,3 +138,15 @@ class StickyJob(CoreJob):
         if n == 1:
             while True:
                 time.sleep(0.2)
+
+
+class StubbornJob(CoreJob):
+    """Ignore SIGTERM and run until killed."""
+    author = "test"
+
+    def execute(self, key="stubborn", **kwargs):
+        import signal
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        report(key, pid=os.getpid(), start=time.time())
+        while True:
+            time.sleep(0.2)
