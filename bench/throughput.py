@@ -72,7 +72,10 @@ def throughput(home, jobs, workers, method, log):
     procs = start_workers(workers, method, log)
     while queue.sys.journal.count_documents({}) < jobs:
         if any(p.poll() is not None for p in procs):
-            raise SystemExit("a worker died: see the log")
+            log.flush()
+            with open(log.name, "rb") as handle:
+                sys.stderr.write(handle.read()[-4000:].decode())
+            raise SystemExit("a worker died (its log above)")
         time.sleep(0.1)
     elapsed = time.monotonic() - start
     stop_workers(queue, procs)

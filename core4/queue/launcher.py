@@ -1,7 +1,8 @@
 """Start job processes for a worker.
 
 * :class:`ForkLauncher` (default) keeps a warm launcher process with core4,
-  pymongo and the configured modules imported; it forks one child per job.
+  pymongo and the modules it is given imported; it forks one child per
+  job.
   The launcher is single-threaded and never opens a MongoDB client, so a
   fork is safe and each child opens its own.
 * :class:`SpawnLauncher` starts a fresh interpreter per job (slow; kept for

@@ -25,8 +25,9 @@ class ResourceMonitor:
             self.samples.popleft()
 
     def cpu(self):
-        """CPU percent averaged over the window (0 before any sample)."""
-        if not self.samples:
+        """CPU percent averaged over the window (0 before two samples, so
+        the worker's own start-up load never closes the gate)."""
+        if len(self.samples) < 2:
             return 0.0
         return sum(value for _, value in self.samples) / len(self.samples)
 

@@ -36,7 +36,7 @@ def build_parser():
         "control jobs, run workers.")
     group = parser.add_mutually_exclusive_group()
     add = group.add_argument
-    add("-e", "--enqueue", nargs="+", metavar="QUAL_NAME [ARG",
+    add("-e", "--enqueue", nargs="+", metavar=("QUAL_NAME", "ARG"),
         help="enqueue a job; ARGs are k=v with JSON literal values, or one "
         "JSON object; prints the new _id")
     add("-d", "--detail", nargs="+", metavar="ID|QUAL_NAME",
@@ -133,11 +133,21 @@ def cmd_detail(values):
                 print(out.rstrip("\n"))
 
 
-def _ids_or_journal(queue, value):
+def _ids_or_journal(queue, value, recent=10):
+    """Ids of a job id, of the queued jobs of a name, or else of its most
+    recent ``recent`` journaled jobs."""
     from bson import ObjectId
+    from core4.error import CoreJobNotFound
     if ObjectId.is_valid(str(value)):
         return [ObjectId(str(value))]
-    return queue.resolve(value)
+    try:
+        return queue.resolve(value)
+    except CoreJobNotFound:
+        ids = [doc["_id"] for doc in queue.sys.journal.find(
+            {"name": value}, {"_id": 1}).sort("_id", -1).limit(recent)]
+        if not ids:
+            raise
+        return ids[::-1]
 
 
 def cmd_listing(values):
@@ -304,6 +314,8 @@ def main(argv=None):
     """Entry point of ``coco``."""
     parser = build_parser()
     ns = parser.parse_args(argv)
+    if ns.start_method and not ns.worker:
+        parser.error("--start-method goes with --worker")
     try:
         try:
             return dispatch(ns, parser)

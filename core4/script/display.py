@@ -8,7 +8,7 @@ from core4.mongo import to_datetime, now
 #: fields of job documents stored as epoch seconds
 TIME_FIELDS = ("started_at", "finished_at", "query_at", "zombie_at",
                "wall_at", "killed_at", "removed_at", "inactive_at",
-               "heartbeat", "at", "timestamp")
+               "heartbeat", "at", "timestamp", "first_started_at")
 
 
 def iso(value):
