@@ -22,6 +22,7 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import traceback
 
 import psutil
@@ -29,7 +30,9 @@ import psutil
 from core4.queue.process import EXIT_LOST, decode_doc, encode_doc, run_job
 
 Started = collections.namedtuple("Started", "job_id pid")
-Exited = collections.namedtuple("Exited", "job_id pid returncode")
+#: ``reason`` is set when the job never ran: its launcher failed
+Exited = collections.namedtuple("Exited", "job_id pid returncode reason",
+                                defaults=(None,))
 
 #: modules every launcher imports before it forks
 PRELOAD = ("pymongo", "bson", "yaml", "core4.config", "core4.logger",
@@ -72,8 +75,19 @@ class SpawnLauncher:
         """Nothing to wait on: the worker polls."""
         return None
 
+    def retire(self):
+        """Nothing to do: each job has its own interpreter."""
+
+    def finished(self):
+        """True once no job process of this launcher runs."""
+        return not self.procs
+
     def close(self):
         """Nothing to stop: job processes are independent."""
+
+
+class LauncherError(Exception):
+    """A launcher cannot be started (e.g. its Python is missing)."""
 
 
 class ForkLauncher:
@@ -84,29 +98,64 @@ class ForkLauncher:
         self.env = env
         self.preload = tuple(preload)
         self.proc = None
+        self.stderr = None
         self.buffer = b""
         self.pending = {}      # job_id -> None (sent) or pid (started)
         self.orphans = {}      # job_id -> pid, watched after a launcher died
         self.events = []
+        self.retired = False
 
     def _ensure(self):
         if self.proc is not None and self.proc.poll() is None:
             return
         if self.proc is not None:
             self._launcher_died()
-        self.proc = subprocess.Popen(
-            [self.python, "-m", "core4.queue.launcher", *self.preload],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.env)
+        self.stderr = tempfile.TemporaryFile()
+        try:
+            self.proc = subprocess.Popen(
+                [self.python, "-m", "core4.queue.launcher", *self.preload],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=self.stderr, env=self.env)
+        except OSError as exc:
+            self.proc = None
+            raise LauncherError("cannot start %s: %s" % (self.python, exc))
         os.set_blocking(self.proc.stdout.fileno(), False)
         self.buffer = b""
 
+    def _failure(self):
+        """The launcher's last words, if it died of an error."""
+        if self.proc is None or not self.proc.returncode:
+            return None
+        self.stderr.seek(0)
+        lines = self.stderr.read().decode("utf-8", "replace").strip()
+        last = lines.splitlines()[-1] if lines else "no output"
+        return "launcher %s exited with %s: %s" % (
+            self.python, self.proc.returncode, last)
+
     def _launcher_died(self):
+        reason = self._failure()
         for job_id, pid in self.pending.items():
             if pid is None:
-                self.events.append(Exited(job_id, None, None))
+                self.events.append(Exited(job_id, None, None, reason))
             else:
                 self.orphans[job_id] = pid
         self.pending = {}
+
+    def retire(self):
+        """Stop taking jobs; the launcher exits once its running jobs have
+        ended (their events still arrive through :meth:`poll`)."""
+        self.retired = True
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(b'{"op": "retire"}\n')
+                self.proc.stdin.flush()
+            except OSError:
+                pass
+
+    def finished(self):
+        """True once a retired launcher has no jobs left."""
+        return self.retired and not self.pending and not self.orphans and (
+            self.proc is None or self.proc.poll() is not None)
 
     def start(self, doc, out_path, result_path):
         """Ask the launcher to fork the job process of ``doc``."""
@@ -245,10 +294,12 @@ def serve(preload):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     children = {}
     buffer = b""
+    retired = False
     _emit({"event": "ready", "pid": os.getpid()})
-    while True:
+    while not (retired and not children):
         try:
-            ready, _, _ = select.select([0, wake_r], [], [], 1.0)
+            ready, _, _ = select.select(
+                [wake_r] if retired else [0, wake_r], [], [], 1.0)
         except InterruptedError:
             ready = []
         if wake_r in ready:
@@ -258,7 +309,7 @@ def serve(preload):
             except BlockingIOError:
                 pass
         _reap(children)
-        if 0 not in ready:
+        if 0 not in ready or retired:
             continue
         data = os.read(0, 1 << 20)
         if not data:
@@ -273,6 +324,9 @@ def serve(preload):
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
             command = json.loads(line)
+            if command.get("op") == "retire":
+                retired = True
+                break
             doc = decode_doc(command["doc"])
             pid = os.fork()
             if pid == 0:

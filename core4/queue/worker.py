@@ -37,7 +37,8 @@ from core4.queue.process import read_result
 from core4.queue import lifecycle, recovery, states
 from core4.queue.daemon import register, unregister, set_phase
 from core4.queue.jobprocess import JobProcess, store_output
-from core4.queue.launcher import ForkLauncher, SpawnLauncher, Started
+from core4.queue.environments import Environments, EnvironmentProblem
+from core4.queue.launcher import LauncherError, Started
 from core4.queue.queue import CoreQueue
 from core4.queue.resources import ResourceMonitor
 
@@ -79,7 +80,7 @@ class CoreWorker:
         self.connected_since = None
         self.outage_until = 0.0
         self.kill_grace = float(wcfg.kill_grace)
-        self.launcher = None
+        self.envs = None
         self.out_dir = None
 
     # the loop ---------------------------------------------------------------
@@ -90,8 +91,7 @@ class CoreWorker:
         self.started_at = now()
         register(self.queue.sys, self.identifier, self.kind, self.config)
         self.out_dir = tempfile.mkdtemp(prefix="core4-worker-")
-        self.launcher = (ForkLauncher() if self.start_method == "fork"
-                         else SpawnLauncher())
+        self.envs = Environments(self.config, self.start_method)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         self.queue.setup()
@@ -150,12 +150,12 @@ class CoreWorker:
         """Sleep until the next step is due or the launcher reports."""
         timeout = max(0.0, min(self.next_run.values()) - time.monotonic())
         timeout = min(timeout, self.plan["work_jobs"])
-        fileno = self.launcher.fileno()
-        if fileno is None:
+        filenos = self.envs.filenos()
+        if not filenos:
             time.sleep(timeout)
             return
         try:
-            select.select([fileno], [], [], timeout)
+            select.select(filenos, [], [], timeout)
         except InterruptedError:
             pass
 
@@ -237,11 +237,17 @@ class CoreWorker:
         return False
 
     def launch(self, doc):
-        """Start the process of a claimed job."""
+        """Start the process of a claimed job in its environment."""
         base = os.path.join(self.out_dir, str(doc["_id"]))
         proc = JobProcess(doc, base + ".out", base + ".result")
-        self.jobs[doc["_id"]] = proc
-        self.launcher.start(doc, proc.out_path, proc.result_path)
+        try:
+            launcher = self.envs.launcher_for(doc)
+            self.jobs[doc["_id"]] = proc
+            launcher.start(doc, proc.out_path, proc.result_path)
+        except (EnvironmentProblem, LauncherError) as exc:
+            self.jobs.pop(doc["_id"], None)
+            lifecycle.set_error(self.queue, doc, message=str(exc))
+            self.log.error("cannot start job [%s]: %s", doc["_id"], exc)
 
     def renew(self):
         """Renew this worker's heartbeat and the leases of its jobs."""
@@ -302,7 +308,7 @@ class CoreWorker:
 
     def handle_events(self):
         """Record started and exited job processes."""
-        for event in self.launcher.poll():
+        for event in self.envs.poll():
             proc = self.jobs.get(event.job_id)
             if proc is None:
                 continue
@@ -328,6 +334,9 @@ class CoreWorker:
             return
         if outcome is not None and proc.reason is None:
             after = lifecycle.apply_outcome(self.queue, proc.doc, outcome)
+        elif getattr(event, "reason", None):
+            after = lifecycle.set_error(self.queue, proc.doc,
+                                        message=event.reason)
         elif proc.reason and proc.reason.startswith("stopped by"):
             after = lifecycle.set_failed(
                 self.queue, proc.doc,
@@ -385,8 +394,8 @@ class CoreWorker:
                           self.kill_grace)
             self.handle_events()
             time.sleep(0.05)
-        if self.launcher is not None:
-            self.launcher.close()
+        if self.envs is not None:
+            self.envs.close()
         try:
             unregister(self.queue.sys, self.identifier)
         except pymongo.errors.PyMongoError as exc:

@@ -63,8 +63,23 @@ def build_parser():
     add("-v", "--version", action="store_true", help="print the version")
     add("-w", "--worker", nargs="?", const="worker", metavar="NAME",
         help="run a worker NAME@hostname in the foreground")
+    add("--init", nargs="+", metavar=("NAME", "DESCRIPTION"),
+        help="create the project NAME in the current directory")
+    add("-m", "--home", action="store_true",
+        help="list the projects installed in the core4 home")
+    add("-j", "--jobs", action="store_true",
+        help="list the job classes of core4 and of every project")
+    add("--build", nargs="?", const="patch",
+        choices=("major", "minor", "patch"),
+        help="start release X.Y.Z of the project (git-flow)")
+    add("--release", action="store_true",
+        help="finish the pending release of the project")
     parser.add_argument("--start-method", choices=("fork", "spawn"),
                         help="with --worker: how job processes start")
+    parser.add_argument("-y", "--yes", action="store_true",
+                        help="with --init: do not ask")
+    parser.add_argument("-n", "--introspect", action="store_true",
+                        help="with --jobs: register them in sys.job")
     return parser
 
 
@@ -105,10 +120,11 @@ def _queue():
 
 
 def cmd_enqueue(values):
-    """``--enqueue``: enqueue a job and print its id."""
+    """``--enqueue``: enqueue a job (in its project's environment where it
+    cannot be imported here) and print its id."""
+    from core4.project.remote import enqueue_anywhere
     name, args = values[0], parse_job_args(values[1:])
-    job = _queue().enqueue(name, **args)
-    print(job._id)
+    print(enqueue_anywhere(_queue(), name, **args))
 
 
 def cmd_detail(values):
@@ -204,6 +220,55 @@ def cmd_worker(name, start_method):
     CoreWorker(name, get_config(), start_method=start_method).start()
 
 
+def cmd_init(values, yes):
+    """``--init NAME [DESCRIPTION]``: create a project."""
+    from core4.project.create import create_project
+    if len(values) > 2:
+        raise Core4UserError("--init takes NAME and one DESCRIPTION (quote "
+                             "it)")
+    create_project(get_config(), values[0],
+                   values[1] if len(values) > 1 else None, yes=yes)
+
+
+def cmd_home():
+    """``--home``: installed projects with their versions."""
+    from core4.project.home import installed_projects
+    config = get_config()
+    rows = [[p["name"], p["version"] or "?", (p["commit"] or "")[:10],
+             p["python"] or "MISSING .venv", p["root"]]
+            for p in installed_projects(config)]
+    if not rows:
+        print("no project in %s." % config.folder.home)
+        return
+    print(display.table(rows, ["project", "version", "commit", "python",
+                               "root"]))
+
+
+def cmd_jobs(introspect):
+    """``--jobs``: job classes per project (``--introspect``: register)."""
+    from core4.project.registry import collect_all, register
+    entries = collect_all(get_config())
+    if introspect:
+        register(_queue().sys, entries)
+    rows = [[e["project"], e["name"], "yes" if e["valid"] else "NO",
+             e.get("schedule") or "", e.get("author") or "",
+             e.get("exception") or ""] for e in entries]
+    print(display.table(rows, ["project", "job", "valid", "schedule",
+                               "author", "error"]))
+
+
+def cmd_build(part):
+    """``--build``: start a release."""
+    from core4.project.release import build
+    build(".", part)
+
+
+def cmd_release():
+    """``--release``: finish a release."""
+    from core4.project.release import release
+    release(".")
+
+
 def cmd_mode():
     """``--mode``: the maintenance mode."""
     mode = _queue().maintenance()
@@ -290,6 +355,16 @@ def dispatch(ns, parser):
         cmd_mode()
     elif ns.mode:
         cmd_mode()
+    elif ns.init:
+        cmd_init(ns.init, ns.yes)
+    elif ns.home:
+        cmd_home()
+    elif ns.jobs:
+        cmd_jobs(ns.introspect)
+    elif ns.build:
+        cmd_build(ns.build)
+    elif ns.release:
+        cmd_release()
     elif ns.worker:
         cmd_worker(ns.worker, ns.start_method)
     elif ns.halt:
@@ -316,6 +391,10 @@ def main(argv=None):
     ns = parser.parse_args(argv)
     if ns.start_method and not ns.worker:
         parser.error("--start-method goes with --worker")
+    if ns.yes and not ns.init:
+        parser.error("--yes goes with --init")
+    if ns.introspect and not ns.jobs:
+        parser.error("--introspect goes with --jobs")
     try:
         try:
             return dispatch(ns, parser)
@@ -323,7 +402,7 @@ def main(argv=None):
             close_clients()
     except Core4UserError as exc:
         print("coco: %s" % exc, file=sys.stderr)
-        return 2
+        return getattr(exc, "code", 2)
     except pymongo.errors.ConnectionFailure as exc:
         print("coco: cannot reach MongoDB: %s" % first_line(exc),
               file=sys.stderr)

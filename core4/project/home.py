@@ -1,0 +1,93 @@
+"""The core4 home: installed projects and their virtual environments.
+
+``<folder.home>/<project>/`` holds one project: installed there by
+``croll.py`` (``.src/`` checkout, ``.venv`` symlink to ``.venvs/<commit>``,
+``croll.json``), or a link to a project created with ``coco --init``.
+``<folder.home>/mongo`` is the embedded database, never a project.
+"""
+
+import json
+import os
+import re
+
+#: names in the home that are not projects
+RESERVED = ("mongo", "data")
+
+_PROJECT_RE = re.compile(r"""^__project__\s*=\s*['"]core4['"]""", re.M)
+_VERSION_RE = re.compile(r"""^__version__\s*=\s*['"]([^'"]+)['"]""", re.M)
+
+
+def is_core4_project(package_dir):
+    """True if ``package_dir/__init__.py`` declares ``__project__ =
+    "core4"``."""
+    try:
+        with open(os.path.join(package_dir, "__init__.py")) as handle:
+            return bool(_PROJECT_RE.search(handle.read()))
+    except OSError:
+        return False
+
+
+def package_version(package_dir):
+    """Return ``__version__`` of a package (read, not imported), or None."""
+    try:
+        with open(os.path.join(package_dir, "__init__.py")) as handle:
+            found = _VERSION_RE.search(handle.read())
+    except OSError:
+        return None
+    return found.group(1) if found else None
+
+
+def project_root(config, name):
+    """Return ``<home>/<name>`` (it may not exist)."""
+    return os.path.join(config.folder.home, name)
+
+
+def venv_python(root):
+    """Return the python of the project installed at ``root``."""
+    return os.path.join(root, ".venv", "bin", "python")
+
+
+def source_dir(root, name):
+    """Return the directory holding the package ``name`` of an installed
+    project: ``.src`` for croll.py installs, else the project root."""
+    for base in (os.path.join(root, ".src"), root):
+        if is_core4_project(os.path.join(base, name)):
+            return base
+    return None
+
+
+def installed(config, name):
+    """True if ``name`` is a project in the core4 home."""
+    return (name not in RESERVED and name.isidentifier()
+            and os.path.isdir(project_root(config, name)))
+
+
+def installed_projects(config):
+    """Return the projects of the core4 home, sorted by name: dicts with
+    ``name``, ``root``, ``python`` (None if the venv is missing),
+    ``version`` and ``commit`` (croll.py installs)."""
+    home = config.folder.home
+    found = []
+    try:
+        names = sorted(os.listdir(home))
+    except OSError:
+        return found
+    for name in names:
+        if not installed(config, name):
+            continue
+        root = project_root(config, name)
+        python = venv_python(root)
+        src = source_dir(root, name)
+        commit = None
+        try:
+            with open(os.path.join(root, "croll.json")) as handle:
+                commit = json.load(handle).get("commit")
+        except (OSError, ValueError):
+            pass
+        found.append({
+            "name": name, "root": root,
+            "python": python if os.path.exists(python) else None,
+            "version": package_version(os.path.join(src, name)) if src
+            else None,
+            "commit": commit})
+    return found
