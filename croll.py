@@ -45,7 +45,7 @@ class CrollError(Exception):
 
 
 def core4_home():
-    """Return the core4 home: ``$CORE4_OPTION_folder__home`` or ``~/.core4``."""
+    """The core4 home: ``$CORE4_OPTION_folder__home``, else ``~/.core4``."""
     home = os.environ.get(HOME_VARIABLE) or "~/.core4"
     return Path(os.path.expanduser(home)).resolve()
 
@@ -58,8 +58,7 @@ def split_repository(spec):
     ``git@host:path``. Local paths are made absolute.
     """
     if "://" in spec:
-        start = spec.index("://") + 3
-        slash = spec.find("/", start)
+        slash = spec.find("/", spec.index("://") + 3)
         auth_end = len(spec) if slash < 0 else slash
     elif re.match(r"^[^/:]+:", spec):
         auth_end = spec.index(":")
@@ -143,10 +142,7 @@ def resolve_ref(src, ref, repository):
                    cwd=src)
         if proc.returncode == 0:
             return proc.stdout.strip()
-    if ref is None:
-        raise CrollError("%s has no default branch; give REPOSITORY@REF"
-                         % repository, 2)
-    raise CrollError("unknown ref %r in %s" % (ref, repository), 2)
+    raise CrollError("unknown ref %r in %s" % (ref or "HEAD", repository), 2)
 
 
 def checkout(src, sha):
@@ -163,7 +159,7 @@ def is_core4_project(src, project):
     """True if checkout ``src`` is a core4 project whose package is
     ``project``: a ``pyproject.toml`` or ``setup.py`` at the root and
     ``<project>/__init__.py`` declaring ``__project__ = "core4"``."""
-    if not ((src / "pyproject.toml").is_file() or (src / "setup.py").is_file()):
+    if not any((src / n).is_file() for n in ("pyproject.toml", "setup.py")):
         return False
     try:
         tree = ast.parse((src / project / "__init__.py").read_bytes())
@@ -171,10 +167,8 @@ def is_core4_project(src, project):
         return False
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == "__project__"
-                for t in node.targets):
-            return (isinstance(node.value, ast.Constant)
-                    and node.value.value == "core4")
+                getattr(t, "id", None) == "__project__" for t in node.targets):
+            return getattr(node.value, "value", None) == "core4"
     return False
 
 
@@ -209,7 +203,7 @@ def run_python(venv, *args):
     """Run ``<venv>/bin/python args``; return (returncode, output)."""
     python = venv / "bin" / "python"
     if not python.exists():
-        return 127, "%s does not exist" % python
+        return 127, "no %s" % python
     proc = subprocess.run([str(python)] + list(args), cwd=str(venv),
                           env=venv_env(), stdin=subprocess.DEVNULL,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -350,8 +344,7 @@ def _install(base, project, repository, ref, core4, python, force):
         if venv == live:
             stamp = datetime.datetime.now(datetime.timezone.utc)
             venv = venvs / ("%s-%s" % (sha, stamp.strftime("%Y%m%d%H%M%S")))
-        if venv.exists() or venv.is_symlink():
-            shutil.rmtree(venv, ignore_errors=True)
+        shutil.rmtree(venv, ignore_errors=True)  # a failed attempt's leftovers
         try:
             build_venv(venv, python, project, src, core4, log)
         except BaseException:
@@ -372,26 +365,24 @@ def _install(base, project, repository, ref, core4, python, force):
 def main(argv=None):
     """Command line entry point; returns the exit code."""
     parser = argparse.ArgumentParser(
-        prog="croll.py",
-        description="Install or upgrade a core4 project from a git "
-                    "repository into <home>/PROJECT/.venv together with "
-                    "core4. <home> is $%s, else ~/.core4." % HOME_VARIABLE,
-        epilog="Running it again for the installed commit does nothing. "
-               "A failed upgrade leaves the previous install in place; pip's "
-               "full output is then in <home>/PROJECT/croll-pip.log. Exit "
-               "codes: 0 ok, 1 failed install, 2 bad input.")
+        prog="croll.py", description="Install or upgrade a core4 project "
+        "from a git repository into <home>/PROJECT/.venv together with "
+        "core4. <home> is $%s, else ~/.core4." % HOME_VARIABLE,
+        epilog="Running it again for the installed commit does nothing. A "
+        "failed upgrade leaves the previous install in place; pip's output "
+        "is then in <home>/PROJECT/croll-pip.log. Exit codes: 0 ok, 1 "
+        "failed install, 2 bad input.")
     parser.add_argument("project", metavar="PROJECT",
-                        help="the project's package name (a Python identifier)")
+                        help="the project's package (a Python identifier)")
     parser.add_argument("repository", metavar="REPOSITORY[@REF]",
-                        help="any git URL or path (file:// included), "
-                             "optionally @branch, @tag or @commit; default: "
-                             "the remote's default branch")
+                        help="any git URL or path (file:// included), with "
+                        "an optional @branch, @tag or @commit (default: the "
+                        "remote's default branch)")
     parser.add_argument("--core4", metavar="PATH_OR_PIP_SPEC",
-                        help="install core4 from here (default: the core4 "
-                             "source tree croll.py is in: %s)" % CORE4_SOURCE)
-    parser.add_argument("--python", metavar="PYTHON",
-                        help="interpreter for the venv (default: the one "
-                             "running croll.py)")
+                        help="install core4 from here (default: the source "
+                        "tree croll.py is in: %s)" % CORE4_SOURCE)
+    parser.add_argument("--python", help="interpreter for the venv (default: "
+                        "the one running croll.py)")
     parser.add_argument("--force", action="store_true",
                         help="reinstall even if the commit is installed")
     args = parser.parse_args(argv)
