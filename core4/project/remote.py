@@ -26,7 +26,7 @@ def run_remote(config, project, op, payload, timeout=120):
                 project, python))
     try:
         proc = subprocess.run(
-            [python, "-m", "core4.project.remote", op],
+            [python, "-P", "-m", "core4.project.remote", op],
             input=json.dumps(payload), capture_output=True, text=True,
             timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -52,14 +52,15 @@ class Environments:
     def __init__(self, config, start_method):
         self.config = config
         self.start_method = start_method
-        self.default = self._make(sys.executable, ())
+        self.default = self._make(sys.executable, (), isolated=False)
         self.projects = {}     # project -> (launcher, fingerprint)
         self.retired = []
 
-    def _make(self, python, preload):
+    def _make(self, python, preload, isolated=True):
         if self.start_method == "spawn":
-            return SpawnLauncher(python=python)
-        return ForkLauncher(python=python, preload=preload)
+            return SpawnLauncher(python=python, isolated=isolated)
+        return ForkLauncher(python=python, preload=preload,
+                            isolated=isolated)
 
     def launcher_for(self, doc):
         """Return the launcher for the job ``doc``; raise

@@ -42,9 +42,10 @@ PRELOAD = ("pymongo", "bson", "yaml", "core4.config", "core4.logger",
 class SpawnLauncher:
     """Start each job as ``python -m core4.queue.process`` (cold start)."""
 
-    def __init__(self, python=None, env=None):
+    def __init__(self, python=None, env=None, isolated=False):
         self.python = python or sys.executable
         self.env = env
+        self.flags = ["-P"] if isolated else []
         self.procs = {}
         self.events = []
 
@@ -52,7 +53,7 @@ class SpawnLauncher:
         """Start the job process of the claimed job ``doc``."""
         with open(out_path, "wb") as out:
             proc = subprocess.Popen(
-                [self.python, "-m", "core4.queue.process"],
+                [self.python, *self.flags, "-m", "core4.queue.process"],
                 stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True, env=self.env)
         command = {"doc": encode_doc(doc), "result": result_path}
@@ -93,9 +94,11 @@ class LauncherError(Exception):
 class ForkLauncher:
     """A warm launcher process that forks a child per job."""
 
-    def __init__(self, python=None, env=None, preload=()):
+    def __init__(self, python=None, env=None, preload=(), isolated=False):
         self.python = python or sys.executable
         self.env = env
+        # -P: the worker's directory must not shadow a project's packages
+        self.flags = ["-P"] if isolated else []
         self.preload = tuple(preload)
         self.proc = None
         self.stderr = None
@@ -113,7 +116,8 @@ class ForkLauncher:
         self.stderr = tempfile.TemporaryFile()
         try:
             self.proc = subprocess.Popen(
-                [self.python, "-m", "core4.queue.launcher", *self.preload],
+                [self.python, *self.flags, "-m", "core4.queue.launcher",
+                 *self.preload],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=self.stderr, env=self.env)
         except OSError as exc:
@@ -124,7 +128,13 @@ class ForkLauncher:
 
     def _failure(self):
         """The launcher's last words, if it died of an error."""
-        if self.proc is None or not self.proc.returncode:
+        if self.proc is None:
+            return None
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            return None
+        if not self.proc.returncode:
             return None
         self.stderr.seek(0)
         lines = self.stderr.read().decode("utf-8", "replace").strip()
