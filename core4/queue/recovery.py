@@ -6,17 +6,19 @@ from core4.mongo import now
 from core4.queue import lifecycle, states
 
 
-def recover_lost(queue, cutoff, log):
+def recover_lost(queue, cutoff, log, skip=()):
     """Recover running jobs whose lease was last renewed before ``cutoff``.
 
     Each counts as a failed attempt naming the lost worker (retried while
     attempts remain, else ``error``); a pending kill request makes it
-    ``killed``, a pending removal also journals it. Returns the recovered
-    documents.
+    ``killed``, a pending removal also journals it. Jobs in ``skip`` (the
+    caller's own, alive) are left alone. Returns the recovered documents.
     """
     recovered = []
     for doc in queue.sys.queue.find(
             {"state": states.RUNNING, "locked.heartbeat": {"$lt": cutoff}}):
+        if doc["_id"] in skip:
+            continue
         locked = doc.get("locked") or {}
         lost = "worker %s lost (no heartbeat since %.0f s)" % (
             locked.get("worker"), now() - locked.get("heartbeat", 0))

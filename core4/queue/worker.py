@@ -130,11 +130,18 @@ class CoreWorker:
     def guarded(self, name, step):
         """Run one step; a database outage backs off, never stops the loop.
         Returns True if the step succeeded."""
+        started = time.monotonic()
         try:
             step()
+            took = time.monotonic() - started
             if self.connected_since is None:
                 self.connected_since = time.monotonic()
                 self.log.warning("database reachable again")
+            elif took > self.heartbeat:
+                # a stall (slow or briefly unreachable server) delayed other
+                # workers' lease renewals too: recovery waits anew
+                self.connected_since = time.monotonic()
+                self.log.warning("step %s took %.1f s", name, took)
             return True
         except TRANSIENT as exc:
             backoff = min(max(self.heartbeat, 1.0), 5.0)
@@ -301,8 +308,10 @@ class CoreWorker:
         grace = 2 * self.heartbeat
         if self.connected_since is None or \
                 time.monotonic() - self.connected_since < grace:
-            return  # after an outage, give live workers time to renew
-        recovery.recover_lost(self.queue, now() - grace, self.log)
+            return  # after an outage or stall, give live workers time
+        self.renew()
+        recovery.recover_lost(self.queue, now() - grace, self.log,
+                              skip=set(self.jobs))
 
     # job processes ----------------------------------------------------------
 
@@ -346,14 +355,25 @@ class CoreWorker:
                 "job process vanished (exit code %s) without an outcome"
                 % event.returncode))
         if after is None:
-            self.log.error("job [%s] lost its lease before its outcome was "
-                           "recorded", proc.doc["_id"])
+            self.settle_interrupted(proc.doc["_id"])
         elif after["state"] != states.COMPLETE:
             self.log.error("done execution with [%s]: %s", after["state"],
                            (after.get("last_error") or {}).get("exception"))
             if after.get("removed_at"):
                 lifecycle.journal(self.queue, after)
         proc.remove_files()
+
+    def settle_interrupted(self, job_id):
+        """An outcome write found no lease: it may have gone through before
+        a connection error (finish is retried as a whole). Complete jobs
+        still in the queue move to the journal; anything else was taken
+        over by another worker."""
+        doc = self.queue.sys.queue.find_one({"_id": job_id})
+        if doc is not None and doc["state"] == states.COMPLETE:
+            lifecycle.journal(self.queue, doc)
+        elif doc is not None and doc["state"] == states.RUNNING:
+            self.log.error("job [%s] lost its lease before its outcome was "
+                           "recorded", job_id)
 
     def kill_all(self, reason, grace):
         """Terminate every running job process (SIGTERM, then SIGKILL after
