@@ -15,7 +15,7 @@ from core4.base import hostname, project_of, username
 from core4.config import get_config
 from core4.error import CoreJobExists, CoreJobNotFound, Core4UserError
 from core4.mongo import SystemCollections, ensure_index, now, id_in
-from core4.queue import lifecycle, states
+from core4.queue import dependency, events, lifecycle, states
 from core4.queue.job import CoreJob
 from core4.queue.loader import load_job_class, make_job
 
@@ -53,6 +53,7 @@ class CoreQueue:
         # _id breaks every later insert on NX-27017)
         ensure_index(self.sys.queue, [("state", 1), ("force", -1),
                                       ("priority", -1)])
+        events.setup(self.sys, self.config)
         ensure_index(self.sys.stdout, [("timestamp", 1)],
                      expireAfterSeconds=int(self.config.worker.stdout_ttl))
         self._indexed = True
@@ -78,14 +79,30 @@ class CoreQueue:
     def submit(self, job, by=None, parent_id=None):
         """Insert a validated job object; ``by`` overrides the user name,
         ``parent_id`` links it to the job that triggered it."""
+        if job.dependency or job.chain:
+            dependency.check_references(self, job)
+        doc = self.submit_document(job.serialise(), by, parent_id)
+        job.__dict__.update({key: doc[key] for key in (
+            "_id", "state", "attempts_left", "query_at", "enqueued",
+            "prog")})
+        return job
+
+    def submit_document(self, doc, by=None, parent_id=None):
+        """Insert a job document made by :meth:`CoreJob.serialise` (e.g. by
+        the job process of a chain's parent); return the stored document."""
         self.setup()
         at = now()
-        doc = job.serialise()
+        doc = dict(doc)
         doc.update(
-            state=states.PENDING, attempts_left=job.attempts, trial=0,
+            state=states.PENDING, attempts_left=doc["attempts"], trial=0,
             query_at=at, prog={"value": 0.0, "message": None},
             enqueued={"at": at, "hostname": hostname(),
                       "username": by or username()})
+        if doc.get("dependency"):
+            doc["waiting_for"] = list(doc["dependency"])
+            doc["query_at"] = dependency.WAITING_AT
+            doc["prog"]["message"] = "waiting for %s" % ", ".join(
+                str(value) for value in doc["dependency"])
         if parent_id is not None:
             doc["enqueued"]["parent_id"] = parent_id
         doc["_id"] = ObjectId()
@@ -93,11 +110,9 @@ class CoreQueue:
             self.sys.queue.insert_one(doc)
         except pymongo.errors.DuplicateKeyError:
             raise CoreJobExists("job %s with args %r is already in the queue"
-                                % (job.name, job.args)) from None
-        job.__dict__.update({key: doc[key] for key in (
-            "_id", "state", "attempts_left", "query_at", "enqueued",
-            "prog")})
-        return job
+                                % (doc["name"], doc["args"])) from None
+        events.emit(self.sys, events.job_event("enqueue_job", doc))
+        return doc
 
     # requests ---------------------------------------------------------------
 
@@ -115,12 +130,18 @@ class CoreQueue:
                       "last_error": lifecycle.error_document(
                           message="killed before it ran again")}})
         if doc is not None:
+            events.emit(self.sys, events.job_event(
+                "kill_job", dict(doc, state=states.KILLED)))
             return True
         result = self.sys.queue.update_one(
             {"_id": _id, "state": states.RUNNING,
              "killed_at": {"$exists": False}},
             {"$set": {"killed_at": at}})
-        return result.modified_count == 1
+        if result.modified_count == 1:
+            events.emit(self.sys, events.event_document(
+                "request_kill_job", {"_id": _id}))
+            return True
+        return False
 
     def restart(self, _id):
         """Restart a job; return the id of the job that will run, or None.
@@ -151,6 +172,8 @@ class CoreQueue:
                 return None
             child_id = old["enqueued"]["child_id"]
         self._restart_stopped(old, child_id)
+        events.emit(self.sys, events.event_document(
+            "restart_stopped", {"_id": _id, "child_id": child_id}))
         return child_id
 
     def _restart_stopped(self, old, child_id):
@@ -165,6 +188,10 @@ class CoreQueue:
         new.update(_id=child_id, state=states.PENDING,
                    attempts_left=old["attempts"], query_at=at,
                    prog={"value": 0.0, "message": None}, enqueued=enqueued)
+        new.pop("waiting_for", None)
+        if new.get("dependency"):
+            new["waiting_for"] = list(new["dependency"])
+            new["query_at"] = dependency.WAITING_AT
         self.sys.journal.replace_one({"_id": old["_id"]}, old, upsert=True)
         self.sys.queue.delete_one({"_id": old["_id"]})
         try:
@@ -185,6 +212,7 @@ class CoreQueue:
             return_document=pymongo.ReturnDocument.AFTER)
         if doc is not None:
             lifecycle.journal(self, doc)
+            events.emit(self.sys, events.job_event("remove_job", doc))
             return True
         result = self.sys.queue.update_one(
             {"_id": _id, "state": states.RUNNING},

@@ -15,7 +15,7 @@ import pymongo.errors
 from core4.error import Core4Error, CoreJobDeferred, CoreJobInvalid
 from core4.mongo import retrying
 from core4.queue import lifecycle, states
-from core4.queue.loader import load_job_class
+from core4.queue.loader import load_job_class, make_job
 
 
 def check_signature(job):
@@ -77,11 +77,27 @@ def execute_claimed(doc, queue_factory):
         return {"state": states.FAILED,
                 "error": lifecycle.error_document(sys.exc_info())}
     log.info("done execution with [complete]")
-    return {"state": states.COMPLETE}
+    outcome = {"state": states.COMPLETE}
+    if job.chain:
+        outcome["chain"] = chain_documents(job)
+    return outcome
+
+
+def chain_documents(job):
+    """Validated documents of the jobs to enqueue after ``job`` (built here,
+    in the job's own environment, so project jobs can be chained)."""
+    docs = []
+    for name in job.chain:
+        try:
+            docs.append(make_job(name).serialise())
+        except Exception as exc:
+            job.logger.error("cannot chain %s: %s", name, exc)
+    return docs
 
 
 def run_claimed(queue, doc):
     """Run the claimed job in this process and record its outcome; return
     the job's final document (None if the lease was lost meanwhile)."""
     outcome = execute_claimed(doc, lambda: queue)
+    outcome.pop("chain", None)  # execute() leaves nothing behind
     return retrying(lifecycle.apply_outcome, queue, doc, outcome)

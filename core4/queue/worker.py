@@ -29,12 +29,12 @@ import pymongo.errors
 
 from core4.base import hostname
 from core4.config import get_config
-from core4.error import Core4UserError
+from core4.error import Core4UserError, CoreJobExists
 from core4.logger import get_logger, setup_logging
 from core4.mongo import now
 from core4.mongo.connection import TRANSIENT
 from core4.queue.process import read_result
-from core4.queue import lifecycle, recovery, states
+from core4.queue import dependency, events, lifecycle, recovery, states
 from core4.queue.daemon import register, unregister, set_phase
 from core4.queue.jobprocess import JobProcess, store_output
 from core4.queue.environments import Environments, EnvironmentProblem
@@ -81,6 +81,7 @@ class CoreWorker:
         self.outage_until = 0.0
         self.kill_grace = float(wcfg.kill_grace)
         self.envs = None
+        self.events = None
         self.out_dir = None
 
     # the loop ---------------------------------------------------------------
@@ -92,6 +93,7 @@ class CoreWorker:
         register(self.queue.sys, self.identifier, self.kind, self.config)
         self.out_dir = tempfile.mkdtemp(prefix="core4-worker-")
         self.envs = Environments(self.config, self.start_method)
+        self.events = events.EventBuffer(self.queue.sys)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         self.queue.setup()
@@ -125,6 +127,7 @@ class CoreWorker:
                         self.outage_until:
                     self.next_run[name] = at + self.plan[name]
                     self.guarded(name, step)
+            self.events.flush()
             self.wait()
 
     def guarded(self, name, step):
@@ -251,6 +254,8 @@ class CoreWorker:
             launcher = self.envs.launcher_for(doc)
             self.jobs[doc["_id"]] = proc
             launcher.start(doc, proc.out_path, proc.result_path)
+            self.events.add(events.job_event("start_job", doc,
+                                             worker=self.identifier))
         except (EnvironmentProblem, LauncherError) as exc:
             self.jobs.pop(doc["_id"], None)
             lifecycle.set_error(self.queue, doc, message=str(exc))
@@ -274,6 +279,7 @@ class CoreWorker:
         if self.phase == LOOP and self.queue.halted_since(self.started_at):
             self.begin_stop("halt requested")
         self.maintenance = self.queue.maintenance()
+        dependency.resolve_waiting(self.queue, self.log)
         if not self.jobs:
             return
         current = {doc["_id"]: doc for doc in self.queue.sys.queue.find(
@@ -310,8 +316,9 @@ class CoreWorker:
                 time.monotonic() - self.connected_since < grace:
             return  # after an outage or stall, give live workers time
         self.renew()
-        recovery.recover_lost(self.queue, now() - grace, self.log,
-                              skip=set(self.jobs))
+        for doc in recovery.recover_lost(self.queue, now() - grace, self.log,
+                                         skip=set(self.jobs)):
+            self.events.add(events.job_event("recover_job", doc))
 
     # job processes ----------------------------------------------------------
 
@@ -343,6 +350,8 @@ class CoreWorker:
             return
         if outcome is not None and proc.reason is None:
             after = lifecycle.apply_outcome(self.queue, proc.doc, outcome)
+            if after is not None and after["state"] == states.COMPLETE:
+                self.enqueue_chain(after, outcome.get("chain") or [])
         elif getattr(event, "reason", None):
             after = lifecycle.set_error(self.queue, proc.doc,
                                         message=event.reason)
@@ -354,6 +363,9 @@ class CoreWorker:
             after = lifecycle.set_killed(self.queue, proc.doc, proc.reason or (
                 "job process vanished (exit code %s) without an outcome"
                 % event.returncode))
+        if after is not None:
+            self.events.add(events.job_event("%s_job" % after["state"],
+                                             after))
         if after is None:
             self.settle_interrupted(proc.doc["_id"])
         elif after["state"] != states.COMPLETE:
@@ -362,6 +374,17 @@ class CoreWorker:
             if after.get("removed_at"):
                 lifecycle.journal(self.queue, after)
         proc.remove_files()
+
+    def enqueue_chain(self, parent, docs):
+        """Enqueue the jobs chained to the completed job ``parent``."""
+        for doc in docs:
+            try:
+                child = self.queue.submit_document(doc,
+                                                   parent_id=parent["_id"])
+                self.log.info("chained job [%s] %s after [%s]", child["_id"],
+                              child["name"], parent["_id"])
+            except CoreJobExists as exc:
+                self.log.warning("chain of [%s]: %s", parent["_id"], exc)
 
     def settle_interrupted(self, job_id):
         """An outcome write found no lease: it may have gone through before

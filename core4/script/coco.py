@@ -63,6 +63,8 @@ def build_parser():
     add("-v", "--version", action="store_true", help="print the version")
     add("-w", "--worker", nargs="?", const="worker", metavar="NAME",
         help="run a worker NAME@hostname in the foreground")
+    add("-s", "--scheduler", nargs="?", const="scheduler", metavar="NAME",
+        help="run a scheduler NAME@hostname in the foreground")
     add("--init", nargs="+", metavar=("NAME", "DESCRIPTION"),
         help="create the project NAME in the current directory")
     add("-m", "--home", action="store_true",
@@ -269,6 +271,19 @@ def cmd_release():
     release(".")
 
 
+def cmd_scheduler(name):
+    """``--scheduler``: run a scheduler until halted or signalled."""
+    from core4.queue.scheduler import CoreScheduler
+    _check_daemon_name(name)
+    CoreScheduler(name, get_config()).start()
+
+
+def _check_daemon_name(name):
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise Core4UserError("daemon name %r may only contain letters, "
+                             "digits, '-' and '_'" % name)
+
+
 def cmd_mode():
     """``--mode``: the maintenance mode."""
     mode = _queue().maintenance()
@@ -367,6 +382,8 @@ def dispatch(ns, parser):
         cmd_release()
     elif ns.worker:
         cmd_worker(ns.worker, ns.start_method)
+    elif ns.scheduler:
+        cmd_scheduler(ns.scheduler)
     elif ns.halt:
         _queue().halt()
         print("system halt")
