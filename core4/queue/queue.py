@@ -192,6 +192,8 @@ class CoreQueue:
         if new.get("dependency"):
             new["waiting_for"] = list(new["dependency"])
             new["query_at"] = dependency.WAITING_AT
+            new["prog"]["message"] = "waiting for %s" % ", ".join(
+                str(value) for value in new["dependency"])
         self.sys.journal.replace_one({"_id": old["_id"]}, old, upsert=True)
         self.sys.queue.delete_one({"_id": old["_id"]})
         try:

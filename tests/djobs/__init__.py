@@ -1,0 +1,1 @@
+"""Jobs run by real worker processes in tests/test_dependency.py."""
