@@ -1,0 +1,1 @@
+"""Scheduled jobs for tests/test_scheduler.py."""
