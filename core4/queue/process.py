@@ -56,19 +56,21 @@ def run_job(doc, result_path):
     outcome; return the exit code. Configuration and logging are set up
     anew here."""
     from core4.config import get_config, reset_config
-    from core4.logger import setup_logging
+    from core4.logger import flush_logging, setup_logging
     from core4.mongo.connection import close_clients
     from core4.queue.queue import CoreQueue
     from core4.queue.runner import execute_claimed
     reset_config()
     config = get_config(doc["name"].split(".", 1)[0])
-    setup_logging(config)
+    # the job's log records go to sys_log, not into its captured output
+    setup_logging(config, console=False)
     try:
         outcome = execute_claimed(doc, lambda: CoreQueue(config))
         write_result(result_path, outcome)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
+        flush_logging(2.0)
         close_clients()
     return EXIT_DONE
 

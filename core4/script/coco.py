@@ -14,6 +14,7 @@ import pymongo.errors
 import core4
 from core4.config import get_config
 from core4.error import Core4UserError
+from core4.logger import flush_logging, format_record, job_records
 from core4.mongo.connection import close_clients
 from core4.queue import states
 from core4.script import display
@@ -149,6 +150,9 @@ def cmd_detail(values):
                 if isinstance(out, bytes):
                     out = out.decode("utf-8", errors="replace")
                 print(out.rstrip("\n"))
+            print("LOG:")
+            for record in job_records(queue.sys, _id):
+                print(format_record(record))
 
 
 def _ids_or_journal(queue, value, recent=10):
@@ -416,6 +420,7 @@ def main(argv=None):
         try:
             return dispatch(ns, parser)
         finally:
+            flush_logging()
             close_clients()
     except Core4UserError as exc:
         print("coco: %s" % exc, file=sys.stderr)
