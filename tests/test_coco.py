@@ -1,6 +1,7 @@
 """Tests of the ``coco`` command line, run as a real subprocess against the
 session's NX-27017 server (fixture ``core4_env``) or an embedded server."""
 
+import datetime
 import getpass
 import json
 import os
@@ -149,7 +150,24 @@ def test_detail_by_id_shows_job_and_stdout(core4_env):
     assert "'args': {'sleep': 1}" in out
     head, sep, tail = out.partition("STDOUT:\n")
     assert sep, out
-    assert tail.splitlines() == ["hello", "world"]
+    stdout, sep, log = tail.partition("LOG:\n")
+    assert sep, out
+    assert stdout.splitlines() == ["hello", "world"]
+    assert log.strip() == ""  # a pending job has no log records yet
+
+
+def test_detail_shows_the_job_log(core4_env):
+    from core4.queue.queue import CoreQueue
+    queue = CoreQueue()
+    job = queue.enqueue(DUMMY_QUAL, sleep=3)
+    core4_env.db().sys_log.insert_one({
+        "created": datetime.datetime.now(datetime.timezone.utc),
+        "message": "hello from the job", "level": "INFO", "levelno": 20,
+        "qual_name": DUMMY_QUAL, "identifier": str(job._id),
+        "hostname": "h", "username": "u", "project": "core4"})
+    out = ok("--detail", str(job._id))
+    log = out.partition("LOG:\n")[2]
+    assert "hello from the job" in log and "INFO" in log
 
 
 def test_detail_by_qual_name_shows_every_job_of_that_name(core4_env):
