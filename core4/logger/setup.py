@@ -65,11 +65,13 @@ def _mongo_key(config, settings):
             config.mongo.connect_timeout, tuple(sorted(settings.items())))
 
 
-def setup_logging(config, console=True):
+def setup_logging(config, console=True, log_file=None):
     """Attach handlers per ``config.logging`` to the ``core4`` logger.
 
     ``console=False`` attaches no stderr/stdout handler (job processes:
-    their records go to ``sys.log`` only). Idempotent: the handlers of an
+    their records go to ``sys.log`` only). With ``log_file`` the
+    ``sys.log`` documents go to that file instead, for the worker to
+    forward (see :mod:`core4.logger.forward`). Idempotent: the handlers of an
     earlier call are replaced; the MongoDB handler (and its writer thread)
     is kept if its settings did not change and it belongs to this process
     (a forked child gets its own). Returns the ``core4`` logger.
@@ -103,7 +105,17 @@ def setup_logging(config, console=True):
                 handler.addFilter(Defaults())
                 setattr(handler, _TAG, True)
                 root.addHandler(handler)
-        if settings and kept is None:
+        if settings and log_file:
+            from core4.logger.forward import FileHandler
+            if kept is not None:
+                root.removeHandler(kept)
+                kept.retire()
+            handler = FileHandler(log_file, level=settings["level"],
+                                  capacity=settings["capacity"])
+            handler.key = None
+            setattr(handler, _TAG, True)
+            root.addHandler(handler)
+        elif settings and kept is None:
             handler = MongoHandler(config, **settings)
             handler.key = key
             setattr(handler, _TAG, True)

@@ -15,10 +15,11 @@ CUT_MARK = b"[... %d bytes cut ...]\n"
 class JobProcess:
     """A job process started by a worker (see :mod:`core4.queue.worker`)."""
 
-    def __init__(self, doc, out_path, result_path):
+    def __init__(self, doc, out_path, result_path, log_path):
         self.doc = doc
         self.out_path = out_path
         self.result_path = result_path
+        self.log_path = log_path
         self.pid = None
         self.pid_saved = False
         self.exit_event = None
@@ -30,7 +31,7 @@ class JobProcess:
 
     def remove_files(self):
         """Delete the output and result files of the finished process."""
-        for path in (self.out_path, self.result_path):
+        for path in (self.out_path, self.result_path, self.log_path):
             try:
                 os.unlink(path)
             except OSError:

@@ -49,14 +49,15 @@ class SpawnLauncher:
         self.procs = {}
         self.events = []
 
-    def start(self, doc, out_path, result_path):
+    def start(self, doc, out_path, result_path, log_path=None):
         """Start the job process of the claimed job ``doc``."""
         with open(out_path, "wb") as out:
             proc = subprocess.Popen(
                 [self.python, *self.flags, "-m", "core4.queue.process"],
                 stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True, env=self.env)
-        command = {"doc": encode_doc(doc), "result": result_path}
+        command = {"doc": encode_doc(doc), "result": result_path,
+                   "log": log_path}
         proc.stdin.write((json.dumps(command) + "\n").encode())
         proc.stdin.close()
         self.procs[doc["_id"]] = proc
@@ -167,11 +168,11 @@ class ForkLauncher:
         return self.retired and not self.pending and not self.orphans and (
             self.proc is None or self.proc.poll() is not None)
 
-    def start(self, doc, out_path, result_path):
+    def start(self, doc, out_path, result_path, log_path=None):
         """Ask the launcher to fork the job process of ``doc``."""
         self._ensure()
         line = json.dumps({"doc": encode_doc(doc), "out": out_path,
-                           "result": result_path})
+                           "result": result_path, "log": log_path})
         self.pending[doc["_id"]] = None
         try:
             self.proc.stdin.write(line.encode() + b"\n")
@@ -248,7 +249,7 @@ def _emit(event):
     os.write(1, json.dumps(event).encode() + b"\n")
 
 
-def _child(doc, out_path, result_path, wakeup):
+def _child(doc, out_path, result_path, log_path, wakeup):
     """In the forked child: become the job process and never return."""
     code = EXIT_LOST
     try:
@@ -267,7 +268,7 @@ def _child(doc, out_path, result_path, wakeup):
         os.close(null)
         sys.stdout.reconfigure(line_buffering=True)
         random.seed()
-        code = run_job(doc, result_path)
+        code = run_job(doc, result_path, log_path)
     except BaseException:
         traceback.print_exc()
     finally:
@@ -341,7 +342,7 @@ def serve(preload):
             pid = os.fork()
             if pid == 0:
                 _child(doc, command["out"], command["result"],
-                       (wake_r, wake_w))
+                       command.get("log"), (wake_r, wake_w))
             job_id = encode_doc(doc["_id"])
             children[pid] = job_id
             _emit({"event": "started", "job_id": job_id, "pid": pid})

@@ -51,10 +51,11 @@ def read_result(path):
         return None
 
 
-def run_job(doc, result_path):
+def run_job(doc, result_path, log_path=None):
     """Run the claimed job ``doc`` in this (fresh) process and write its
     outcome; return the exit code. Configuration and logging are set up
-    anew here."""
+    anew here; with ``log_path`` the job's ``sys.log`` records go to that
+    file for the worker to forward."""
     from core4.config import get_config, reset_config
     from core4.logger import flush_logging, setup_logging
     from core4.mongo.connection import close_clients
@@ -63,7 +64,7 @@ def run_job(doc, result_path):
     reset_config()
     config = get_config(doc["name"].split(".", 1)[0])
     # the job's log records go to sys_log, not into its captured output
-    setup_logging(config, console=False)
+    setup_logging(config, console=False, log_file=log_path)
     try:
         outcome = execute_claimed(doc, lambda: CoreQueue(config))
         write_result(result_path, outcome)
@@ -95,7 +96,8 @@ def main():
     os.dup2(devnull, 0)
     os.close(devnull)
     die_with_parent()
-    return run_job(decode_doc(command["doc"]), command["result"])
+    return run_job(decode_doc(command["doc"]), command["result"],
+                   command.get("log"))
 
 
 if __name__ == "__main__":

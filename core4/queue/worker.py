@@ -31,6 +31,7 @@ from core4.base import hostname
 from core4.config import get_config
 from core4.error import Core4UserError, CoreJobExists
 from core4.logger import get_logger, setup_logging
+from core4.logger.forward import LogForwarder
 from core4.mongo import now
 from core4.mongo.connection import TRANSIENT
 from core4.queue.process import read_result
@@ -82,6 +83,7 @@ class CoreWorker:
         self.kill_grace = float(wcfg.kill_grace)
         self.envs = None
         self.events = None
+        self.logs = None
         self.out_dir = None
 
     # the loop ---------------------------------------------------------------
@@ -94,6 +96,9 @@ class CoreWorker:
         self.out_dir = tempfile.mkdtemp(prefix="core4-worker-")
         self.envs = Environments(self.config, self.start_method)
         self.events = events.EventBuffer(self.queue.sys)
+        if self.config.logging.get("mongodb"):
+            self.logs = LogForwarder(self.queue.sys.log,
+                                     self.config.logging.get("mongodb_ttl"))
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         self.queue.setup()
@@ -128,6 +133,7 @@ class CoreWorker:
                     self.next_run[name] = at + self.plan[name]
                     self.guarded(name, step)
             self.events.flush()
+            self.forward_logs()
             self.wait()
 
     def guarded(self, name, step):
@@ -249,11 +255,13 @@ class CoreWorker:
     def launch(self, doc):
         """Start the process of a claimed job in its environment."""
         base = os.path.join(self.out_dir, str(doc["_id"]))
-        proc = JobProcess(doc, base + ".out", base + ".result")
+        proc = JobProcess(doc, base + ".out", base + ".result",
+                          base + ".log" if self.logs else None)
         try:
             launcher = self.envs.launcher_for(doc)
             self.jobs[doc["_id"]] = proc
-            launcher.start(doc, proc.out_path, proc.result_path)
+            launcher.start(doc, proc.out_path, proc.result_path,
+                           proc.log_path)
             self.events.add(events.job_event("start_job", doc,
                                              worker=self.identifier))
         except (EnvironmentProblem, LauncherError) as exc:
@@ -340,10 +348,23 @@ class CoreWorker:
                 self.jobs.pop(proc.doc["_id"], None)
                 self.capped.pop(proc.doc["name"], None)
 
+    def forward_logs(self):
+        """Forward new log records of the running jobs to sys_log."""
+        if self.logs is None or time.monotonic() < self.outage_until:
+            return
+        for proc in self.jobs.values():
+            if proc.log_path:
+                self.logs.read(proc.log_path)
+        self.guarded("forward_logs", self.logs.flush)
+
     def finish(self, proc, event):
-        """After a job process ended: store its output and record its
-        outcome, or, if it reported none, why it ended."""
+        """After a job process ended: store its output and log records and
+        record its outcome, or, if it reported none, why it ended."""
         store_output(self.queue, proc, self.config.worker.stdout_max)
+        if self.logs is not None and proc.log_path:
+            self.logs.read(proc.log_path)
+            self.logs.flush()
+            self.logs.forget(proc.log_path)
         outcome = read_result(proc.result_path)
         if not proc.record:
             proc.remove_files()
