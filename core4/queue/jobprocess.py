@@ -32,6 +32,8 @@ class JobProcess:
     def remove_files(self):
         """Delete the output and result files of the finished process."""
         for path in (self.out_path, self.result_path, self.log_path):
+            if path is None:
+                continue
             try:
                 os.unlink(path)
             except OSError:
