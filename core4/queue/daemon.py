@@ -25,7 +25,7 @@ def alive_daemons(system, config, kind=None):
             if doc["_id"] not in CONTROL_IDS]
 
 
-def register(system, identifier, kind, config):
+def register(system, identifier, kind, config, **extra):
     """Register a daemon; refuse if one with this identifier is alive.
 
     A registration left behind by a dead daemon (no recent heartbeat, or
@@ -35,6 +35,7 @@ def register(system, identifier, kind, config):
     doc = {"_id": identifier, "kind": kind, "hostname": hostname(),
            "pid": os.getpid(), "phase": "startup", "heartbeat": at,
            "started_at": at}
+    doc.update(extra)
     existing = system.worker.find_one({"_id": identifier})
     if existing is None:
         try:

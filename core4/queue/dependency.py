@@ -122,7 +122,9 @@ def resolve_waiting(queue, log):
     broken dependency. Returns the number of jobs changed."""
     changed = 0
     for doc in queue.sys.queue.find({"state": states.PENDING,
-                                     "waiting_for": {"$exists": True}}):
+                                     "query_at": {"$gte": WAITING_AT}}):
+        if "waiting_for" not in doc:
+            continue
         verdict, detail = evaluate(queue, doc)
         guard = {"_id": doc["_id"], "state": states.PENDING,
                  "waiting_for": {"$exists": True}}

@@ -36,12 +36,16 @@ from core4.mongo import now
 from core4.mongo.connection import TRANSIENT
 from core4.queue.process import read_result
 from core4.queue import dependency, events, lifecycle, recovery, states
-from core4.queue.daemon import register, unregister, set_phase
+from core4.queue.daemon import (alive_daemons, register, set_phase,
+                                unregister)
 from core4.queue.jobprocess import JobProcess, store_output
 from core4.queue.environments import Environments, EnvironmentProblem
 from core4.queue.launcher import LauncherError, Started
 from core4.queue.queue import CoreQueue
 from core4.queue.resources import ResourceMonitor
+
+#: seconds between writes of buffered events and job log records
+FLUSH_INTERVAL = 0.25
 
 STARTUP, LOOP, STOPPING, SHUTDOWN, EXIT = (
     "startup", "loop", "stopping", "shutdown", "exit")
@@ -77,6 +81,7 @@ class CoreWorker:
         self.signals = 0
         self.maintenance = {"global": False, "projects": []}
         self.capped = {}            # job name -> monotonic time until skipped
+        self.capacity = None        # max_jobs of all live workers together
         self.next_run = {}
         self.connected_since = None
         self.outage_until = 0.0
@@ -92,7 +97,8 @@ class CoreWorker:
         """Register, run the loop until stopped, then shut down."""
         setup_logging(self.config)
         self.started_at = now()
-        register(self.queue.sys, self.identifier, self.kind, self.config)
+        register(self.queue.sys, self.identifier, self.kind, self.config,
+                 max_jobs=self.config.worker.max_jobs)
         self.out_dir = tempfile.mkdtemp(prefix="core4-worker-")
         self.envs = Environments(self.config, self.start_method)
         self.events = events.EventBuffer(self.queue.sys)
@@ -132,8 +138,12 @@ class CoreWorker:
                         self.outage_until:
                     self.next_run[name] = at + self.plan[name]
                     self.guarded(name, step)
-            self.events.flush()
-            self.forward_logs()
+            if time.monotonic() >= self.next_run.get("flush", 0):
+                # events and log records are written a few times a second,
+                # not once per pass: that keeps them off the claim's path
+                self.next_run["flush"] = time.monotonic() + FLUSH_INTERVAL
+                self.events.flush()
+                self.forward_logs()
             self.wait()
 
     def guarded(self, name, step):
@@ -216,7 +226,11 @@ class CoreWorker:
             return_document=pymongo.ReturnDocument.AFTER)
         if doc is None:
             return None
-        if doc.get("max_parallel") and not self.within_cap(doc):
+        limit = doc.get("max_parallel")
+        # the cap can only be exceeded if all workers together can run more
+        if limit and (self.capacity is None or limit < max(
+                self.capacity, len(self.jobs) + 1)) \
+                and not self.within_cap(doc):
             return None
         return doc
 
@@ -287,6 +301,8 @@ class CoreWorker:
         if self.phase == LOOP and self.queue.halted_since(self.started_at):
             self.begin_stop("halt requested")
         self.maintenance = self.queue.maintenance()
+        self.capacity = sum(doc.get("max_jobs", 0) for doc in alive_daemons(
+            self.queue.sys, self.config, kind=self.kind))
         dependency.resolve_waiting(self.queue, self.log)
         if not self.jobs:
             return
