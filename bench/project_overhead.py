@@ -3,7 +3,9 @@
 
 Creates a throw-away project with ``coco --init`` (its ``.venv`` gets core4
 and the project), a no-op job in it, and runs N jobs of it through one
-worker in each mode, on the embedded server in a temporary home::
+worker with one job slot (``worker.max_jobs`` 1, so jobs run one after
+another and the time per job is the overhead of starting, running and
+recording it) in each mode, on the embedded server in a temporary home::
 
     .venv/bin/python bench/project_overhead.py [--jobs 200]
 """
@@ -80,7 +82,8 @@ def main():
     os.environ.update({"CORE4_OPTION_folder__home": home,
                        "CORE4_OPTION_DEFAULT__mongo_database": "bench",
                        "CORE4_OPTION_logging__stderr": "WARNING",
-                       "CORE4_OPTION_job__max_parallel": "!!int 64"})
+                       "CORE4_OPTION_job__max_parallel": "!!int 64",
+                       "CORE4_OPTION_worker__max_jobs": "!!int 1"})
     from core4.config import reset_config
     from core4.mongo import embedded
     from core4.queue.queue import CoreQueue
@@ -95,7 +98,7 @@ def main():
         queue = CoreQueue()
         with open(os.path.join(home, "workers.log"), "wb") as log:
             fork = run_jobs(queue, ns.jobs, "fork", log)
-            spawn = run_jobs(queue, max(20, ns.jobs // 5), "spawn", log)
+            spawn = run_jobs(queue, max(20, ns.jobs // 4), "spawn", log)
         print("project job overhead, %d jobs: warm launcher (fork) %.1f ms "
               "per job, fresh interpreter (spawn) %.1f ms per job: %.1fx "
               "faster" % (ns.jobs, fork * 1000, spawn * 1000, spawn / fork))

@@ -363,6 +363,7 @@ class CoreWorker:
                             lambda: self.finish(proc, proc.exit_event)):
                 self.jobs.pop(proc.doc["_id"], None)
                 self.capped.pop(proc.doc["name"], None)
+                self.next_run["work_jobs"] = 0  # a slot is free: claim now
 
     def forward_logs(self):
         """Forward new log records of the running jobs to sys_log."""
