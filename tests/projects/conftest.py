@@ -1,12 +1,14 @@
-"""End-to-end tests of project environments.
+"""Fixtures of the project environment tests (package scope: the
+two project venvs and the wheelhouse are built once for all
+files of this package).
 
 A project created with ``coco --init`` (``mypro``) and one installed with
 ``croll.py`` (``second``) live in a core4 home shared by this module; their
 jobs are enqueued from core4's own environment (where they cannot be
 imported) and run by real workers with the project's ``.venv`` python.
 
-Speed: the two project venvs are built once per module, from a wheelhouse
-built once per module (``pip`` runs with ``PIP_NO_INDEX``: no network).
+Speed: the two project venvs are built once per package, from a wheelhouse
+built once per package (``pip`` runs with ``PIP_NO_INDEX``: no network).
 Each test gets a fresh database; the home (and the projects in it) is shared.
 
 The worker, ``coco`` and project subprocesses run without ``PYTHONPATH``:
@@ -32,6 +34,7 @@ from core4.queue.queue import CoreQueue
 from tests.support import FAST, ROOT, WorkerProcess, wait_for
 
 pytestmark = pytest.mark.timeout(900)
+
 
 DUMMY = "core4.queue.helper.job.DummyJob"
 CROLL = os.path.join(ROOT, "croll.py")
@@ -64,7 +67,7 @@ def tail(text, lines=15):
     return "\n".join((text or "").splitlines()[-lines:])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def space(servers, tmp_path_factory):
     """Module-wide: the session's NX server, a core4 home and a database,
     published through CORE4_OPTION_* variables (subprocesses inherit)."""
@@ -110,7 +113,7 @@ def db(space, monkeypatch):
     reset_config()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def wheelhouse(tmp_path_factory):
     """Wheels of core4, its dependencies and the build backend."""
     path = tmp_path_factory.mktemp("wheelhouse")
@@ -122,7 +125,7 @@ def wheelhouse(tmp_path_factory):
     return str(path)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def pip_env(space, wheelhouse):
     """Environment for anything that runs pip: the wheelhouse, no index."""
     return clean_env(PIP_FIND_LINKS=wheelhouse, PIP_NO_INDEX="1",
@@ -238,7 +241,7 @@ class Project:
         self.init = init
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def mypro(space, pip_env):
     """``coco --init mypro "My project" --yes``, then two job modules, and
     the package onlyhere installed into mypro's .venv only.
@@ -385,310 +388,6 @@ def assert_ran_in(text, venv_link):
     assert not values["PREFIX"].startswith(os.path.join(ROOT, ".venv")), text
 
 
-# 1. coco --init ------------------------------------------------------------
-
-def git(root, *args):
-    return ok(run(["git", *args], cwd=root)).strip()
-
-
-def test_init_creates_the_project(space, mypro):
-    root = mypro.root
-    created = mypro.created
-    for name, text in created.items():
-        assert text is not None, "%s not created" % name
-    assert os.path.isdir(os.path.join(root, "tests"))
-    assert "My project" in created["README.md"]
-    assert re.search(r'^__project__ = "core4"$', created["mypro/__init__.py"],
-                     re.M), created["mypro/__init__.py"]
-    assert re.search(r"^\s*mongo_database: mypro\s*$",
-                     created["mypro/mypro.yaml"], re.M), \
-        created["mypro/mypro.yaml"]
-    assert 'name = "mypro"' in created["pyproject.toml"]
-    assert os.access(os.path.join(root, "enter_env"), os.X_OK)
-
-    # git: master and develop, origin a bare repository in .repos/
-    branches = git(root, "for-each-ref", "--format=%(refname:short)",
-                   "refs/heads").split()
-    assert sorted(branches) == ["develop", "master"]
-    origin = git(root, "remote", "get-url", "origin")
-    assert os.path.realpath(origin).startswith(
-        os.path.realpath(os.path.join(root, ".repos")) + os.sep), origin
-    assert git(origin, "rev-parse", "--is-bare-repository") == "true"
-    remote_heads = git(root, "ls-remote", "--heads", "origin")
-    assert "refs/heads/master" in remote_heads
-    assert "refs/heads/develop" in remote_heads
-    assert git(root, "ls-files", "README.md") == "README.md"
-
-    # the venv has core4 (installed there, not the source tree) and mypro
-    proc = run([mypro.python, "-c",
-                "import core4, mypro; print(core4.__file__); "
-                "print(mypro.__file__)"], cwd=space.neutral)
-    core4_file, mypro_file = ok(proc).split()
-    venv = os.path.realpath(os.path.join(root, ".venv"))
-    assert os.path.realpath(core4_file).startswith(venv + os.sep)
-    assert os.path.realpath(mypro_file) == os.path.realpath(
-        os.path.join(root, "mypro", "__init__.py"))  # editable
-
-    # <home>/mypro links to the project
-    link = os.path.join(space.home, "mypro")
-    assert os.path.islink(link)
-    assert os.path.realpath(link) == os.path.realpath(root)
-
-
-def test_home_lists_the_project(space, mypro):
-    out = ok(coco(space, "--home"))
-    rows = [line.split() for line in out.splitlines()
-            if line.split() and line.split()[0] == "mypro"]
-    assert len(rows) == 1, out
-    row = rows[0]
-    assert row[1] == "0.0.0", out
-    assert os.path.join(space.home, "mypro", ".venv", "bin",
-                        "python") in row, out
-
-
-def test_init_again_never_overwrites(space, mypro, pip_env):
-    root = mypro.root
-    readme = os.path.join(root, "README.md")
-    with open(readme, "w") as handle:
-        handle.write("# mine\n\nkeep me\n")
-    before = {}
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if d not in (".git", ".venv", ".repos",
-                                                 "__pycache__")
-                   and not d.endswith(".egg-info")]
-        for name in files:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as handle:
-                before[path] = handle.read()
-    proc = coco(space, "--init", "mypro", "Another description", "--yes",
-                env=pip_env, cwd=os.path.dirname(root), timeout=900)
-    ok(proc)
-    with open(readme) as handle:
-        assert handle.read() == "# mine\n\nkeep me\n"
-    assert re.search(r"keep\s+\S*README\.md", proc.stdout), proc.stdout
-    for path, data in before.items():
-        with open(path, "rb") as handle:
-            assert handle.read() == data, "%s was overwritten" % path
-    # still one project, still working
-    ok(run([mypro.python, "-c", "import core4, mypro"], cwd=space.neutral))
-    assert os.path.realpath(os.path.join(space.home, "mypro")) == \
-        os.path.realpath(root)
-
-
-@pytest.mark.parametrize("name", ["My-Pro", "class", "mongo", "core4"])
-def test_init_invalid_name(space, tmp_path, name):
-    before = sorted(os.listdir(space.home))
-    proc = coco(space, "--init", name, "x", "--yes", cwd=str(tmp_path),
-                timeout=60)
-    line = user_error(proc)
-    assert name in line, line
-    assert os.listdir(str(tmp_path)) == []
-    assert sorted(os.listdir(space.home)) == before
-
-
-# 2. a project job, enqueued from core4's env, runs in the project's venv ----
-
-def test_project_job_runs_in_its_venv(space, mypro, db, start_worker):
-    # mypro and onlyhere cannot be imported in core4's environment
-    for module in ("mypro", "onlyhere"):
-        proc = run([sys.executable, "-c", "import %s" % module],
-                   cwd=space.neutral)
-        assert proc.returncode != 0
-        assert "No module named %r" % module in proc.stderr, proc.stderr
-
-    first = enqueue(space, "mypro.myjob.MyJob", "n=1")
-    doc = db.sys_queue.find_one({"_id": first})
-    assert doc["name"] == "mypro.myjob.MyJob" and doc["project"] == "mypro"
-    worker = start_worker()
-    complete(db, first, worker)
-    text = output(db, first)
-    assert "TEXT-ONE n=1" in text, text
-    assert reported(text)["ONLYHERE"] == "onlyhere-42", text
-    launcher = reported(text)["LAUNCHER"]
-    assert_ran_in(text, os.path.join(space.home, "mypro", ".venv"))
-
-    # change the code: the next job runs it, the worker keeps running
-    write_myjob(mypro.root, "TEXT-TWO-CHANGED")
-    second = enqueue(space, "mypro.myjob.MyJob", "n=2")
-    complete(db, second, worker)
-    text = output(db, second)
-    assert "TEXT-TWO-CHANGED n=2" in text, text
-    assert "TEXT-ONE" not in text, text
-    # a fresh launcher: the warm one had imported the old code (preloaded)
-    assert reported(text)["LAUNCHER"] != launcher, text
-    assert_ran_in(text, os.path.join(space.home, "mypro", ".venv"))
-    assert worker.proc.poll() is None, worker.output()[-3000:]
-    assert db.sys_worker.find_one({"pid": worker.pid})["phase"] == "loop"
-
-
-def test_project_job_imports_core4_of_its_venv(space, mypro, db,
-                                               start_worker):
-    """The job imports the core4 installed in mypro's venv, even though the
-    worker runs in a folder holding a core4 package (WorkerProcess runs in
-    the core4 source tree, as a developer's worker would)."""
-    _id = enqueue(space, "mypro.myjob.MyJob", "n=3")
-    worker = start_worker()
-    assert psutil.Process(worker.pid).cwd() == ROOT
-    complete(db, _id, worker)
-    text = output(db, _id)
-    venv = os.path.realpath(os.path.join(space.home, "mypro", ".venv"))
-    core4_file = os.path.realpath(reported(text)["CORE4"])
-    assert core4_file.startswith(venv + os.sep), (
-        "the project job imported core4 from %s, not from its venv %s"
-        % (core4_file, venv))
-
-
-def test_enqueue_errors_come_from_the_project_env(space, mypro, db):
-    line = user_error(coco(space, "--enqueue", "mypro.myjob.Nope"))
-    assert "Nope" in line, line
-    line = user_error(coco(space, "--enqueue", "mypro.myjob.MyJob",
-                           "attempts=0"))
-    assert "attempts" in line, line
-    line = user_error(coco(space, "--enqueue", "mypro.nomodule.Job"))
-    assert "mypro.nomodule" in line, line
-    assert db.sys_queue.count_documents({}) == 0
-
-
-# 3. the job registry ---------------------------------------------------------
-
-def test_jobs_lists_and_introspects(space, mypro, db):
-    def rows(out):
-        found = {}
-        for line in out.splitlines():
-            parts = line.split()
-            if len(parts) >= 3:
-                found[parts[1]] = line
-        return found
-
-    out = ok(coco(space, "--jobs"))
-    listed = rows(out)
-    assert "mypro.myjob.MyJob" in listed, out
-    assert listed["mypro.myjob.MyJob"].split()[2] == "yes", out
-    assert "mypro.myjob.WaitJob" in listed, out
-    bad = listed.get("mypro.noauthor.NoAuthorJob")
-    assert bad is not None, out
-    assert bad.split()[2] == "NO", out
-    assert "author" in bad, out
-    assert db.sys_job.count_documents({}) == 0  # not registered
-
-    out = ok(coco(space, "--jobs", "--introspect"))
-    good = db.sys_job.find_one({"_id": "mypro.myjob.MyJob"})
-    assert good is not None, out
-    assert good["valid"] is True and good["exception"] is None
-    assert good["project"] == "mypro" and good["author"] == "test"
-    bad = db.sys_job.find_one({"_id": "mypro.noauthor.NoAuthorJob"})
-    assert bad is not None, out
-    assert bad["valid"] is False
-    assert "author" in bad["exception"], bad
-    # core4's own jobs are there too
-    assert db.sys_job.find_one({"project": "core4", "valid": True})
-
-
-# 4. a broken project environment -------------------------------------------
-
-@pytest.fixture
-def broken_projects(space):
-    """``<home>/broken``: .venv/bin/python exits 1; ``<home>/dangling``:
-    .venv is a dangling symlink. Removed afterwards."""
-    broken = os.path.join(space.home, "broken")
-    os.makedirs(os.path.join(broken, ".venv", "bin"))
-    python = os.path.join(broken, ".venv", "bin", "python")
-    with open(python, "w") as handle:
-        handle.write("#!/bin/sh\necho 'this python is broken' >&2\nexit 1\n")
-    os.chmod(python, 0o755)
-    dangling = os.path.join(space.home, "dangling")
-    os.makedirs(dangling)
-    os.symlink(os.path.join(dangling, ".venvs", "gone"),
-               os.path.join(dangling, ".venv"))
-    yield {"broken": python,
-           "dangling": os.path.join(dangling, ".venv", "bin", "python")}
-    shutil.rmtree(broken, ignore_errors=True)
-    shutil.rmtree(dangling, ignore_errors=True)
-
-
-def test_broken_project_env_fails_only_its_jobs(space, db, broken_projects,
-                                                start_worker):
-    queue = CoreQueue()
-    template = db.sys_queue.find_one(
-        {"_id": queue.enqueue(DUMMY, sleep=0.3, marker="template")._id})
-    ids = {}
-    for project in ("broken", "dangling"):
-        doc = dict(template, _id=ObjectId(), name="%s.jobs.X" % project,
-                   project=project)
-        db.sys_queue.insert_one(doc)
-        ids[project] = doc["_id"]
-    db.sys_queue.delete_one({"_id": template["_id"]})
-    dummy = queue.enqueue(DUMMY, sleep=0.3)._id
-
-    worker = start_worker()
-    for project, _id in ids.items():
-        doc = wait_final(db, _id, worker=worker)
-        assert doc["state"] == "error", (project, doc["state"],
-                                         doc.get("last_error"))
-        message = doc["last_error"]["exception"]
-        assert broken_projects[project] in message, (project, message)
-    complete(db, dummy, worker)
-    assert worker.proc.poll() is None, worker.output()[-3000:]
-
-
-def test_broken_project_env_with_a_big_job_document(space, db,
-                                                   broken_projects,
-                                                   start_worker):
-    """Same as above, but the job document is bigger than a pipe buffer:
-    sending it to the broken launcher fails with a broken pipe, which must
-    still end in ``error`` naming the broken python."""
-    queue = CoreQueue()
-    template = db.sys_queue.find_one(
-        {"_id": queue.enqueue(DUMMY, sleep=0.3, big="x" * 200000)._id})
-    doc = dict(template, _id=ObjectId(), name="broken.jobs.Big",
-               project="broken")
-    db.sys_queue.insert_one(doc)
-    db.sys_queue.delete_one({"_id": template["_id"]})
-    worker = start_worker()
-    after = wait_final(db, doc["_id"], worker=worker)
-    assert after["state"] == "error", (after["state"],
-                                       after.get("last_error"))
-    assert broken_projects["broken"] in after["last_error"]["exception"], \
-        after["last_error"]
-
-
-# 5. kill and restart of a project job ---------------------------------------
-
-def test_kill_and_restart_project_job(space, mypro, db, start_worker,
-                                      tmp_path):
-    flag = str(tmp_path / "go")
-    worker = start_worker()
-    first = enqueue(space, "mypro.myjob.WaitJob", 'flag="%s"' % flag)
-    doc = wait_for(lambda: db.sys_queue.find_one(
-        {"_id": first, "state": "running", "locked.pid": {"$exists": True}}),
-        60, message="the project job to run")
-    pid = doc["locked"]["pid"]
-    # the job process is a fork of mypro's launcher (mypro's python)
-    cmdline = psutil.Process(pid).cmdline()
-    assert cmdline[0] == os.path.join(space.home, "mypro", ".venv", "bin",
-                                      "python"), cmdline
-
-    out = ok(coco(space, "--kill", str(first)))
-    assert "killed [%s]" % first in out, out
-    doc = wait_state(db, first, ("killed",), worker=worker)
-    assert "kill" in doc["last_error"]["exception"], doc["last_error"]
-    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(
-        pid).status() == psutil.STATUS_ZOMBIE, 15,
-        message="the killed job process to end")
-
-    with open(flag, "w") as handle:
-        handle.write("go\n")
-    out = ok(coco(space, "--restart", str(first)))
-    found = re.search(r"new _id \[([0-9a-f]{24})\]", out)
-    assert found, out
-    child = ObjectId(found.group(1))
-    complete(db, child, worker)
-    text = output(db, child)
-    assert "WAIT-DONE" in text, text
-    assert_ran_in(text, os.path.join(space.home, "mypro", ".venv"))
-    old = db.sys_journal.find_one({"_id": first})
-    assert old["state"] == "killed" and old["enqueued"]["child_id"] == child
-
 
 # 5. croll.py ------------------------------------------------------------------
 
@@ -712,7 +411,7 @@ class SecondJob(CoreJob):
 '''
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def second(space, pip_env):
     """The project ``second``, installed with ``croll.py`` from a local git
     repository (file:// URL) by a python without core4."""
@@ -750,24 +449,3 @@ def second(space, pip_env):
                cwd=space.neutral, env=pip_env, timeout=900)
     ok(proc)
     return os.path.join(space.home, "second")
-
-
-def test_croll_project_job_runs_in_its_venv(space, second, db, start_worker):
-    link = os.path.join(second, ".venv")
-    assert os.path.islink(link)
-    assert os.path.dirname(os.path.realpath(link)) == os.path.realpath(
-        os.path.join(second, ".venvs"))
-    proc = run([sys.executable, "-c", "import second"], cwd=space.neutral)
-    assert proc.returncode != 0
-    _id = enqueue(space, "second.jobs.SecondJob")
-    worker = start_worker()
-    complete(db, _id, worker)
-    text = output(db, _id)
-    assert "SECOND-RAN" in text, text
-    assert_ran_in(text, link)
-    values = reported(text)
-    assert os.path.realpath(values["SECOND"]).startswith(
-        os.path.realpath(link) + os.sep), text
-    out = ok(coco(space, "--home"))
-    assert any(line.split()[:2] == ["second", "0.1.0"]
-               for line in out.splitlines() if line.strip()), out
