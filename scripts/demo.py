@@ -10,6 +10,7 @@ import sys
 import time
 
 from core4.config import get_config
+from core4.logger import format_record, job_records
 from core4.queue.queue import CoreQueue
 from core4.script import display
 
@@ -48,6 +49,9 @@ def main():
         print(display.pretty(doc))
         print("STDOUT:")
         print((queue.stdout(job._id) or "").rstrip())
+        print("LOG:")
+        for record in job_records(queue.sys, job._id):
+            print(format_record(record))
         return 0 if doc["state"] == "complete" else 1
     finally:
         queue.halt()
