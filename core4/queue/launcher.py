@@ -14,6 +14,7 @@ stdin (commands) and stdout (events).
 """
 
 import collections
+import gc
 import importlib
 import json
 import os
@@ -36,7 +37,8 @@ Exited = collections.namedtuple("Exited", "job_id pid returncode reason",
 
 #: modules every launcher imports before it forks
 PRELOAD = ("pymongo", "bson", "yaml", "core4.config", "core4.logger",
-           "core4.queue.queue", "core4.queue.runner", "core4.queue.job")
+           "core4.logger.forward", "core4.queue.queue", "core4.queue.runner",
+           "core4.queue.job")
 
 
 class SpawnLauncher:
@@ -297,6 +299,9 @@ def serve(preload):
     """The launcher's loop: fork a child per command until stdin closes."""
     for name in PRELOAD + tuple(preload):
         importlib.import_module(name)
+    # objects of the warm launcher never change: keep the children's GC off
+    # them, so their pages stay shared (copy-on-write) after a fork
+    gc.freeze()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
