@@ -111,3 +111,25 @@ class WorkerProcess:
                 except psutil.Error:
                     pass
         self.log.close()
+
+
+def find_job(db, _id):
+    """The job document, from the queue or else the journal."""
+    return db.sys_queue.find_one({"_id": _id}) or \
+        db.sys_journal.find_one({"_id": _id})
+
+
+def wait_state(db, _id, *states, timeout=20, worker=None):
+    """Wait until job ``_id`` is in one of ``states``; return its document.
+    On a timeout the message shows the job and the worker's log."""
+    def reached():
+        doc = find_job(db, _id)
+        return doc if doc and doc["state"] in states else None
+    try:
+        return wait_for(reached, timeout, message="job %s to be %s" % (
+            _id, "/".join(states)))
+    except AssertionError as exc:
+        doc = find_job(db, _id) or {}
+        log = worker.output()[-3000:] if worker else ""
+        raise AssertionError("%s; now %s, last_error %s\n%s" % (
+            exc, doc.get("state"), doc.get("last_error"), log)) from None

@@ -17,7 +17,8 @@ from core4.error import CoreJobInvalid
 from core4.mongo import find_index
 from core4.queue.dependency import WAITING_AT
 from core4.queue.queue import CoreQueue
-from tests.support import ROOT, WorkerProcess, wait_for, worker_env
+from tests.support import (ROOT, WorkerProcess, find_job, wait_for,
+                           wait_state, worker_env)
 
 J = "tests.djobs.j."
 
@@ -55,24 +56,8 @@ def enqueue(name, **kwargs):
     return CoreQueue().enqueue(name, **kwargs)
 
 
-def find(db, _id):
-    """The job document, from the queue or else the journal."""
-    return db.sys_queue.find_one({"_id": _id}) or \
-        db.sys_journal.find_one({"_id": _id})
 
 
-def wait_state(db, _id, *states, timeout=20, proc=None):
-    """Wait until the job is in one of ``states``; return its document."""
-    def reached():
-        doc = find(db, _id)
-        return doc if doc and doc["state"] in states else None
-    try:
-        return wait_for(reached, timeout,
-                        message="job %s to reach %s" % (_id, states))
-    except AssertionError as exc:
-        raise AssertionError("%s; job: %r%s" % (
-            exc, find(db, _id),
-            "\nworker log:\n" + proc.output()[-2000:] if proc else ""))
 
 
 def worker_passes(db, seconds=1.0):
@@ -133,8 +118,8 @@ def test_dependency_on_name_waits_until_it_completes(db, worker):
     # A was never enqueued: B still waits
     assert_waiting(db, b._id, [J + "A"])
     a = enqueue("A")
-    a_doc = wait_state(db, a._id, "complete", proc=proc)
-    b_doc = wait_state(db, b._id, "complete", proc=proc)
+    a_doc = wait_state(db, a._id, "complete", worker=proc)
+    b_doc = wait_state(db, b._id, "complete", worker=proc)
     assert "waiting_for" not in b_doc
     assert b_doc["started_at"] >= a_doc["finished_at"], (a_doc, b_doc)
 
@@ -144,12 +129,12 @@ def test_dependency_on_job_id_waits_until_it_completes(db, worker):
     c = enqueue("C", dependency=[str(gated._id)])
     assert_waiting(db, c._id, [str(gated._id)])
     proc = worker()
-    wait_state(db, gated._id, "running", proc=proc)
+    wait_state(db, gated._id, "running", worker=proc)
     worker_passes(db)
     assert_waiting(db, c._id, [str(gated._id)])
     open_gate(db, "byid")
-    g_doc = wait_state(db, gated._id, "complete", proc=proc)
-    c_doc = wait_state(db, c._id, "complete", proc=proc)
+    g_doc = wait_state(db, gated._id, "complete", worker=proc)
+    c_doc = wait_state(db, c._id, "complete", worker=proc)
     assert c_doc["started_at"] >= g_doc["finished_at"], (g_doc, c_doc)
 
 
@@ -157,9 +142,9 @@ def test_failed_dependency_makes_dependent_error(db, worker):
     proc = worker()
     fail = enqueue("Fail")
     dependent = enqueue("OnFail")
-    f_doc = wait_state(db, fail._id, "error", "failed", proc=proc)
+    f_doc = wait_state(db, fail._id, "error", "failed", worker=proc)
     assert f_doc["state"] == "error", f_doc
-    d_doc = wait_state(db, dependent._id, "error", "complete", proc=proc)
+    d_doc = wait_state(db, dependent._id, "error", "complete", worker=proc)
     assert d_doc["state"] == "error", d_doc
     message = d_doc["last_error"]["exception"]
     assert J + "Fail" in message and "error" in message, message
@@ -175,7 +160,7 @@ def test_killed_dependency_makes_dependents_error(db, worker):
     proc = worker()
     for _id, named in ((by_name._id, J + "Killed"),
                        (by_id._id, str(killed._id))):
-        doc = wait_state(db, _id, "error", "complete", proc=proc)
+        doc = wait_state(db, _id, "error", "complete", worker=proc)
         assert doc["state"] == "error", doc
         message = doc["last_error"]["exception"]
         assert named in message and "killed" in message, message
@@ -187,8 +172,8 @@ def test_restart_after_broken_dependency_waits_again(db, worker):
     proc = worker()
     flaky = enqueue("Flaky")
     dependent = enqueue("OnFlaky")
-    wait_state(db, flaky._id, "error", proc=proc)
-    old = wait_state(db, dependent._id, "error", proc=proc)
+    wait_state(db, flaky._id, "error", worker=proc)
+    old = wait_state(db, dependent._id, "error", worker=proc)
     assert J + "Flaky" in old["last_error"]["exception"], old
     new_flaky = queue.restart(flaky._id)      # runs, then blocks at its gate
     new_dep = queue.restart(dependent._id)
@@ -198,12 +183,12 @@ def test_restart_after_broken_dependency_waits_again(db, worker):
     assert doc.get("waiting_for") == [J + "Flaky"], doc
     assert doc["query_at"] == WAITING_AT, doc
     assert doc["enqueued"]["parent_id"] == dependent._id, doc
-    wait_state(db, new_flaky, "running", proc=proc)
+    wait_state(db, new_flaky, "running", worker=proc)
     worker_passes(db)
     assert_waiting(db, new_dep, [J + "Flaky"])
     open_gate(db, "flaky")
-    f_doc = wait_state(db, new_flaky, "complete", proc=proc)
-    d_doc = wait_state(db, new_dep, "complete", "error", proc=proc)
+    f_doc = wait_state(db, new_flaky, "complete", worker=proc)
+    d_doc = wait_state(db, new_dep, "complete", "error", worker=proc)
     assert d_doc["state"] == "complete", d_doc
     assert d_doc["started_at"] >= f_doc["finished_at"]
 
@@ -213,13 +198,13 @@ def test_restart_after_broken_dependency_waits_again(db, worker):
 def test_chain_enqueues_after_complete(db, worker):
     proc = worker()
     parent = enqueue("Chained")
-    p_doc = wait_state(db, parent._id, "complete", proc=proc)
+    p_doc = wait_state(db, parent._id, "complete", worker=proc)
     children = wait_for(lambda: jobs_named(db, J + "C"),
                         message="the chained job C")
     assert len(children) == 1, children
     child = children[0]
     assert child["enqueued"]["parent_id"] == parent._id, child
-    c_doc = wait_state(db, child["_id"], "complete", proc=proc)
+    c_doc = wait_state(db, child["_id"], "complete", worker=proc)
     assert c_doc["enqueued"]["parent_id"] == parent._id
     assert c_doc["started_at"] >= p_doc["finished_at"]
 
@@ -227,7 +212,7 @@ def test_chain_enqueues_after_complete(db, worker):
 def test_failing_job_does_not_trigger_its_chain(db, worker):
     proc = worker()
     failing = enqueue("FailChained")
-    wait_state(db, failing._id, "error", proc=proc)
+    wait_state(db, failing._id, "error", worker=proc)
     # events are written after the whole finish step (chain included)
     wait_for(lambda: [e for e in events_for(db, failing._id)
                       if e["name"] == "error_job"],
@@ -301,7 +286,7 @@ def test_coco_enqueue_refuses_bad_references(db, args, words):
 def test_events_of_a_job_run_by_a_worker(db, worker):
     proc = worker()
     job = enqueue("C", key="events")
-    wait_state(db, job._id, "complete", proc=proc)
+    wait_state(db, job._id, "complete", worker=proc)
     found = wait_for(
         lambda: (lambda evs: evs if "complete_job" in [
             e["name"] for e in evs] else None)(events_for(db, job._id)),

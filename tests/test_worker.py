@@ -14,7 +14,8 @@ import pytest
 
 from core4.base import hostname
 from core4.queue.queue import CoreQueue
-from tests.support import WorkerProcess, wait_for, worker_env
+from tests.support import (WorkerProcess, find_job, wait_for, wait_state,
+                           worker_env)
 
 JOBS = "tests.wjobs.jobs."
 DUMMY = "core4.queue.helper.job.DummyJob"
@@ -71,25 +72,8 @@ def ident(name):
     return "%s@%s" % (name, hostname())
 
 
-def find(db, _id):
-    """The job document, from the queue or else the journal."""
-    return db.sys_queue.find_one({"_id": _id}) or \
-        db.sys_journal.find_one({"_id": _id})
 
 
-def wait_state(db, _id, *states, timeout=15, worker=None):
-    """Wait until job ``_id`` is in one of ``states``; return its doc."""
-    def reached():
-        doc = find(db, _id)
-        return doc if doc and doc["state"] in states else None
-    try:
-        return wait_for(reached, timeout, message="job %s to be %s" % (
-            _id, "/".join(states)))
-    except AssertionError as exc:
-        doc = find(db, _id) or {}
-        log = worker.output()[-3000:] if worker else ""
-        raise AssertionError("%s; now %s, last_error %s\n%s" % (
-            exc, doc.get("state"), doc.get("last_error"), log)) from None
 
 
 def wait_journal(db, _id, timeout=15, worker=None):
@@ -101,7 +85,7 @@ def wait_journal(db, _id, timeout=15, worker=None):
         return wait_for(done, timeout, message="job %s complete in the "
                         "journal" % _id)
     except AssertionError as exc:
-        doc = find(db, _id) or {}
+        doc = find_job(db, _id) or {}
         log = worker.output()[-3000:] if worker else ""
         raise AssertionError("%s; now %s, last_error %s\n%s" % (
             exc, doc.get("state"), doc.get("last_error"), log)) from None
@@ -519,7 +503,7 @@ def test_second_sigterm_stops_at_once(db, start_worker):
         at = time.monotonic()
         worker.wait(15)
         assert time.monotonic() - at < 5
-        doc = find(db, _id)
+        doc = find_job(db, _id)
         assert doc["state"] in ("failed", "error", "killed"), doc["state"]
         assert doc["last_error"]["exception"]
         wait_for(lambda: gone(pid), 5, message="the job process to end")
@@ -542,7 +526,7 @@ def test_second_sigterm_kills_a_job_that_ignores_sigterm(db, start_worker):
         took = time.monotonic() - at
         assert took < 4, "worker exited %.1f s after the second SIGTERM" % (
             took)
-        assert find(db, _id)["state"] != "complete"
+        assert find_job(db, _id)["state"] != "complete"
         wait_for(lambda: gone(pid), 5, message="the job process to end")
     finally:
         reap(pid)
