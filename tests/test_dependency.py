@@ -72,9 +72,13 @@ def worker_passes(db, seconds=1.0):
 
 
 def jobs_named(db, name):
-    """Documents of the job ``name`` in the queue and the journal."""
-    return list(db.sys_queue.find({"name": name})) + \
-        list(db.sys_journal.find({"name": name}))
+    """Documents of the job ``name`` in the queue and the journal, one per
+    ``_id`` (a job being journaled is briefly in both)."""
+    found = {}
+    for coll in (db.sys_journal, db.sys_queue):
+        for doc in coll.find({"name": name}):
+            found.setdefault(doc["_id"], doc)
+    return list(found.values())
 
 
 def events_for(db, _id):
