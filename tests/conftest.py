@@ -166,3 +166,11 @@ def fidelity_env(request, servers, monkeypatch, tmp_path):
                     tmp_path)
     yield env
     _drop(env)
+
+
+@pytest.fixture
+def db(core4_env):
+    """The test's database (pymongo) on the session's NX-27017 server."""
+    client = core4_env.client()
+    yield client[core4_env.database]
+    client.close()

@@ -17,21 +17,13 @@ from core4.error import CoreJobInvalid
 from core4.mongo import find_index
 from core4.queue.dependency import WAITING_AT
 from core4.queue.queue import CoreQueue
-from tests.support import (ROOT, WorkerProcess, find_job, wait_for,
-                           wait_state, worker_env)
+from tests.support import (ROOT, WorkerProcess, wait_for, wait_state,
+                           worker_env)
 
 J = "tests.djobs.j."
 
 
 # helpers -------------------------------------------------------------------
-
-@pytest.fixture
-def db(core4_env):
-    """The test's database (pymongo)."""
-    client = core4_env.client()
-    yield client[core4_env.database]
-    client.close()
-
 
 @pytest.fixture
 def worker(core4_env, db, tmp_path, request):

@@ -21,7 +21,6 @@ from core4.logger import (flush_logging, get_logger,  # noqa: E402
 from core4.mongo import SystemCollections, find_index  # noqa: E402
 from core4.queue.job import CoreJob  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
-from tests.support import wait_for  # noqa: E402
 
 QUAL = "tests.test_logging.Thing"
 

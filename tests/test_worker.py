@@ -25,14 +25,6 @@ _LOGS = itertools.count()
 # helpers -------------------------------------------------------------------
 
 @pytest.fixture
-def db(core4_env):
-    """The test's database (pymongo)."""
-    client = core4_env.client()
-    yield client[core4_env.database]
-    client.close()
-
-
-@pytest.fixture
 def start_worker(core4_env, tmp_path):
     """Start a worker (``start_worker(name, start_method, wait, **env)``);
     every worker started is stopped at the end of the test."""

@@ -19,19 +19,16 @@ core4 and the packages of its own venv, not a source tree leaking in.
 import itertools
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
 
-import psutil
 import pymongo
 import pytest
 from bson import ObjectId
 
 from core4.config import reset_config
-from core4.queue.queue import CoreQueue
-from tests.support import FAST, ROOT, WorkerProcess, wait_for
+from tests.support import FAST, ROOT, WorkerProcess, find_job, wait_for
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -315,38 +312,19 @@ def start_worker(db, tmp_path):
         worker.stop()
 
 
-def find(db, _id):
-    return db.sys_queue.find_one({"_id": _id}) or \
-        db.sys_journal.find_one({"_id": _id})
-
-
-def wait_state(db, _id, states, timeout=60, worker=None):
-    """Wait until job ``_id`` is in one of ``states``; return its doc."""
-    def reached():
-        doc = find(db, _id)
-        return doc if doc and doc["state"] in states else None
-    try:
-        return wait_for(reached, timeout, message="job %s to be %s" % (
-            _id, "/".join(states)))
-    except AssertionError as exc:
-        doc = find(db, _id) or {}
-        log = worker.output()[-3000:] if worker else ""
-        raise AssertionError("%s; now %s, last_error %s\n%s" % (
-            exc, doc.get("state"), doc.get("last_error"), log)) from None
-
 
 def wait_final(db, _id, timeout=60, worker=None):
     """Wait until job ``_id`` ended (complete, error, killed, inactive) and,
     if complete, is journaled; return its doc."""
     def ended():
-        doc = find(db, _id)
+        doc = find_job(db, _id)
         if doc and doc["state"] in ("error", "killed", "inactive"):
             return doc
         return db.sys_journal.find_one({"_id": _id, "state": "complete"})
     try:
         return wait_for(ended, timeout, message="job %s to end" % _id)
     except AssertionError as exc:
-        doc = find(db, _id) or {}
+        doc = find_job(db, _id) or {}
         log = worker.output()[-3000:] if worker else ""
         raise AssertionError("%s; now %s, last_error %s\n%s" % (
             exc, doc.get("state"), doc.get("last_error"), log)) from None

@@ -1,47 +1,18 @@
 """Projects: coco --init, coco --home, coco --jobs, broken environments."""
 
-import itertools
 import os
 import re
 import shutil
-import subprocess
-import sys
-import textwrap
 
-import psutil
-import pymongo
 import pytest
 from bson import ObjectId
 
-from core4.config import reset_config
 from core4.queue.queue import CoreQueue
-from tests.support import FAST, ROOT, WorkerProcess, wait_for
+from tests.projects.conftest import (
+    run, coco, ok, user_error, wait_final, complete, DUMMY)
 
 pytestmark = pytest.mark.timeout(900)
 
-from tests.projects.conftest import (  # noqa: F401
-    Space,
-    clean_env,
-    tail,
-    run,
-    coco,
-    ok,
-    user_error,
-    enqueue,
-    write_myjob,
-    find,
-    wait_state,
-    wait_final,
-    complete,
-    output,
-    reported,
-    assert_ran_in,
-    DUMMY,
-    CROLL,
-    OID,
-    MYJOB,
-    NOAUTHOR,
-    SECOND_JOBS)
 
 # 1. coco --init ------------------------------------------------------------
 

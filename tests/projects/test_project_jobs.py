@@ -1,48 +1,21 @@
 """Project jobs run in their project's venv: from coco --init and croll.py;
 kill and restart."""
 
-import itertools
 import os
 import re
-import shutil
-import subprocess
 import sys
-import textwrap
 
 import psutil
-import pymongo
 import pytest
 from bson import ObjectId
 
-from core4.config import reset_config
-from core4.queue.queue import CoreQueue
-from tests.support import FAST, ROOT, WorkerProcess, wait_for
+from tests.projects.conftest import (
+    run, coco, ok, user_error, enqueue, write_myjob, complete, output,
+    reported, assert_ran_in)
+from tests.support import ROOT, wait_for, wait_state
 
 pytestmark = pytest.mark.timeout(900)
 
-from tests.projects.conftest import (  # noqa: F401
-    Space,
-    clean_env,
-    tail,
-    run,
-    coco,
-    ok,
-    user_error,
-    enqueue,
-    write_myjob,
-    find,
-    wait_state,
-    wait_final,
-    complete,
-    output,
-    reported,
-    assert_ran_in,
-    DUMMY,
-    CROLL,
-    OID,
-    MYJOB,
-    NOAUTHOR,
-    SECOND_JOBS)
 
 # 2. a project job, enqueued from core4's env, runs in the project's venv ----
 
@@ -125,7 +98,7 @@ def test_kill_and_restart_project_job(space, mypro, db, start_worker,
 
     out = ok(coco(space, "--kill", str(first)))
     assert "killed [%s]" % first in out, out
-    doc = wait_state(db, first, ("killed",), worker=worker)
+    doc = wait_state(db, first, "killed", worker=worker)
     assert "kill" in doc["last_error"]["exception"], doc["last_error"]
     wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(
         pid).status() == psutil.STATUS_ZOMBIE, 15,
