@@ -50,21 +50,30 @@ def run_remote(config, project, op, payload, timeout=120):
 def enqueue_anywhere(queue, name, /, **kwargs):
     """Enqueue the job ``name``; where its class cannot be imported here,
     in its project's environment. Returns the new job's ``_id``."""
+    return enqueue_as(queue, name, None, kwargs)
+
+
+def enqueue_as(queue, name, by, kwargs):
+    """Like :func:`enqueue_anywhere`, recording ``by`` (e.g. the API
+    user) as the user who enqueued the job."""
     from bson import ObjectId
+    from core4.queue.loader import make_job
     try:
-        return queue.enqueue(name, **kwargs)._id
+        return queue.submit(make_job(name, **kwargs), by=by)._id
     except core4.error.CoreJobNotFound:
         project = str(name).split(".", 1)[0]
         if not installed(queue.config, project):
             raise
     answer = run_remote(queue.config, project, "enqueue",
-                        {"name": name, "kwargs": kwargs})
+                        {"name": name, "kwargs": kwargs, "by": by})
     return ObjectId(answer["_id"])
 
 
 def _enqueue(payload):
+    from core4.queue.loader import make_job
     from core4.queue.queue import CoreQueue
-    job = CoreQueue().enqueue(payload["name"], **payload["kwargs"])
+    job = CoreQueue().submit(make_job(payload["name"], **payload["kwargs"]),
+                             by=payload.get("by"))
     return {"_id": str(job._id)}
 
 

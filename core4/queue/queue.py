@@ -230,7 +230,10 @@ class CoreQueue:
             return False
         doc["removed_at"] = now()
         self.sys.journal.replace_one({"_id": _id}, doc, upsert=True)
-        return self.sys.queue.delete_one({"_id": _id}).deleted_count == 1
+        deleted = self.sys.queue.delete_one({"_id": _id}).deleted_count == 1
+        if deleted:
+            events.emit(self.sys, events.job_event("remove_hard_job", doc))
+        return deleted
 
     # control ----------------------------------------------------------------
 

@@ -66,6 +66,9 @@ def build_parser():
         help="run a worker NAME@hostname in the foreground")
     add("-s", "--scheduler", nargs="?", const="scheduler", metavar="NAME",
         help="run a scheduler NAME@hostname in the foreground")
+    add("--application", nargs="?", const="app", metavar="NAME",
+        help="serve the REST API, the dashboard and the projects' "
+        "containers as NAME@hostname")
     add("--init", nargs="+", metavar=("NAME", "DESCRIPTION"),
         help="create the project NAME in the current directory")
     add("-m", "--home", action="store_true",
@@ -79,11 +82,30 @@ def build_parser():
         help="finish the pending release of the project")
     parser.add_argument("--start-method", choices=("fork", "spawn"),
                         help="with --worker: how job processes start")
+    parser.add_argument("--port", type=_port,
+                        help="with --application: port (api.port, 5001)")
+    parser.add_argument("--address", help="with --application: address to "
+                        "listen on (api.address, 127.0.0.1)")
+    parser.add_argument("--project", help="with --application: serve only "
+                        "this project's containers")
+    parser.add_argument("--filter", nargs="+", metavar="PREFIX",
+                        help="with --application: serve only containers "
+                        "whose qualified name starts with a PREFIX")
     parser.add_argument("-y", "--yes", action="store_true",
                         help="with --init: do not ask")
     parser.add_argument("-n", "--introspect", action="store_true",
                         help="with --jobs: register them in sys.job")
     return parser
+
+
+def _port(value):
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a port number" % value)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError("port %d is not 0 to 65535" % port)
+    return port
 
 
 def _no_constant(name):
@@ -282,6 +304,18 @@ def cmd_scheduler(name):
     CoreScheduler(name, get_config()).start()
 
 
+def cmd_application(ns):
+    """``--application``: serve until halted or signalled."""
+    from core4.api.server import AppServer
+    _check_daemon_name(ns.application)
+    if ns.project is not None and not ns.project.isidentifier():
+        raise Core4UserError("--project %r is not a project name" %
+                             ns.project)
+    AppServer(ns.application, get_config(), port=ns.port,
+              address=ns.address, project=ns.project,
+              filters=ns.filter).start()
+
+
 def _check_daemon_name(name):
     if not name.replace("-", "").replace("_", "").isalnum():
         raise Core4UserError("daemon name %r may only contain letters, "
@@ -388,6 +422,8 @@ def dispatch(ns, parser):
         cmd_worker(ns.worker, ns.start_method)
     elif ns.scheduler:
         cmd_scheduler(ns.scheduler)
+    elif ns.application:
+        cmd_application(ns)
     elif ns.halt:
         _queue().halt()
         print("system halt")
@@ -416,6 +452,9 @@ def main(argv=None):
         parser.error("--yes goes with --init")
     if ns.introspect and not ns.jobs:
         parser.error("--introspect goes with --jobs")
+    for flag in ("port", "address", "project", "filter"):
+        if getattr(ns, flag) is not None and not ns.application:
+            parser.error("--%s goes with --application" % flag)
     try:
         try:
             return dispatch(ns, parser)

@@ -1,0 +1,102 @@
+"""Typed request arguments: convert what a client sent, or say clearly
+what is wrong with it."""
+
+import datetime
+import json
+
+import dateutil.parser
+from bson import ObjectId
+from bson.errors import InvalidId
+
+from core4.error import Core4UserError
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+class ArgumentError(Core4UserError):
+    """A request argument is missing or has a wrong type or value."""
+
+
+def _to_bool(value):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+        return value.lower() in _TRUE
+    raise ValueError("not a boolean (true or false)")
+
+
+def _to_int(value):
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError("not an integer")
+    return int(value)
+
+
+def _to_float(value):
+    if isinstance(value, bool):
+        raise ValueError("not a number")
+    result = float(value)
+    if result != result or result in (float("inf"), float("-inf")):
+        raise ValueError("not a finite number")
+    return result
+
+
+def _to_str(value):
+    if not isinstance(value, str):
+        raise ValueError("not a string")
+    return value
+
+
+def _json(kind):
+    def convert(value):
+        if isinstance(value, str):
+            value = json.loads(value)
+        if not isinstance(value, kind):
+            raise ValueError("not a JSON %s" % (
+                "object" if kind is dict else "array"))
+        return value
+    return convert
+
+
+def _to_datetime(value):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.datetime.fromtimestamp(value, datetime.timezone.utc)
+    if not isinstance(value, str):
+        raise ValueError("not a date and time")
+    result = dateutil.parser.isoparse(value)
+    if result.tzinfo is None:
+        result = result.replace(tzinfo=datetime.timezone.utc)
+    return result
+
+
+def _to_objectid(value):
+    try:
+        return ObjectId(str(value))
+    except (InvalidId, TypeError):
+        raise ValueError("not an id (24 hex digits)") from None
+
+
+CONVERTERS = {int: _to_int, float: _to_float, bool: _to_bool, str: _to_str,
+              dict: _json(dict), list: _json(list),
+              datetime.datetime: _to_datetime, ObjectId: _to_objectid}
+TYPE_NAMES = {int: "integer", float: "number", bool: "boolean",
+              str: "string", dict: "JSON object", list: "JSON array",
+              datetime.datetime: "ISO 8601 date/time", ObjectId: "id"}
+
+
+def convert(name, value, as_type):
+    """Return ``value`` as ``as_type`` or raise :class:`ArgumentError`."""
+    if as_type is None:
+        return value
+    try:
+        return CONVERTERS[as_type](value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ArgumentError("argument %s=%s: %s" % (
+            name, _short(value), exc.args[0] if exc.args else
+            "expected %s" % TYPE_NAMES[as_type])) from None
+
+
+def _short(value, limit=60):
+    text = json.dumps(value, default=str) if not isinstance(
+        value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."

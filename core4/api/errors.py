@@ -1,0 +1,33 @@
+"""HTTP status codes of core4's errors."""
+
+import pymongo.errors
+import tornado.web
+
+from core4.error import (Core4UserError, CoreDatabaseUnreachable,
+                         CoreJobExists, CoreJobNotFound, CoreJobStateError)
+
+
+class ApiError(tornado.web.HTTPError):
+    """An error answered with ``status`` and a one-line ``message``."""
+
+    def __init__(self, status, message):
+        super().__init__(status, reason=None, log_message=None)
+        self.message = message
+
+
+def status_of(exc):
+    """Return ``(status, message)`` for an exception raised in a handler."""
+    if isinstance(exc, ApiError):
+        return exc.status_code, exc.message
+    if isinstance(exc, tornado.web.HTTPError):
+        return exc.status_code, exc.log_message or exc.reason or None
+    if isinstance(exc, CoreDatabaseUnreachable) or isinstance(
+            exc, pymongo.errors.ConnectionFailure):
+        return 503, "database unreachable"
+    if isinstance(exc, CoreJobNotFound):
+        return 404, str(exc)
+    if isinstance(exc, (CoreJobExists, CoreJobStateError)):
+        return 409, str(exc)
+    if isinstance(exc, Core4UserError):
+        return getattr(exc, "status", 400), str(exc)
+    return 500, None

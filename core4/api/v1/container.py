@@ -1,0 +1,34 @@
+"""CoreApiServer: the container of core4's REST API, root
+``/core4/api/v1``."""
+
+from core4.api.container import CoreApiContainer
+from core4.api.v1 import follow, job, login, openapi, queue, role
+
+ID = job.ID
+
+
+class CoreApiServer(CoreApiContainer):
+    """core4's REST API: login, jobs, queue, system, users and roles."""
+
+    root = "/core4/api/v1"
+    rules = [
+        ("/login", login.LoginHandler),
+        ("/logout", login.LogoutHandler),
+        ("/profile", login.ProfileHandler),
+        ("/job", job.JobHandler),
+        ("/job/list", job.JobListHandler),
+        ("/job/%s" % ID, job.JobDetailHandler),
+        ("/job/%s/log" % ID, follow.JobLogHandler),
+        ("/job/%s/stdout" % ID, follow.JobStdoutHandler),
+        ("/job/%s/follow" % ID, follow.JobFollowHandler),
+        ("/job/%s/kill" % ID, job.JobActionHandler, {"action": "kill"}),
+        ("/job/%s/restart" % ID, job.JobActionHandler,
+         {"action": "restart"}),
+        ("/queue", queue.QueueHandler),
+        ("/queue/history", queue.QueueHistoryHandler),
+        ("/system", queue.SystemHandler),
+        ("/system/maintenance", queue.MaintenanceHandler),
+        ("/roles", role.RoleHandler),
+        ("/roles/%s" % ID, role.RoleItemHandler),
+        ("/openapi.json", openapi.OpenApiHandler),
+    ]

@@ -1,0 +1,43 @@
+"""How job documents look over the API: with flags and runtime, masked
+for users who may not read them."""
+
+import time
+
+from core4.queue import states
+
+FLAG_FIELDS = (("zombie", "zombie_at"), ("nonstop", "wall_at"),
+               ("removed", "removed_at"), ("killed", "killed_at"))
+#: fields a client may sort the job listing by
+SORT_FIELDS = ("_id", "name", "state", "priority", "attempts_left",
+               "enqueued.at", "enqueued.username", "started_at",
+               "finished_at", "runtime", "prog.value")
+
+
+def present(doc, at=None):
+    """Return ``doc`` with ``flags``, ``runtime`` (also of a running job)
+    and ``age`` (seconds since enqueued)."""
+    at = time.time() if at is None else at
+    doc = dict(doc)
+    doc["flags"] = {name: bool(doc.get(field))
+                    for name, field in FLAG_FIELDS}
+    if doc.get("state") == states.RUNNING and doc.get("started_at"):
+        doc["runtime"] = max(0.0, at - doc["started_at"])
+    enqueued = (doc.get("enqueued") or {}).get("at")
+    doc["age"] = max(0.0, at - enqueued) if enqueued else None
+    if "force" in doc:
+        doc["force"] = bool(doc["force"])
+    doc.pop("_hash", None)
+    return doc
+
+
+def masked(doc):
+    """Return what a user without read permission sees of a job."""
+    return {"_id": doc["_id"], "name": "UnauthorizedJob",
+            "state": doc.get("state"), "masked": True, "args": None}
+
+
+def visible(doc, permissions, at=None):
+    """Return the presented or the masked document for ``permissions``."""
+    if permissions.can_read_job(doc.get("name", "")):
+        return present(doc, at)
+    return masked(doc)

@@ -1,0 +1,61 @@
+"""The OpenAPI 3 document of the app server's routes, built from the
+registered rules and each handler's ``spec`` (see
+:mod:`core4.api.v1.spec`)."""
+
+import re
+
+import core4
+from core4.api.handler import CoreRequestHandler
+
+METHODS = ("get", "post", "put", "delete", "patch")
+_GROUP = re.compile(r"\((?!\?)[^)]*\)")
+
+
+def path_of(pattern, names):
+    """Turn a route pattern into an OpenAPI path (groups → ``{name}``)."""
+    names = list(names)
+    path = _GROUP.sub(lambda m: "{%s}" % names.pop(0), pattern)
+    return path.replace("\\", "")
+
+
+def implemented(handler):
+    """Return the HTTP methods ``handler`` implements."""
+    return [method for method in METHODS
+            if getattr(handler, method) is not getattr(
+                CoreRequestHandler, method)]
+
+
+def build_document(app):
+    """Return the OpenAPI document of ``app``'s containers."""
+    from core4.api.v1 import spec
+    config = app.core4_context.config
+    paths = {}
+    for container in app.core4_containers:
+        for pattern, handler, kwargs in container.routes(config):
+            params = spec.path_parameters(pattern)
+            path = path_of(pattern, [p["name"] for p in params])
+            item = paths.setdefault(path, {})
+            for method in implemented(handler):
+                item[method] = spec.operation(handler, method, kwargs,
+                                              params)
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "core4 API", "version": core4.__version__,
+                 "description": "The REST API of core4. Every response is "
+                 "the JSON envelope {_id, timestamp, code, message, data}."},
+        "servers": [{"url": "/"}],
+        "components": spec.components(),
+        "security": [{"bearer": []}, {"basic": []}, {"cookie": []}],
+        "paths": paths}
+
+
+class OpenApiHandler(CoreRequestHandler):
+    """``GET /openapi.json``: this document (public)."""
+
+    public = True
+
+    def get(self):
+        """Answer the OpenAPI document itself (no envelope)."""
+        self.set_header("Content-Type", "application/json")
+        from core4.api.envelope import dumps
+        self.finish(dumps(build_document(self.application)))

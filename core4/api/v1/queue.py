@@ -1,0 +1,140 @@
+"""The queue summary, its history, the daemons and maintenance."""
+
+import datetime
+import time
+
+from core4.api.errors import ApiError
+from core4.api.handler import CoreRequestHandler
+from core4.queue import states
+from core4.queue.daemon import alive_daemons
+
+#: how each event changes the number of jobs in the queue
+QUEUE_CHANGE = {"enqueue_job": 1, "complete_job": -1, "remove_job": -1,
+                "remove_hard_job": -1}
+MAX_BUCKETS = 2000
+
+
+class QueueHandler(CoreRequestHandler):
+    """``GET /queue``: jobs in the queue by state, and by name and state
+    (names the user may not read are summed as ``UnauthorizedJob``)."""
+
+    access = "user"
+
+    async def get(self):
+        """Answer ``{total, state: {..}, name: [{name, state, n}]}``."""
+        docs = await self.run(lambda: list(self.context.system.queue.find(
+            {}, {"name": 1, "state": 1})))
+        by_state = {state: 0 for state in states.ALL}
+        by_name = {}
+        for doc in docs:
+            state = doc.get("state")
+            by_state[state] = by_state.get(state, 0) + 1
+            name = doc.get("name", "")
+            if not self.permissions.can_read_job(name):
+                name = "UnauthorizedJob"
+            key = (name, state)
+            by_name[key] = by_name.get(key, 0) + 1
+        self.reply({"total": len(docs), "state": by_state,
+                    "name": [{"name": name, "state": state, "n": n}
+                             for (name, state), n in sorted(
+                                 by_name.items())]})
+
+
+class QueueHistoryHandler(CoreRequestHandler):
+    """``GET /queue/history``: per time bucket, the job events (enqueued,
+    started, completed, failed, ...) and the number of jobs in the queue
+    at the bucket's end, reconstructed from the events and today's count.
+
+    Arguments: ``since`` (default one hour ago), ``until`` (default now),
+    ``interval`` seconds per bucket (default: about 60 buckets).
+    """
+
+    access = "user"
+
+    async def get(self):
+        """Answer ``[{at, size, events: {name: n}}]`` oldest first."""
+        now = datetime.datetime.now(datetime.timezone.utc)
+        until = self.get_argument("until", now, as_type=datetime.datetime)
+        since = self.get_argument("since", until - datetime.timedelta(
+            hours=1), as_type=datetime.datetime)
+        if since >= until:
+            raise ApiError(400, "since must be before until")
+        span = (until - since).total_seconds()
+        interval = self.get_argument("interval", max(1.0, span / 60),
+                                     as_type=float)
+        if interval <= 0 or span / interval > MAX_BUCKETS:
+            raise ApiError(400, "interval must be positive and give at "
+                           "most %d buckets" % MAX_BUCKETS)
+        buckets = await self.run(self._history, since, until, interval, now)
+        self.reply(buckets)
+
+    def _history(self, since, until, interval, now):
+        system = self.context.system
+        size_now = system.queue.count_documents({})
+        count = int(-(-(until - since).total_seconds() // interval))
+        buckets = [{"at": (since + datetime.timedelta(
+            seconds=interval * (i + 1))).isoformat(), "events": {},
+            "size": 0} for i in range(count)]
+        change_after = [0] * count
+        later = 0
+        for event in system.event.find(
+                {"channel": "queue", "created": {"$gte": since}},
+                {"name": 1, "created": 1}):
+            created = event["created"]
+            if created.tzinfo is None:
+                created = created.replace(tzinfo=datetime.timezone.utc)
+            delta = QUEUE_CHANGE.get(event["name"], 0)
+            if created > until:
+                later += delta
+                continue
+            index = min(count - 1, int(
+                (created - since).total_seconds() // interval))
+            names = buckets[index]["events"]
+            names[event["name"]] = names.get(event["name"], 0) + 1
+            change_after[index] += delta
+        size = size_now - later
+        for index in range(count - 1, -1, -1):
+            buckets[index]["size"] = max(0, size)
+            size -= change_after[index]
+        return buckets
+
+
+class SystemHandler(CoreRequestHandler):
+    """``GET /system``: live daemons (workers, schedulers, app servers)
+    and the maintenance mode."""
+
+    access = "user"
+
+    async def get(self):
+        """Answer ``{daemons: [...], maintenance: {...}}``."""
+        def collect():
+            config = self.context.config
+            daemons = alive_daemons(self.context.system, config)
+            at = time.time()
+            for doc in daemons:
+                doc["heartbeat_age"] = max(0.0, at - doc.get("heartbeat", at))
+            return {"daemons": daemons,
+                    "maintenance": self.context.queue.maintenance()}
+        self.reply(await self.run(collect))
+
+
+class MaintenanceHandler(CoreRequestHandler):
+    """``PUT /system/maintenance``: pause or resume claims of all jobs
+    (``{"paused": true}``) or of one project (``{"project": "mypro",
+    "paused": true}``); administrators only."""
+
+    access = "admin"
+
+    async def put(self):
+        """Change the maintenance mode; answer the new mode."""
+        paused = self.get_argument("paused", as_type=bool)
+        project = self.get_argument("project", None, as_type=str)
+        unknown = self.argument_names() - {"paused", "project"}
+        if unknown:
+            raise ApiError(400, "unknown argument(s): %s" % ", ".join(
+                sorted(unknown)))
+        if project is not None and not project.isidentifier():
+            raise ApiError(400, "project %r is not a project name" % project)
+        queue = self.context.queue
+        await self.run(queue.pause if paused else queue.resume, project)
+        self.reply(await self.run(queue.maintenance))

@@ -1,0 +1,71 @@
+"""Users and roles, for administrators (``cop``).
+
+Updates and deletes need the ``etag`` the client read (as argument or in
+an ``If-Match`` header): a stale one is refused with 409.
+"""
+
+from core4.api import role
+from core4.api.errors import ApiError
+from core4.api.handler import CoreRequestHandler
+
+ID = r"([0-9a-fA-F]{24})"
+
+
+class RoleHandler(CoreRequestHandler):
+    """``GET /roles``: all users and roles; ``POST /roles``: create one."""
+
+    access = "admin"
+
+    async def get(self):
+        """List users and roles (no secrets)."""
+        self.reply(await self.run(role.listing, self.context.system))
+
+    async def post(self):
+        """Create a user (with email and password) or a role."""
+        fields = self._fields()
+        self.reply(await self.run(role.create, self.context.system, fields),
+                   code=201)
+
+    def _fields(self):
+        fields = dict(self.json_arguments)
+        for name in self.request.query_arguments:
+            fields.setdefault(name, self.get_argument(name))
+        fields.pop("etag", None)
+        return fields
+
+
+class RoleItemHandler(RoleHandler):
+    """``GET|PUT|DELETE /roles/<id>``."""
+
+    async def get(self, _id):
+        """Answer one user or role."""
+        doc = await self.run(role.get, self.context.system, _id)
+        self.set_header("ETag", '"%s"' % doc["etag"])
+        self.reply(role.public(doc))
+
+    async def put(self, _id):
+        """Change fields of a user or role (``etag`` required)."""
+        doc = await self.run(role.update, self.context.system, _id,
+                             self._etag(), self._fields())
+        self.set_header("ETag", '"%s"' % doc["etag"])
+        self.reply(doc)
+
+    async def delete(self, _id):
+        """Delete a user or role (``etag`` required)."""
+        if str(self.user["_id"]) == _id.lower():
+            raise ApiError(400, "you cannot delete yourself")
+        await self.run(role.delete, self.context.system, _id, self._etag())
+        self.reply({"_id": _id, "deleted": True})
+
+    def _etag(self):
+        header = self.request.headers.get("If-Match")
+        if header:
+            return header.strip().strip('"')
+        etag = self.get_argument("etag", None, as_type=str)
+        if not etag:
+            raise ApiError(400, "etag is required (argument or If-Match)")
+        return etag
+
+    async def post(self, _id):
+        """Not allowed on one user or role."""
+        raise ApiError(405, "POST /roles to create")
