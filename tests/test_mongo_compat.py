@@ -360,3 +360,30 @@ def test_portable_queue_indexes_allow_inserts(fidelity_env):
     second = queue.enqueue("core4.queue.helper.job.DummyJob", sleep=2)
     assert queue.detail(first._id) and queue.detail(second._id)
     assert find_index(queue.sys.queue, [("name", 1), ("_hash", 1)])
+
+
+def test_nx_gap_compound_group_id_not_evaluated(core4_env):
+    coll = core4_env.db().grouped
+    coll.insert_many([{"a": "x", "b": "y"}, {"a": "x", "b": "z"}])
+    result = list(coll.aggregate([{"$group": {
+        "_id": {"a": "$a", "b": "$b"}, "n": {"$sum": 1}}}]))
+    # a real MongoDB gives two groups {a: x, b: y} and {a: x, b: z}
+    assert result == [{"_id": {"a": "$a", "b": "$b"}, "n": 2}]
+
+
+def test_portable_count_and_count_by(fidelity_env):
+    from core4.mongo import count, count_by
+    coll = fidelity_env.db().counted
+    coll.insert_many([{"name": "a.b", "state": "pending"},
+                      {"name": "a.b", "state": "pending"},
+                      {"name": "a.b", "state": "running"},
+                      {"name": "c.d", "state": "pending"},
+                      {"name": "e.f"}])
+    assert count(coll) == 5
+    assert count(coll, {"state": "pending"}) == 3
+    assert count(coll, {"state": "nothing"}) == 0
+    assert count_by(coll, ["name", "state"]) == {
+        ("a.b", "pending"): 2, ("a.b", "running"): 1,
+        ("c.d", "pending"): 1, ("e.f", ""): 1}
+    assert count_by(coll, ["state"], {"name": "a.b"}) == {
+        ("pending",): 2, ("running",): 1}

@@ -19,6 +19,9 @@ notice when it is fixed:
   ``{"field": {"$in": [None, value]}}`` (matches missing or value) instead.
 * ``$addToSet`` on a missing array of an existing document does nothing:
   create the array first.
+* ``count_documents`` and a ``$group`` on a compound ``_id`` read every
+  document slowly (0.6 s for 10,000): :func:`count` uses ``$match`` +
+  ``$count`` and :func:`count_by` groups on one ``$concat`` key.
 """
 
 import datetime
@@ -83,3 +86,27 @@ def ensure_index(collection, keys, **options):
     """Create the index on ``keys`` unless an index on these fields exists."""
     if find_index(collection, keys) is None:
         collection.create_index(keys, **options)
+
+
+def count(collection, query=None):
+    """Return the number of documents matching ``query`` (``$match`` +
+    ``$count``: as exact as ``count_documents``, fast on NX-27017)."""
+    result = list(collection.aggregate([{"$match": query or {}},
+                                        {"$count": "n"}]))
+    return result[0]["n"] if result else 0
+
+
+def count_by(collection, fields, query=None, separator="|"):
+    """Return ``{(value, ...): n}`` of the documents matching ``query``
+    grouped by the string ``fields`` (which must not contain
+    ``separator``); documents missing a field count under ``""``."""
+    key = []
+    for field in fields:
+        if key:
+            key.append(separator)
+        key.append({"$ifNull": ["$" + field, ""]})
+    pipeline = [{"$match": query or {}},
+                {"$project": {"k": {"$concat": key}}},
+                {"$group": {"_id": "$k", "n": {"$sum": 1}}}]
+    return {tuple(doc["_id"].split(separator, len(fields) - 1)): doc["n"]
+            for doc in collection.aggregate(pipeline)}
