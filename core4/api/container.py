@@ -13,6 +13,10 @@
 configuration at the container's qualified name (``mypro: api: MyApi:
 root: /x``) or in ``api.containers`` (``{"mypro.api.MyApi": {"enabled":
 false}}``).
+
+``coco --application`` serves core4's containers itself and each installed
+project's containers from a process running in the project's own ``.venv``
+(:mod:`core4.api.child`), behind its proxy.
 """
 
 import re
@@ -88,7 +92,8 @@ class CoreApiContainer:
 
 
 def check_unique(containers, config):
-    """Refuse containers that share a root or a route."""
+    """Refuse containers that share a root or a route (pass the enabled
+    ones: a disabled container claims nothing)."""
     roots, routes = {}, {}
     for container in containers:
         _, root = container.settings(config)

@@ -6,13 +6,18 @@ from core4.api.container import CoreApiContainer
 from core4.project.introspect import iter_modules
 
 
-def find_containers(package, filters=None):
+def find_containers(package, filters=None, on_error=None):
     """Return the container classes defined in ``package`` (and its
     submodules), sorted by qualified name; with ``filters`` only those
-    whose qualified name starts with one of them."""
+    whose qualified name starts with one of them.
+
+    A module that fails to import is left out; ``on_error(name,
+    exception)`` is called for it (it may raise)."""
     found = {}
     for name, module in iter_modules(package):
         if isinstance(module, Exception):
+            if on_error is not None:
+                on_error(name, module)
             continue
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if (issubclass(cls, CoreApiContainer)

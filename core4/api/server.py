@@ -1,7 +1,20 @@
 """The app server of ``coco --application``: core4's containers and every
 installed project's containers (each served from its own environment, see
 :mod:`core4.api.child`) on one port, registered in ``sys_worker`` as a
-daemon of kind ``app`` and stopped by ``coco --halt``."""
+daemon of kind ``app`` and stopped by ``coco --halt``, SIGTERM or SIGINT.
+
+``coco --application [NAME] [--port P] [--address A] [--project P]
+[--filter PREFIX ...]``:
+
+* ``--project P`` serves only the containers of project ``P``
+  (``--project core4``: only core4's own);
+* ``--filter`` serves only containers whose qualified name starts with
+  one of the prefixes (projects none of them can match are not started).
+
+Containers that share a root or a route, and bad roots, are refused at
+start (exit 2, one line); so is an app server with nothing to serve. A
+project that cannot be served is logged with its name and left out.
+"""
 
 import asyncio
 import errno
@@ -26,32 +39,32 @@ log = logging.getLogger("core4.api.server")
 
 
 def build_application(containers, context, proxies=(), debug=False):
-    """Return the tornado application serving ``containers`` (enabled
-    ones) and ``proxies`` (``[(root, target url)]``); refuse shared roots
-    and routes."""
+    """Return the tornado application serving the enabled ``containers``
+    and ``proxies`` (``[(root, target url, container name)]``: everything
+    below ``root`` is relayed to ``target``, a project's server); refuse
+    shared roots and routes (:class:`~core4.error.Core4UserError`)."""
     config = context.config
-    check_unique(containers, config)
+    served = [container for container in containers
+              if container.settings(config)[0]]
+    check_unique(served, config)
     roots = {container.settings(config)[1]: container.qual_name()
-             for container in containers}
+             for container in served}
     rules = []
-    for root, target in proxies:
+    for root, target, name in proxies:
         if root in roots:
-            raise Core4UserError("project container at %s clashes with %s"
-                                 % (root, roots[root]))
-        roots[root] = target
+            raise Core4UserError("containers %s and %s both use root %r" % (
+                roots[root], name, root or "/"))
+        roots[root] = name
+        project = name.split(".", 1)[0]
         rules.append((len(root), tornado.web.url(
             root + "(?:/.*)?", ProxyHandler,
-            {"context": context, "target": target})))
-    served = []
-    for container in containers:
-        enabled, root = container.settings(config)
-        if not enabled:
-            continue
-        served.append(container)
+            {"context": context, "target": target, "project": project})))
+    for container in served:
+        _, root = container.settings(config)
         for pattern, handler, kwargs in container.routes(config):
             rules.append((len(root), tornado.web.url(
                 pattern, handler, dict(kwargs, context=context))))
-    # longer roots first: "/" of the dashboard must not shadow the API
+    # longer roots first: "/" of a dashboard must not shadow the API
     rules.sort(key=lambda item: -item[0])
     app = tornado.web.Application(
         [rule for _, rule in rules], debug=debug,
@@ -77,7 +90,12 @@ def bind(port, address):
 
 
 class AppServer:
-    """``coco --application``: serve, heartbeat, stop on halt or signal."""
+    """``coco --application``: serve, heartbeat, stop on halt or signal.
+
+    ``project`` serves only that project's containers (``"core4"``: only
+    core4's own), ``filters`` only containers whose qualified name starts
+    with one of them.
+    """
 
     kind = "app"
 
@@ -102,54 +120,69 @@ class AppServer:
 
     async def _serve(self):
         from core4.api import child, discover
+        loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stop.set)
         context = ApiContext(self.config)
         sockets = bind(self.port, self.address)
+        port = sockets[0].getsockname()[1]
+        self.url = "http://%s:%d" % (self.address, port)
+        registered = False
+        heartbeat = None
         try:
-            await asyncio.get_running_loop().run_in_executor(
-                context.executor, context.setup)
-            containers = ([] if self.project
-                          else discover.core4_containers(self.filters))
-            self.children = child.start_projects(
-                self.config, self.project, self.filters)
-            proxies = [(root, c.url) for c in self.children
-                       for root in c.roots]
-            app = build_application(containers, context, proxies,
-                                    debug=bool(self.config.api.debug))
-            server = tornado.httpserver.HTTPServer(app, xheaders=True)
-            server.add_sockets(sockets)
-            port = sockets[0].getsockname()[1]
-            self.url = "http://%s:%d" % (self.address, port)
+            await loop.run_in_executor(context.executor, context.setup)
             register(context.system, self.identifier, self.kind,
                      self.config, port=port, address=self.address,
-                     url=self.url, containers=[
-                         c.qual_name() for c in app.core4_containers] + [
-                         q for c in self.children for q in c.containers])
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, self._stop.set)
-            set_phase(context.system, self.identifier, "loop")
-            log.info("app server %s serving %s (pid %d): %s", self.identifier,
-                     self.url, os.getpid(), ", ".join(
-                         sorted(app.default_router.named_rules) or
-                         [c.qual_name() for c in app.core4_containers]))
-            print("core4: serving on %s" % self.url, flush=True)
-            started = now()
+                     url=self.url, containers=[])
+            registered = True
             heartbeat = asyncio.ensure_future(self._heartbeat(
-                context, started))
+                context, now()))
+            containers = ([] if self.project not in (None, "core4")
+                          else discover.core4_containers(self.filters))
+            if self.project != "core4":
+                self.children = await loop.run_in_executor(
+                    None, child.start_projects, self.config, self.project,
+                    self.filters)
+            proxies = [(root, c.url, name) for c in self.children
+                       for root, name in zip(c.roots, c.containers)]
+            app = build_application(containers, context, proxies,
+                                    debug=bool(self.config.api.debug))
+            names = [c.qual_name() for c in app.core4_containers] + [
+                q for c in self.children for q in c.containers]
+            if not names:
+                raise Core4UserError("no container to serve%s" % (
+                    " (see the log above)" if self.project or self.filters
+                    else ""))
+            server = tornado.httpserver.HTTPServer(app, xheaders=True)
+            server.add_sockets(sockets)
+            context.system.worker.update_one(
+                {"_id": self.identifier}, {"$set": {"containers": names}})
+            set_phase(context.system, self.identifier, "loop")
+            log.info("app server %s serving %s (pid %d): %s",
+                     self.identifier, self.url, os.getpid(),
+                     ", ".join(names))
+            print("core4: serving on %s" % self.url, flush=True)
             await self._stop.wait()
-            heartbeat.cancel()
             server.stop()
-            await server.close_all_connections()
-        finally:
-            for each in self.children:
-                each.stop()
             try:
-                await asyncio.get_running_loop().run_in_executor(
-                    context.executor, unregister, context.system,
-                    self.identifier)
-            except Exception as exc:
-                log.error("cannot unregister %s: %s", self.identifier, exc)
+                await asyncio.wait_for(server.close_all_connections(), 5)
+            except asyncio.TimeoutError:
+                pass
+        finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
+            if self.children:
+                await loop.run_in_executor(None, child.stop_all,
+                                           self.children)
+            if registered:
+                try:
+                    await loop.run_in_executor(
+                        context.executor, unregister, context.system,
+                        self.identifier)
+                except Exception as exc:
+                    log.error("cannot unregister %s: %s", self.identifier,
+                              exc)
             context.close()
             for sock in sockets:
                 sock.close()

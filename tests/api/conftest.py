@@ -130,7 +130,7 @@ def api(api_env):
         try:
             return requests.get(server.url + API + "/openapi.json",
                                 timeout=2).status_code == 200
-        except requests.ConnectionError:
+        except requests.RequestException:
             return False
     wait_for(answers, 60, message="the app server to answer")
     yield server
