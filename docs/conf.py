@@ -18,6 +18,9 @@ release = core4.__version__
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.viewcode",
+    # the REST API reference (docs/api.rst), rendered from the OpenAPI
+    # document of the routes
+    "core4.api.v1.apidoc",
 ]
 
 master_doc = "index"
