@@ -53,17 +53,29 @@ def enqueue_anywhere(queue, name, /, **kwargs):
     return enqueue_as(queue, name, None, kwargs)
 
 
-def enqueue_as(queue, name, by, kwargs):
+def enqueue_as(queue, name, by, kwargs, check=None):
     """Like :func:`enqueue_anywhere`, recording ``by`` (e.g. the API
-    user) as the user who enqueued the job."""
+    user) as the user who enqueued the job.
+
+    ``check(job)``, if given, is called with the validated job object
+    before it is enqueued (its ``name`` is the class's own name, which
+    differs from ``name`` for a re-exported class) and may raise to
+    refuse it; the object then gets the enqueued job's fields. A job
+    enqueued in its project's environment is not checked (its class
+    cannot be loaded here).
+    """
     from bson import ObjectId
     from core4.queue.loader import make_job
     try:
-        return queue.submit(make_job(name, **kwargs), by=by)._id
+        job = make_job(name, **kwargs)
     except core4.error.CoreJobNotFound:
         project = str(name).split(".", 1)[0]
         if not installed(queue.config, project):
             raise
+    else:
+        if check is not None:
+            check(job)
+        return queue.submit(job, by=by)._id
     answer = run_remote(queue.config, project, "enqueue",
                         {"name": name, "kwargs": kwargs, "by": by})
     return ObjectId(answer["_id"])

@@ -18,6 +18,19 @@ from core4.queue import states
 
 LOG_FIELDS = ("_id", "created", "level", "levelno", "message", "qual_name",
               "identifier", "hostname", "exception")
+#: seconds a log record may reach sys_log after a later one (a job's
+#: records travel through its worker's forwarder): each poll looks back
+#: this far and skips the records already sent
+LATE_RECORDS = 10.0
+#: log records read at once
+READ = 1000
+
+
+def _aware(value):
+    """A stored ``created`` as an aware UTC datetime."""
+    if isinstance(value, datetime.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=datetime.timezone.utc)
+    return value
 
 
 def log_record(doc):
@@ -76,7 +89,8 @@ class JobFollowHandler(JobMixin, CoreRequestHandler):
         config = self.context.config.api
         interval = float(config.follow_interval)
         deadline = time.monotonic() + float(config.follow_timeout)
-        seen, since, last_state, kept_alive = set(), None, None, 0.0
+        seen, last, last_state = set(), None, None
+        kept_alive = time.monotonic()
         oid = ObjectId(_id)
         try:
             while not self._gone:
@@ -84,10 +98,13 @@ class JobFollowHandler(JobMixin, CoreRequestHandler):
                 if snapshot != last_state:
                     await self.event("state", jobdoc.present(doc))
                     last_state = snapshot
-                records, since = await self.run(
-                    self._new_records, oid, since, seen)
-                for record in records:
-                    await self.event("log", log_record(record))
+                more, late = True, True
+                while more and not self._gone:
+                    records, last, more = await self.run(
+                        self._new_records, oid, last, seen, late)
+                    for record in records:
+                        await self.event("log", log_record(record))
+                    late = False
                 final = doc.get("state") in states.FINAL or doc.get(
                     "journaled")
                 if final or time.monotonic() > deadline:
@@ -116,20 +133,37 @@ class JobFollowHandler(JobMixin, CoreRequestHandler):
             "removed_at", "zombie_at", "wall_at", "last_error",
             "locked", "finished_at", "journaled")})
 
-    def _new_records(self, oid, since, seen):
+    def _new_records(self, oid, last, seen, late=True):
+        """Return ``(records not sent yet, new last, more)``; ``more`` is
+        true if there may be more new records than one read returns.
+
+        ``last`` is the highest record ``_id`` sent so far. A record's
+        ``_id`` is made when it is logged, so the records after ``last``
+        are new; with ``late``, also those logged up to
+        :data:`LATE_RECORDS` seconds before it that arrived late (e.g. the
+        DEBUG records a failing job writes at its end). Queries are on
+        ``_id``, not on ``created``: NX-27017 cannot compare datetimes.
+        """
+        log = self.context.system.log
         query = {"identifier": str(oid)}
-        if since is not None:
-            query["created"] = {"$gte": since}
-        docs = list(self.context.system.log.find(query).sort(
-            [("created", 1), ("_id", 1)]).limit(1000))
-        fresh = [doc for doc in docs if doc["_id"] not in seen]
-        for doc in fresh:
-            seen.add(doc["_id"])
-        if docs:
-            since = docs[-1]["created"]
-            if isinstance(since, datetime.datetime) and since.tzinfo is None:
-                since = since.replace(tzinfo=datetime.timezone.utc)
-        return fresh, since
+        docs = []
+        if last is not None and late:
+            floor = ObjectId.from_datetime(
+                last.generation_time - datetime.timedelta(
+                    seconds=LATE_RECORDS))
+            docs = list(log.find(dict(query, _id={
+                "$gte": floor, "$lt": last})).sort("_id", 1).limit(READ))
+            seen.intersection_update(
+                [_id for _id in seen if _id >= floor])
+        if last is not None:
+            query["_id"] = {"$gt": last}
+        new = list(log.find(query).sort("_id", 1).limit(READ))
+        if new:
+            last = new[-1]["_id"]
+        fresh = [doc for doc in docs + new if doc["_id"] not in seen]
+        seen.update(doc["_id"] for doc in fresh)
+        fresh.sort(key=lambda doc: (_aware(doc["created"]), doc["_id"]))
+        return fresh, last, len(new) == READ
 
     async def event(self, name, data):
         """Send one server-sent event."""

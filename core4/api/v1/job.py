@@ -18,16 +18,36 @@ from core4.mongo import from_datetime
 from core4.queue import states
 
 ID = r"([0-9a-fA-F]{24})"
+#: ``package.module.Class``: dotted Python identifiers
+QUAL_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
+#: states a job can be restarted from
+RESTARTABLE = states.WAITING + states.STOPPED
+
+
+def _sort(value):
+    """Return ``(field, direction)`` of ``field``, ``+field`` or ``-field``
+    (a ``+`` sent unencoded in a query arrives as a space)."""
+    field, direction = value, 1
+    if value[:1] == "-":
+        field, direction = value[1:], -1
+    elif value[:1] in ("+", " "):
+        field = value[1:]
+    if field not in jobdoc.SORT_FIELDS:
+        raise ApiError(400, "cannot sort by %r (one of %s, with - for "
+                       "descending)" % (value, ", ".join(jobdoc.SORT_FIELDS)))
+    return field, direction
 
 
 def _state_filter(values):
+    """Return the states of ``?state=a&state=b`` or ``?state=a,b``."""
     wanted = []
     for value in values:
-        wanted.extend(part for part in value.split(",") if part)
+        wanted.extend(part.strip() for part in value.split(",")
+                      if part.strip())
     unknown = [value for value in wanted if value not in states.ALL]
-    if unknown:
+    if unknown or not wanted:
         raise ApiError(400, "unknown state %r (one of %s)" % (
-            unknown[0], ", ".join(states.ALL)))
+            unknown[0] if unknown else "", ", ".join(states.ALL)))
     return wanted
 
 
@@ -51,12 +71,7 @@ class JobHandler(CoreRequestHandler):
         source = self.get_argument("source", "queue", as_type=str)
         if source not in ("queue", "journal"):
             raise ApiError(400, "source must be queue or journal")
-        sort = self.get_argument("sort", "_id", as_type=str)
-        direction = -1 if sort.startswith("-") else 1
-        sort = sort.lstrip("-")
-        if sort not in jobdoc.SORT_FIELDS:
-            raise ApiError(400, "cannot sort by %r (one of %s)" % (
-                sort, ", ".join(jobdoc.SORT_FIELDS)))
+        sort, direction = _sort(self.get_argument("sort", "_id", as_type=str))
         query = self._query()
         docs, total = await self.run(self._page, source, query,
                                      [(sort, direction)], page, per_page)
@@ -83,6 +98,8 @@ class JobHandler(CoreRequestHandler):
             query["enqueued.username"] = user
         since = self.get_argument("since", None, as_type=datetime.datetime)
         until = self.get_argument("until", None, as_type=datetime.datetime)
+        if since and until and since >= until:
+            raise ApiError(400, "since must be before until")
         if since or until:
             span = {}
             if since:
@@ -95,26 +112,48 @@ class JobHandler(CoreRequestHandler):
     def _page(self, source, query, sort, page, per_page):
         collection = getattr(self.context.system, source)
         total = collection.count_documents(query)
-        docs = list(collection.find(query).sort(sort + [("_id", 1)]).skip(
+        if page * per_page >= total:
+            return [], total  # past the end (also a page too big to skip)
+        if sort[-1][0] != "_id":
+            sort = sort + [("_id", 1)]  # a stable order of equal values
+        docs = list(collection.find(query).sort(sort).skip(
             page * per_page).limit(per_page))
         return docs, total
 
     async def post(self):
-        """Enqueue ``{qual_name, args}``; answer the new job's ``_id``."""
+        """Enqueue ``{qual_name, args}``; answer the job as enqueued
+        (``pending``, even if a worker claimed it meanwhile)."""
         unknown = self.argument_names() - {"qual_name", "args"}
         if unknown:
             raise ApiError(400, "unknown argument(s): %s (send qual_name "
                            "and args)" % ", ".join(sorted(unknown)))
-        name = self.get_argument("qual_name", as_type=str)
+        name = self.get_argument("qual_name", as_type=str).strip()
         args = self.get_argument("args", {}, as_type=dict)
+        if not QUAL_NAME.match(name):
+            raise ApiError(400, "qual_name %r is not a qualified job name "
+                           "like 'package.module.Class'" % name)
+        self.check_execute(name)
+        from core4.project.remote import enqueue_as
+        enqueued = []
+
+        def check(job):
+            self.check_execute(job.name)
+            enqueued.append(job)
+        _id = await self.run(enqueue_as, self.context.queue, name,
+                             self.user["name"], {"args": args}, check=check)
+        doc = await self.run(self.context.queue.detail, _id)
+        if enqueued and (doc is None or doc.get("state") != states.PENDING):
+            # claimed already: answer what was enqueued
+            doc = dict(enqueued[0].serialise(), trial=0)
+        self.reply(jobdoc.present(doc or {"_id": _id}), code=201)
+
+    def check_execute(self, name):
+        """403 unless the user may execute the job ``name`` (the name
+        asked for, and the name of the class it resolves to: a job is
+        stored, read and killed under the class's own name)."""
         if not self.permissions.can_execute_job(name):
             raise ApiError(403, "%s may not execute %s" % (
                 self.user["name"], name))
-        from core4.project.remote import enqueue_as
-        _id = await self.run(enqueue_as, self.context.queue, name,
-                             self.user["name"], {"args": args})
-        doc = await self.run(self.context.queue.detail, _id)
-        self.reply(jobdoc.present(doc or {"_id": _id}), code=201)
 
 
 class JobListHandler(CoreRequestHandler):
@@ -126,7 +165,7 @@ class JobListHandler(CoreRequestHandler):
     async def get(self):
         """List enqueueable jobs."""
         search = self.get_argument("search", None, as_type=str)
-        query = {"valid": True}
+        query = {"valid": {"$in": [True, 1]}}  # NX may store True as 1
         if search:
             pattern = re.escape(search).replace(r"\*", ".*").replace(
                 r"\?", ".")
@@ -142,20 +181,27 @@ class JobListHandler(CoreRequestHandler):
 class JobMixin:
     """Finding a job and checking permissions for it."""
 
-    async def job(self, _id, execute=False, queued=False):
+    async def job(self, _id, execute=False, queued=None):
         """Return the job ``_id`` (queue, else journal); 404 if unknown,
-        403 without permission."""
+        403 without permission; with ``queued`` (the verb of the action,
+        e.g. ``"killed"``) 409 if the job is already in the journal."""
         doc = await self.run(self.context.queue.detail, ObjectId(_id))
         if doc is None:
             raise ApiError(404, "job %s not found" % _id)
-        if queued and doc.get("journaled"):
-            raise ApiError(404, "job %s is no longer in the queue" % _id)
         name = doc.get("name", "")
         allowed = (self.permissions.can_execute_job(name) if execute
                    else self.permissions.can_read_job(name))
         if not allowed:
             raise ApiError(403, "%s may not %s job %s" % (
                 self.user["name"], "execute" if execute else "read", _id))
+        if queued and doc.get("journaled"):
+            child = (doc.get("enqueued") or {}).get("child_id")
+            raise ApiError(409, "job %s is %s%s and no longer in the queue: "
+                           "it cannot be %s" % (
+                               _id, doc.get("state"),
+                               " (removed)" if doc.get("removed_at") else
+                               " (restarted as %s)" % child if child else "",
+                               queued))
         return doc
 
 
@@ -171,7 +217,7 @@ class JobDetailHandler(JobMixin, CoreRequestHandler):
 
     async def delete(self, _id):
         """Remove the job (a running job is killed first)."""
-        await self.job(_id, execute=True, queued=True)
+        await self.job(_id, execute=True, queued="removed")
         if not await self.run(self.context.queue.remove, ObjectId(_id)):
             raise ApiError(409, "job %s cannot be removed now" % _id)
         self.reply({"_id": _id, "removed": True})
@@ -186,16 +232,24 @@ class JobActionHandler(JobMixin, CoreRequestHandler):
 
     async def put(self, _id):
         """Kill or restart the job."""
-        doc = await self.job(_id, execute=True, queued=True)
+        doc = await self.job(_id, execute=True, queued=(
+            "killed" if self.action == "kill" else "restarted"))
         queue = self.context.queue
         if self.action == "kill":
             if not await self.run(queue.kill, ObjectId(_id)):
+                doc = await self.run(queue.detail, ObjectId(_id)) or doc
+                if doc.get("state") == states.RUNNING and doc.get(
+                        "killed_at"):
+                    raise ApiError(409, "job %s is running and already "
+                                   "asked to stop" % _id)
                 raise ApiError(409, "job %s is %s: nothing to kill" % (
-                    _id, doc["state"]))
+                    _id, doc.get("state")))
             self.reply({"_id": _id, "killed": True})
             return
         new_id = await self.run(queue.restart, ObjectId(_id))
         if new_id is None:
-            raise ApiError(409, "job %s is %s: it cannot be restarted" % (
-                _id, doc["state"]))
+            doc = await self.run(queue.detail, ObjectId(_id)) or doc
+            raise ApiError(409, "job %s is %s: only %s jobs can be "
+                           "restarted" % (_id, doc.get("state"),
+                                          ", ".join(RESTARTABLE)))
         self.reply({"_id": _id, "restarted": True, "new_id": new_id})

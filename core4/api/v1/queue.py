@@ -5,6 +5,7 @@ import time
 
 from core4.api.errors import ApiError
 from core4.api.handler import CoreRequestHandler
+from core4.mongo import to_datetime
 from core4.queue import states
 from core4.queue.daemon import alive_daemons
 
@@ -55,8 +56,13 @@ class QueueHistoryHandler(CoreRequestHandler):
         """Answer ``[{at, size, events: {name: n}}]`` oldest first."""
         now = datetime.datetime.now(datetime.timezone.utc)
         until = self.get_argument("until", now, as_type=datetime.datetime)
-        since = self.get_argument("since", until - datetime.timedelta(
-            hours=1), as_type=datetime.datetime)
+        since = self.get_argument("since", None, as_type=datetime.datetime)
+        if since is None:
+            try:
+                since = until - datetime.timedelta(hours=1)
+            except OverflowError:
+                raise ApiError(400, "until %s is too early" % (
+                    until.isoformat(),)) from None
         if since >= until:
             raise ApiError(400, "since must be before until")
         span = (until - since).total_seconds()
@@ -65,6 +71,7 @@ class QueueHistoryHandler(CoreRequestHandler):
         if interval <= 0 or span / interval > MAX_BUCKETS:
             raise ApiError(400, "interval must be positive and give at "
                            "most %d buckets" % MAX_BUCKETS)
+        interval = min(interval, span)  # one bucket at most spans it all
         buckets = await self.run(self._history, since, until, interval, now)
         self.reply(buckets)
 
@@ -72,17 +79,18 @@ class QueueHistoryHandler(CoreRequestHandler):
         system = self.context.system
         size_now = system.queue.count_documents({})
         count = int(-(-(until - since).total_seconds() // interval))
-        buckets = [{"at": (since + datetime.timedelta(
-            seconds=interval * (i + 1))).isoformat(), "events": {},
+        span = (until - since).total_seconds()
+        buckets = [{"at": (since + datetime.timedelta(seconds=min(
+            span, interval * (i + 1)))).isoformat(), "events": {},
             "size": 0} for i in range(count)]
         change_after = [0] * count
         later = 0
         for event in system.event.find(
                 {"channel": "queue", "created": {"$gte": since}},
                 {"name": 1, "created": 1}):
-            created = event["created"]
-            if created.tzinfo is None:
-                created = created.replace(tzinfo=datetime.timezone.utc)
+            created = to_datetime(event["created"])
+            if created < since:
+                continue  # NX-27017 compares datetimes by whole seconds
             delta = QUEUE_CHANGE.get(event["name"], 0)
             if created > until:
                 later += delta
@@ -127,12 +135,12 @@ class MaintenanceHandler(CoreRequestHandler):
 
     async def put(self):
         """Change the maintenance mode; answer the new mode."""
-        paused = self.get_argument("paused", as_type=bool)
-        project = self.get_argument("project", None, as_type=str)
         unknown = self.argument_names() - {"paused", "project"}
         if unknown:
-            raise ApiError(400, "unknown argument(s): %s" % ", ".join(
-                sorted(unknown)))
+            raise ApiError(400, "unknown argument(s): %s (send paused and "
+                           "project)" % ", ".join(sorted(unknown)))
+        paused = self.get_argument("paused", as_type=bool)
+        project = self.get_argument("project", None, as_type=str)
         if project is not None and not project.isidentifier():
             raise ApiError(400, "project %r is not a project name" % project)
         queue = self.context.queue
