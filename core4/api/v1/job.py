@@ -14,7 +14,7 @@ from bson import ObjectId
 from core4.api.errors import ApiError
 from core4.api.handler import CoreRequestHandler
 from core4.api.v1 import jobdoc
-from core4.mongo import from_datetime
+from core4.mongo import count, from_datetime
 from core4.queue import states
 
 ID = r"([0-9a-fA-F]{24})"
@@ -111,7 +111,7 @@ class JobHandler(CoreRequestHandler):
 
     def _page(self, source, query, sort, page, per_page):
         collection = getattr(self.context.system, source)
-        total = collection.count_documents(query)
+        total = count(collection, query)
         if page * per_page >= total:
             return [], total  # past the end (also a page too big to skip)
         if sort[-1][0] != "_id":

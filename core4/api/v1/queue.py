@@ -5,7 +5,7 @@ import time
 
 from core4.api.errors import ApiError
 from core4.api.handler import CoreRequestHandler
-from core4.mongo import to_datetime
+from core4.mongo import count as count_matching, count_by, to_datetime
 from core4.queue import states
 from core4.queue.daemon import alive_daemons
 
@@ -23,19 +23,18 @@ class QueueHandler(CoreRequestHandler):
 
     async def get(self):
         """Answer ``{total, state: {..}, name: [{name, state, n}]}``."""
-        docs = await self.run(lambda: list(self.context.system.queue.find(
-            {}, {"name": 1, "state": 1})))
+        groups = await self.run(count_by, self.context.system.queue,
+                                ["name", "state"])
         by_state = {state: 0 for state in states.ALL}
         by_name = {}
-        for doc in docs:
-            state = doc.get("state")
-            by_state[state] = by_state.get(state, 0) + 1
-            name = doc.get("name", "")
+        total = 0
+        for (name, state), n in groups.items():
+            total += n
+            by_state[state] = by_state.get(state, 0) + n
             if not self.permissions.can_read_job(name):
                 name = "UnauthorizedJob"
-            key = (name, state)
-            by_name[key] = by_name.get(key, 0) + 1
-        self.reply({"total": len(docs), "state": by_state,
+            by_name[(name, state)] = by_name.get((name, state), 0) + n
+        self.reply({"total": total, "state": by_state,
                     "name": [{"name": name, "state": state, "n": n}
                              for (name, state), n in sorted(
                                  by_name.items())]})
@@ -77,7 +76,7 @@ class QueueHistoryHandler(CoreRequestHandler):
 
     def _history(self, since, until, interval, now):
         system = self.context.system
-        size_now = system.queue.count_documents({})
+        size_now = count_matching(system.queue)
         count = int(-(-(until - since).total_seconds() // interval))
         span = (until - since).total_seconds()
         buckets = [{"at": (since + datetime.timedelta(seconds=min(
