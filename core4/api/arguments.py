@@ -47,10 +47,27 @@ def _to_str(value):
     return value
 
 
+def _finite(text):
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("number %s is too large" % text[:40])
+    return value
+
+
+def _no_constant(name):
+    raise ValueError("%s is not a JSON number" % name)
+
+
+def loads(text):
+    """Parse JSON ``text`` as a client sends it: numbers must be finite
+    (no NaN, Infinity or 1e400), which every answer can show again."""
+    return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+
+
 def _json(kind):
     def convert(value):
         if isinstance(value, str):
-            value = json.loads(value)
+            value = loads(value)
         if not isinstance(value, kind):
             raise ValueError("not a JSON %s" % (
                 "object" if kind is dict else "array"))
@@ -90,7 +107,7 @@ def convert(name, value, as_type):
         return value
     try:
         return CONVERTERS[as_type](value)
-    except (ValueError, TypeError, OverflowError) as exc:
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise ArgumentError("argument %s=%s: %s" % (
             name, _short(value), exc.args[0] if exc.args else
             "expected %s" % TYPE_NAMES[as_type])) from None

@@ -8,11 +8,19 @@ from core4.error import (Core4UserError, CoreDatabaseUnreachable,
 
 
 class ApiError(tornado.web.HTTPError):
-    """An error answered with ``status`` and a one-line ``message``."""
+    """An error answered with ``status``, a one-line ``message`` and
+    ``headers`` (e.g. ``WWW-Authenticate`` of a 401)."""
 
-    def __init__(self, status, message):
+    def __init__(self, status, message, headers=None):
         super().__init__(status, reason=None, log_message=None)
         self.message = message
+        self.headers = dict(headers or {})
+
+
+def login_required(message="login required", scheme="Bearer"):
+    """Return the 401 :class:`ApiError` with its challenge."""
+    return ApiError(401, message, {
+        "WWW-Authenticate": '%s realm="core4"' % scheme})
 
 
 def status_of(exc):

@@ -7,18 +7,33 @@ answers everything, errors included, in one JSON envelope
 """
 
 import functools
-import json
 import traceback
+import urllib.parse
 
 import tornado.web
 from bson import ObjectId
 
 from core4.api import auth, envelope
-from core4.api.arguments import ArgumentError, convert
-from core4.api.errors import ApiError, status_of
+from core4.api.arguments import ArgumentError, convert, loads
+from core4.api.errors import ApiError, login_required, status_of
 from core4.error import Core4UserError
 
 REQUIRED = object()
+#: query arguments whose values are never logged
+SECRET_ARGUMENTS = ("password", "new_password", "token")
+
+
+def safe_uri(uri):
+    """Return ``uri`` with the values of :data:`SECRET_ARGUMENTS` masked
+    (for logs: a password sent in a query must not end up there)."""
+    path, sep, query = uri.partition("?")
+    if not sep:
+        return uri
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    return path + "?" + "&".join(
+        "%s=%s" % (urllib.parse.quote(name), "***"
+                   if name.lower() in SECRET_ARGUMENTS
+                   else urllib.parse.quote(value)) for name, value in pairs)
 
 
 class CoreRequestHandler(tornado.web.RequestHandler):
@@ -34,12 +49,21 @@ class CoreRequestHandler(tornado.web.RequestHandler):
         ``"user"``: any logged-in user (the handler checks finer
         permissions itself); ``"admin"``: only users with ``cop``.
     ``spec``
-        the OpenAPI operations of the handler, per lower-case method.
+        additions to the handler's OpenAPI operations, per lower-case
+        method (``parameters``, ``requestBody``, ``responses``; see
+        :mod:`core4.api.v1.spec`).
+    ``openapi``
+        True (default): the handler's routes are documented in the OpenAPI
+        document (``/core4/api/v1/openapi.json``); set it to False for
+        routes that are not part of the API (e.g. pages of a web app).
+        Routes of handlers that are no ``CoreRequestHandler`` (e.g.
+        tornado's ``StaticFileHandler``) are never documented.
     """
 
     public = False
     access = "api"
     spec = {}
+    openapi = True
 
     def initialize(self, context=None, **kwargs):
         """Take the app server's :class:`~core4.api.server.ApiContext`
@@ -51,6 +75,7 @@ class CoreRequestHandler(tornado.web.RequestHandler):
         self.user = None
         self.permissions = None
         self.json_arguments = {}
+        self._json_body = False
 
     @classmethod
     def qual_name(cls):
@@ -60,8 +85,8 @@ class CoreRequestHandler(tornado.web.RequestHandler):
     # request ----------------------------------------------------------------
 
     async def prepare(self):
-        """Parse the body, authenticate and check access."""
-        self._parse_body()
+        """Authenticate, check access and parse the body (so a request
+        without valid credentials learns nothing but 401)."""
         login = await self.run(auth.login_with, self.context,
                                auth.credentials(self))
         if login is not None:
@@ -70,14 +95,14 @@ class CoreRequestHandler(tornado.web.RequestHandler):
                 self.set_header("Token", login.fresh_token)
                 if login.via == "cookie":
                     auth.set_cookie(self, login.fresh_token)
-        if self.public:
-            return
-        if self.user is None:
-            self.set_header("WWW-Authenticate", 'Bearer realm="core4"')
-            raise ApiError(401, "login required")
-        if not self.may_access():
-            raise ApiError(403, "%s %s is not permitted for %s" % (
-                self.request.method, self.request.path, self.user["name"]))
+        if not self.public:
+            if self.user is None:
+                raise login_required()
+            if not self.may_access():
+                raise ApiError(403, "%s %s is not permitted for %s" % (
+                    self.request.method, self.request.path,
+                    self.user["name"]))
+        self._parse_body()
 
     def may_access(self):
         """True if the logged-in user may call this handler's method."""
@@ -97,12 +122,16 @@ class CoreRequestHandler(tornado.web.RequestHandler):
                             or body.lstrip()[:1] in (b"{", b"[")):
             return
         try:
-            value = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, "request body is not valid JSON: %s" % exc)
+            value = loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise ApiError(400, "request body is not valid JSON: %s" % (
+                str(exc).splitlines()[0] if str(exc) else
+                type(exc).__name__))
         if not isinstance(value, dict):
             raise ApiError(400, "request body must be a JSON object")
         self.json_arguments = value
+        # a JSON body sent as a form (e.g. curl -d) is no form field
+        self._json_body = True
 
     def get_argument(self, name, default=REQUIRED, as_type=None):
         """Return the argument ``name`` from the JSON body or the query,
@@ -124,9 +153,18 @@ class CoreRequestHandler(tornado.web.RequestHandler):
         except ArgumentError as exc:
             raise ApiError(400, str(exc))
 
+    def get_arguments(self, name, strip=True):
+        """Return the query (or form) values of argument ``name`` (not
+        those of a JSON body: see :meth:`get_argument`)."""
+        if self._json_body:
+            return self.get_query_arguments(name, strip)
+        return super().get_arguments(name, strip)
+
     def argument_names(self):
         """Return the names of all arguments sent (body and query)."""
-        return set(self.json_arguments) | set(self.request.arguments)
+        return set(self.json_arguments) | set(
+            self.request.query_arguments if self._json_body
+            else self.request.arguments)
 
     async def run(self, function, *args, **kwargs):
         """Run a blocking call (MongoDB, argon2) in the server's thread
@@ -153,6 +191,9 @@ class CoreRequestHandler(tornado.web.RequestHandler):
         exc_info = kwargs.get("exc_info")
         if exc_info is not None:
             status, message = status_of(exc_info[1])
+            # send_error cleared the headers: those of the error count
+            for name, value in getattr(exc_info[1], "headers", {}).items():
+                self.set_header(name, value)
             if status != status_code:
                 self.set_status(status)
                 status_code = status
@@ -165,13 +206,24 @@ class CoreRequestHandler(tornado.web.RequestHandler):
     def log_exception(self, typ, value, tb):
         """Log server errors with their traceback, user errors in one
         line."""
-        status, _ = status_of(value)
-        if status < 500 or isinstance(value, Core4UserError):
-            tornado.log.gen_log.info("%d %s %s: %s", status,
-                                     self.request.method, self.request.uri,
-                                     value)
+        status, message = status_of(value)
+        if status < 500 or isinstance(value, (Core4UserError,
+                                              tornado.web.HTTPError)):
+            log = (tornado.log.gen_log.info if status < 500
+                   else tornado.log.gen_log.warning)
+            log("%d %s %s: %s", status, self.request.method,
+                safe_uri(self.request.uri), message or value)
             return
-        super().log_exception(typ, value, tb)
+        tornado.log.app_log.error("%s %s: %s", self.request.method,
+                                  safe_uri(self.request.uri), value,
+                                  exc_info=(typ, value, tb))
+
+    def _request_summary(self):
+        """The request as tornado's access log shows it (secrets
+        masked)."""
+        return "%s %s (%s)" % (self.request.method,
+                               safe_uri(self.request.uri),
+                               self.request.remote_ip)
 
     def check_xsrf_cookie(self):
         """Cookies are SameSite=Strict; no separate XSRF token."""

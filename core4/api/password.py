@@ -1,5 +1,8 @@
 """Password hashes (argon2id): a clear password is never stored or logged."""
 
+import functools
+import secrets
+
 import argon2
 import argon2.exceptions
 
@@ -34,3 +37,10 @@ def verify_password(hashed, password):
     except (argon2.exceptions.VerificationError,
             argon2.exceptions.InvalidHashError):
         return False
+
+
+@functools.lru_cache(maxsize=1)
+def dummy_hash():
+    """A hash of a random password, checked against when a user name is
+    unknown (so both cost the same time)."""
+    return _HASHER.hash(secrets.token_hex(16))

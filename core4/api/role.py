@@ -58,7 +58,7 @@ def _check(fields, creating):
             sorted(unknown)))
     if creating or "name" in fields:
         name = fields.get("name")
-        if not isinstance(name, str) or not NAME.match(name):
+        if not isinstance(name, str) or not NAME.fullmatch(name):
             raise Core4UserError(
                 "name must be 1-64 letters, digits or _.@- (starting with a "
                 "letter or digit)")
@@ -66,7 +66,7 @@ def _check(fields, creating):
             fields["realname"], str):
         raise Core4UserError("realname must be a string")
     if "email" in fields and fields["email"] is not None:
-        if not isinstance(fields["email"], str) or not EMAIL.match(
+        if not isinstance(fields["email"], str) or not EMAIL.fullmatch(
                 fields["email"]):
             raise Core4UserError("email %r is not an email address" % (
                 fields["email"],))
@@ -203,7 +203,7 @@ def get(system, _id):
 
 def find_user(system, name):
     """Return the active user named exactly ``name``, or None."""
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         return None
     doc = system.role.find_one({"name": name})
     if doc is None or not doc.get("email") or not doc.get("is_active"):
@@ -233,10 +233,16 @@ def effective_permissions(system, user):
 
 
 def authenticate(system, name, password):
-    """Return the user if ``name`` and ``password`` match, else None."""
+    """Return the user if ``name`` and ``password`` match, else None.
+
+    An unknown name costs a hash check as well, so that the time of the
+    answer does not tell which names exist.
+    """
     user = find_user(system, name)
-    if user is None or not passwords.verify_password(user.get("password"),
-                                                     password):
+    if user is None:
+        passwords.verify_password(passwords.dummy_hash(), password)
+        return None
+    if not passwords.verify_password(user.get("password"), password):
         return None
     return user
 

@@ -3,7 +3,7 @@
 import asyncio
 
 from core4.api import auth, role, token
-from core4.api.errors import ApiError
+from core4.api.errors import ApiError, login_required
 from core4.api.handler import CoreRequestHandler
 
 
@@ -21,15 +21,13 @@ class LoginHandler(CoreRequestHandler):
                               password)
         if user is None:
             await asyncio.sleep(0.2)  # slows down guessing
-            self.set_header("WWW-Authenticate", 'Bearer realm="core4"')
-            raise ApiError(401, "wrong username or password")
+            raise login_required("wrong username or password")
         await self._issue(user)
 
     async def get(self):
         """Log in with the credentials the request carries."""
         if self.user is None:
-            self.set_header("WWW-Authenticate", 'Basic realm="core4"')
-            raise ApiError(401, "login required")
+            raise login_required(scheme="Basic")
         await self._issue(self.user)
 
     async def _issue(self, user):

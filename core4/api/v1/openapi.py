@@ -1,6 +1,13 @@
 """The OpenAPI 3 document of the app server's routes, built from the
 registered rules and each handler's ``spec`` (see
-:mod:`core4.api.v1.spec`)."""
+:mod:`core4.api.v1.spec`).
+
+Only API routes are documented: those whose handler is a
+:class:`~core4.api.handler.CoreRequestHandler` that does not set
+``openapi = False`` (see :func:`documented`). Static files and pages of
+web apps (e.g. the dashboard's handlers) set it, or are no
+``CoreRequestHandler`` at all, and are left out.
+"""
 
 import re
 
@@ -25,13 +32,24 @@ def implemented(handler):
                 CoreRequestHandler, method)]
 
 
+def documented(handler):
+    """True if the routes of ``handler`` belong in the OpenAPI document:
+    a :class:`CoreRequestHandler` not marked ``openapi = False``."""
+    return (isinstance(handler, type)
+            and issubclass(handler, CoreRequestHandler)
+            and bool(getattr(handler, "openapi", True)))
+
+
 def build_document(app):
-    """Return the OpenAPI document of ``app``'s containers."""
+    """Return the OpenAPI document of ``app``'s containers (the routes of
+    :func:`documented` handlers)."""
     from core4.api.v1 import spec
     config = app.core4_context.config
     paths = {}
     for container in app.core4_containers:
         for pattern, handler, kwargs in container.routes(config):
+            if not documented(handler):
+                continue
             params = spec.path_parameters(pattern)
             path = path_of(pattern, [p["name"] for p in params])
             item = paths.setdefault(path, {})

@@ -11,10 +11,21 @@ from core4.api.handler import CoreRequestHandler
 ID = r"([0-9a-fA-F]{24})"
 
 
-class RoleHandler(CoreRequestHandler):
-    """``GET /roles``: all users and roles; ``POST /roles``: create one."""
+class _RoleBase(CoreRequestHandler):
+    """What both role handlers share: admins only, the fields sent."""
 
     access = "admin"
+
+    def _fields(self):
+        fields = dict(self.json_arguments)
+        for name in self.request.query_arguments:
+            fields.setdefault(name, self.get_argument(name))
+        fields.pop("etag", None)
+        return fields
+
+
+class RoleHandler(_RoleBase):
+    """``GET /roles``: all users and roles; ``POST /roles``: create one."""
 
     async def get(self):
         """List users and roles (no secrets)."""
@@ -26,15 +37,8 @@ class RoleHandler(CoreRequestHandler):
         self.reply(await self.run(role.create, self.context.system, fields),
                    code=201)
 
-    def _fields(self):
-        fields = dict(self.json_arguments)
-        for name in self.request.query_arguments:
-            fields.setdefault(name, self.get_argument(name))
-        fields.pop("etag", None)
-        return fields
 
-
-class RoleItemHandler(RoleHandler):
+class RoleItemHandler(_RoleBase):
     """``GET|PUT|DELETE /roles/<id>``."""
 
     async def get(self, _id):
@@ -65,7 +69,3 @@ class RoleItemHandler(RoleHandler):
         if not etag:
             raise ApiError(400, "etag is required (argument or If-Match)")
         return etag
-
-    async def post(self, _id):
-        """Not allowed on one user or role."""
-        raise ApiError(405, "POST /roles to create")

@@ -1,10 +1,22 @@
 """OpenAPI descriptions of the v1 handlers: parameters, bodies and
-responses per ``(handler class name, method)``. Handlers of projects
-without an entry are described from their docstrings."""
+responses per ``(handler class name, method)`` of core4's own handlers
+(:data:`OPERATIONS`).
+
+Every handler is described from its docstrings; a handler (e.g. of a
+project) adds to that with its ``spec`` class attribute: per lower-case
+method the OpenAPI ``parameters`` (query parameters; path parameters come
+from the route), the ``requestBody`` and ``responses`` (which replace the
+default ones), e.g.::
+
+    spec = {"get": {"parameters": [{"name": "q", "in": "query",
+                                    "schema": {"type": "string"}}]}}
+"""
 
 import inspect
 
+from core4.api import password, role
 from core4.api.v1.job import ID
+from core4.api.v1.jobdoc import SORT_FIELDS
 from core4.queue import states
 
 ID_SCHEMA = {"type": "string", "pattern": "^[0-9a-fA-F]{24}$"}
@@ -20,26 +32,38 @@ def _query(name, schema, description, required=False):
 
 
 def _body(properties, required=()):
+    schema = {"type": "object", "properties": properties,
+              "additionalProperties": False}
+    if required:  # OpenAPI 3.0: a "required" list must not be empty
+        schema["required"] = list(required)
     return {"required": bool(required), "content": {"application/json": {
-        "schema": {"type": "object", "properties": properties,
-                   "required": list(required),
-                   "additionalProperties": False}}}}
+        "schema": schema}}}
 
 
+PASSWORD = {"type": "string", "minLength": password.MIN_LENGTH,
+            "maxLength": password.MAX_LENGTH}
 ROLE_FIELDS = {
-    "name": STRING, "realname": {"type": "string", "nullable": True},
-    "email": {"type": "string", "nullable": True},
-    "password": {"type": "string", "nullable": True},
+    "name": {"type": "string", "pattern": role.NAME.pattern},
+    "realname": {"type": "string", "nullable": True},
+    "email": {"type": "string", "nullable": True,
+              "pattern": role.EMAIL.pattern},
+    "password": dict(PASSWORD, nullable=True),
     "is_active": BOOLEAN,
     "roles": {"type": "array", "items": STRING},
     "permissions": {"type": "array", "items": STRING}}
 
+#: one server-sent event of ``GET /job/<id>/follow`` (``data`` is JSON)
+SSE_EVENT = {"type": "object", "required": ["event", "data"], "properties": {
+    "event": {"type": "string", "enum": ["state", "log", "close"]},
+    "data": STRING}}
+
 OPERATIONS = {
     ("LoginHandler", "post"): {"requestBody": _body(
         {"username": STRING, "password": STRING},
-        ("username", "password"))},
+        ("username", "password")), "errors": ["401"]},
+    ("LoginHandler", "get"): {"errors": ["401"]},
     ("ProfileHandler", "put"): {"requestBody": _body(
-        {"password": STRING, "new_password": STRING},
+        {"password": STRING, "new_password": PASSWORD},
         ("password", "new_password"))},
     ("JobHandler", "get"): {"parameters": [
         _query("page", {"type": "integer", "minimum": 0},
@@ -52,7 +76,9 @@ OPERATIONS = {
         _query("user", STRING, "only jobs enqueued by this user"),
         _query("since", DATETIME, "enqueued at or after"),
         _query("until", DATETIME, "enqueued before"),
-        _query("sort", STRING, "field to sort by, - for descending"),
+        _query("sort", {"type": "string", "enum": list(SORT_FIELDS) + [
+            "-" + name for name in SORT_FIELDS]},
+               "field to sort by, - for descending"),
         _query("source", {"type": "string", "enum": ["queue", "journal"]},
                "the queue (default) or the journal")]},
     ("JobHandler", "post"): {"requestBody": _body(
@@ -62,19 +88,23 @@ OPERATIONS = {
     ("JobLogHandler", "get"): {"parameters": [
         _query("limit", {"type": "integer", "minimum": 1,
                          "maximum": 10000}, "the latest records")]},
-    ("JobFollowHandler", "get"): {"responses_content": "text/event-stream"},
+    ("JobFollowHandler", "get"): {"responses_content": "text/event-stream",
+                                  "responses_schema": SSE_EVENT},
     ("QueueHistoryHandler", "get"): {"parameters": [
         _query("since", DATETIME, "start (default one hour ago)"),
         _query("until", DATETIME, "end (default now)"),
         _query("interval", {"type": "number", "exclusiveMinimum": True,
                             "minimum": 0}, "seconds per bucket")]},
     ("MaintenanceHandler", "put"): {"requestBody": _body(
-        {"paused": BOOLEAN, "project": STRING}, ("paused",))},
+        {"paused": BOOLEAN, "project": {
+            "type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}},
+        ("paused",))},
     ("RoleHandler", "post"): {"requestBody": _body(ROLE_FIELDS, ("name",))},
     ("RoleItemHandler", "put"): {"requestBody": _body(
         dict(ROLE_FIELDS, etag=STRING))},
     ("RoleItemHandler", "delete"): {"parameters": [
         _query("etag", STRING, "the etag read (or If-Match)")]},
+    ("OpenApiHandler", "get"): {"responses_schema": {"type": "object"}},
 }
 
 
@@ -92,22 +122,30 @@ def path_parameters(pattern):
     return params
 
 
-def _responses(handler, content):
+def _responses(handler, content, schema=None, errors=()):
+    if schema is None:
+        schema = ({"$ref": "#/components/schemas/Envelope"}
+                  if content == "application/json" else {"type": "string"})
     ok = {"description": "success", "content": {content: {
-        "schema": {"$ref": "#/components/schemas/Envelope"}
-        if content == "application/json" else {"type": "string"}}}}
+        "schema": schema}}}
     error = {"description": "error", "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/Envelope"}}}}
     responses = {"200": ok, "201": ok, "400": error, "404": error,
                  "405": error, "409": error, "503": error}
     if not handler.public:
         responses.update({"401": error, "403": error})
+    responses.update({code: error for code in errors})
     return responses
 
 
 def operation(handler, method, kwargs, params):
-    """Return the OpenAPI operation of ``method`` of ``handler``."""
-    extra = OPERATIONS.get((handler.__name__, method), {})
+    """Return the OpenAPI operation of ``method`` of ``handler``: from
+    its docstrings, :data:`OPERATIONS` (core4's handlers) and the
+    handler's ``spec``."""
+    extra = {}
+    if handler.__module__.startswith("core4.api."):
+        extra.update(OPERATIONS.get((handler.__name__, method), {}))
+    extra.update((getattr(handler, "spec", None) or {}).get(method, {}))
     doc = inspect.getdoc(getattr(handler, method)) or ""
     described = inspect.getdoc(handler) or ""
     result = {"summary": doc.split("\n")[0] or handler.__name__,
@@ -115,8 +153,10 @@ def operation(handler, method, kwargs, params):
               "operationId": "%s.%s%s" % (handler.__name__, method, "".join(
                   "." + str(v) for v in kwargs.values())),
               "parameters": list(params) + extra.get("parameters", []),
-              "responses": _responses(handler, extra.get(
-                  "responses_content", "application/json"))}
+              "responses": extra.get("responses") or _responses(
+                  handler, extra.get("responses_content",
+                                     "application/json"),
+                  extra.get("responses_schema"), extra.get("errors", ()))}
     if "requestBody" in extra:
         result["requestBody"] = extra["requestBody"]
     if handler.public:
