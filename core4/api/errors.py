@@ -1,5 +1,6 @@
 """HTTP status codes of core4's errors."""
 
+import bson.errors
 import pymongo.errors
 import tornado.web
 
@@ -38,4 +39,13 @@ def status_of(exc):
         return 409, str(exc)
     if isinstance(exc, Core4UserError):
         return getattr(exc, "status", 400), str(exc)
+    if isinstance(exc, pymongo.errors.DuplicateKeyError):
+        return 409, "it exists already"
+    if isinstance(exc, (bson.errors.InvalidDocument,
+                        pymongo.errors.DocumentTooLarge,
+                        pymongo.errors.WriteError)):
+        # what the client sent cannot be stored (e.g. job args nested too
+        # deeply, too large, or with keys the server refuses)
+        return 400, "the database refused the document: %s" % (
+            str(exc).split("\n")[0].split(", full error:")[0][:200])
     return 500, None

@@ -142,8 +142,28 @@ def check_args(qual_name, args):
             raise CoreJobInvalid(
                 "%s: argument name %r must be a non-empty string without "
                 "'$' prefix or '.'" % (qual_name, key))
+    if _depth(args) > MAX_ARGS_DEPTH:
+        raise CoreJobInvalid("%s: args are nested deeper than %d levels "
+                             "(MongoDB stores at most 100 with the job)" % (
+                                 qual_name, MAX_ARGS_DEPTH))
     try:
         bson.encode({"args": args})
     except (bson.errors.InvalidDocument, OverflowError, TypeError) as exc:
         raise CoreJobInvalid("%s: args cannot be stored: %s" % (
             qual_name, exc)) from None
+
+
+#: nesting levels of args; the job document adds a few, MongoDB allows 100
+MAX_ARGS_DEPTH = 64
+
+
+def _depth(value, level=0):
+    """Return the nesting depth of dicts and lists in ``value``."""
+    if level > MAX_ARGS_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max([_depth(v, level + 1) for v in value.values()] or
+                   [level + 1])
+    if isinstance(value, (list, tuple)):
+        return max([_depth(v, level + 1) for v in value] or [level + 1])
+    return level

@@ -8,6 +8,7 @@ Tests share the server, so each uses its own job arguments or user names
 
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -106,6 +107,7 @@ def api_env(servers):
         yield {"url": url, "database": database, "home": home, "base": base}
     pymongo.MongoClient(url).drop_database(database)
     reset_config()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="package")

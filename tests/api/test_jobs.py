@@ -458,3 +458,16 @@ def test_job_list_shows_what_the_user_may_execute(api, registry):
                   ) == [NOOP]
     assert listed(api.admin, search="DummyJob") == []
     assert listed(api.admin, search="([") == []
+
+
+def test_args_the_database_refuses_are_a_4xx(api):
+    nested = {"leaf": 1}
+    for _ in range(150):
+        nested = {"n": nested}
+    response = api.request("POST", API + "/job", token=api.admin, json={
+        "qual_name": "core4.queue.helper.job.DummyJob",
+        "args": {"deep": nested, "tag": unique()}})
+    # the body parser, the job's validation or the database refuses it:
+    # whichever does, the client gets a one-line 4xx, never a 500
+    assert 400 <= response.status_code < 500, response.text
+    assert "\n" not in response.json()["message"]
