@@ -421,3 +421,15 @@ def test_embedded_server_is_started_and_reused(tmp_path, request):
     who = ok("--who", env=env)
     assert "embedded" in who
     assert str(state["pid"]) in who and state["url"] in who
+
+
+def test_detail_of_a_journaled_job_by_its_re_exported_name(core4_env):
+    _id = api_enqueue(sleep=1)
+    db = core4_env.db()
+    doc = db.sys_queue.find_one({"_id": _id})
+    db.sys_journal.insert_one(dict(doc, state="complete"))
+    db.sys_queue.delete_one({"_id": _id})
+    # DummyJob is stored as ...example.DummyJob, users know the re-export
+    out = ok("--detail", "core4.queue.helper.job.DummyJob")
+    assert ids_in(out) == {_id}
+    assert "'state': 'complete'" in out

@@ -187,8 +187,15 @@ def _ids_or_journal(queue, value, recent=10):
     try:
         return queue.resolve(value)
     except CoreJobNotFound:
+        names = [value]
+        try:
+            from core4.queue.loader import load_job_class
+            names.append(load_job_class(value).qual_name())
+        except Core4UserError:
+            pass  # not importable here: its stored name is all we have
         ids = [doc["_id"] for doc in queue.sys.journal.find(
-            {"name": value}, {"_id": 1}).sort("_id", -1).limit(recent)]
+            {"name": {"$in": names}}, {"_id": 1}).sort("_id", -1).limit(
+                recent)]
         if not ids:
             raise
         return ids[::-1]
