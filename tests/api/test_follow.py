@@ -211,3 +211,22 @@ def test_reading_needs_read_permission(api, api_worker):
         url = API + "/job/%s/%s" % (job["_id"], part)
         assert api.request("GET", url, token=reader).status_code == 200
         error(api.request("GET", url, token=stranger), 403, "may not read")
+
+
+def test_reconnect_with_last_event_id_resumes_after_that_record(
+        api, api_worker):
+    """A browser's EventSource reconnects with Last-Event-ID: it gets the
+    records after that one, not the whole log again."""
+    job = enqueue(api, "tests.apijobs.ChattyJob", n=20)
+    first = follow(api, job["_id"])
+    logged = [data for name, data in first if name == "log"]
+    assert len(logged) == 22
+    response = api.request("GET", API + "/job/%s/follow" % job["_id"],
+                           token=api.admin, stream=True, timeout=60,
+                           headers={"Last-Event-ID": logged[9]["_id"]})
+    with response:
+        assert response.status_code == 200
+        again = events(response)
+    assert [data["_id"] for name, data in again if name == "log"] == [
+        data["_id"] for data in logged[10:]]
+    assert again[-1][0] == "close"

@@ -73,8 +73,10 @@ class JobFollowHandler(JobMixin, CoreRequestHandler):
     """``GET /job/<id>/follow``: server-sent events until the job ends.
 
     Events: ``state`` (the job document, whenever it changes), ``log``
-    (each new log record) and finally ``close`` (the final state). A
-    comment line every 15 seconds keeps idle connections open.
+    (each new log record, with the record's ``_id`` as event id) and
+    finally ``close`` (the final state). A comment line every 15 seconds
+    keeps idle connections open. A client that reconnects with
+    ``Last-Event-ID`` gets only the records after that one.
     """
 
     access = "user"
@@ -92,6 +94,10 @@ class JobFollowHandler(JobMixin, CoreRequestHandler):
         seen, last, last_state = set(), None, None
         kept_alive = time.monotonic()
         oid = ObjectId(_id)
+        resume = self.request.headers.get("Last-Event-ID", "")
+        if ObjectId.is_valid(resume):
+            last = ObjectId(resume)
+            seen = await self.run(self._sent_up_to, oid, last)
         try:
             while not self._gone:
                 snapshot = self._snapshot(doc)
@@ -103,7 +109,8 @@ class JobFollowHandler(JobMixin, CoreRequestHandler):
                     records, last, more = await self.run(
                         self._new_records, oid, last, seen, late)
                     for record in records:
-                        await self.event("log", log_record(record))
+                        await self.event("log", log_record(record),
+                                         event_id=record["_id"])
                     late = False
                 final = doc.get("state") in states.FINAL or doc.get(
                     "journaled")
@@ -165,9 +172,20 @@ class JobFollowHandler(JobMixin, CoreRequestHandler):
         fresh.sort(key=lambda doc: (_aware(doc["created"]), doc["_id"]))
         return fresh, last, len(new) == READ
 
-    async def event(self, name, data):
-        """Send one server-sent event."""
-        self.write("event: %s\ndata: %s\n\n" % (name, envelope.dumps(data)))
+    def _sent_up_to(self, oid, last):
+        """Return the ids of the records a client that saw ``last`` has
+        (those a late read could send again)."""
+        floor = ObjectId.from_datetime(last.generation_time - datetime.
+                                       timedelta(seconds=LATE_RECORDS))
+        return {doc["_id"] for doc in self.context.system.log.find(
+            {"identifier": str(oid), "_id": {"$gte": floor, "$lte": last}},
+            {"_id": 1})}
+
+    async def event(self, name, data, event_id=None):
+        """Send one server-sent event (with an ``id:`` line if given)."""
+        head = "id: %s\n" % event_id if event_id is not None else ""
+        self.write("%sevent: %s\ndata: %s\n\n" % (head, name,
+                                                    envelope.dumps(data)))
         await self.flush()
 
     def on_connection_close(self):
