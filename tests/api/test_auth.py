@@ -15,13 +15,9 @@ import base64
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 
 import jwt
-import pymongo
 import pytest
 import requests
 import tornado.web
@@ -32,9 +28,9 @@ from core4.api.v1 import spec
 from core4.api.v1.container import CoreApiServer
 from core4.api.v1.openapi import implemented, path_of
 from core4.config import get_config
-from tests.api.conftest import ADMIN_PASSWORD, API, ApiServer, unique
-from tests.conftest import free_port
-from tests.support import ROOT, wait_for, worker_env
+from tests.appserver import (ADMIN_PASSWORD, API, start_app_server,
+                             stop_app_server, unique)
+from tests.support import wait_for
 
 DUMMY = "core4.queue.helper.job.DummyJob"
 #: the name DUMMY is stored with
@@ -45,61 +41,11 @@ TOKEN = {"expiration": 600, "refresh": 60}
 GENERATED = re.compile(r"created user admin with password (\S+)")
 
 
-# app servers of our own ------------------------------------------------------
-
-def start_server(api_env, database, name, **options):
-    """Start ``coco --application NAME`` on database ``database`` with
-    extra ``CORE4_OPTION_*`` variables ``options`` (None removes one); return
-    the :class:`ApiServer` once it answers. Stop it with
-    :func:`stop_server`."""
-    port = free_port()
-    log_path = os.path.join(api_env["base"], "%s-%d.log" % (name, port))
-    env = worker_env(CORE4_OPTION_DEFAULT__mongo_database=database)
-    for key, value in options.items():
-        env.pop(key, None)
-        if value is not None:
-            env[key] = value
-    log = open(log_path, "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "core4.script.coco", "--application", name,
-         "--port", str(port)], env=env, stdout=log,
-        stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
-    log.close()
-    db = pymongo.MongoClient(api_env["url"])[database]
-    server = ApiServer("http://127.0.0.1:%d" % port, db, env, process,
-                       log_path)
-
-    def answers():
-        if process.poll() is not None:
-            raise AssertionError("app server exited:\n" + server.output())
-        try:
-            return requests.get(server.url + API + "/openapi.json",
-                                timeout=2).status_code == 200
-        except requests.ConnectionError:
-            return False
-    wait_for(answers, 60, message="app server %s to answer" % name)
-    return server
-
-
-def stop_server(server, drop=False):
-    """Stop an app server of :func:`start_server` (and drop its
-    database)."""
-    server.process.send_signal(signal.SIGTERM)
-    try:
-        server.process.wait(15)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
-    if drop:
-        server.db.client.drop_database(server.db.name)
-    server.db.client.close()
-
-
 @pytest.fixture(scope="module")
 def auth_api(api_env):
     """An app server on a fresh database without a configured admin
     password; ``auth_api.admin_password`` is the generated one."""
-    server = start_server(
+    server = start_app_server(
         api_env, "auth%d" % os.getpid(), "auth",
         CORE4_OPTION_api__admin_password=None,
         CORE4_OPTION_api__token__expiration="!!int %d" % TOKEN["expiration"],
@@ -109,7 +55,7 @@ def auth_api(api_env):
     server.admin_password = found.group(1)
     server._admin = server.login("admin", server.admin_password)
     yield server
-    stop_server(server, drop=True)
+    stop_app_server(server, drop=True)
 
 
 def secret(server, name="jwt"):
@@ -546,13 +492,13 @@ def test_admin_created_at_first_start_with_generated_password(
     assert response.status_code == 200
     assert "cop" in response.json()["data"]["effective_permissions"]
     # a second start on the same database creates and prints nothing
-    again = start_server(api_env, auth_api.db.name, "authagain",
+    again = start_app_server(api_env, auth_api.db.name, "authagain",
                          CORE4_OPTION_api__admin_password=None)
     try:
         assert "created user" not in again.output()
         assert again.login("admin", password)
     finally:
-        stop_server(again)
+        stop_app_server(again)
     assert auth_api.db.sys_role.count_documents({"name": "admin"}) == 1
 
 

@@ -29,7 +29,8 @@ from core4.api.v1.openapi import (METHODS, build_document, documented,
                                   implemented, path_of)
 from core4.config import get_config
 from tests.api.conftest import ADMIN_PASSWORD, API, unique
-from tests.api.test_auth import DUMMY, start_server, stop_server
+from tests.api.test_auth import DUMMY
+from tests.appserver import start_app_server, stop_app_server
 from tests.support import wait_for
 
 DOC = API + "/openapi.json"
@@ -185,11 +186,12 @@ def fuzz_api(api_env):
     """An app server of its own for the fuzzer (it may pause the queue,
     create users, kill jobs ...), with short follows; no worker runs, so
     its jobs stay pending."""
-    server = start_server(api_env, "fuzz%d" % os.getpid(), "fuzz",
-                          CORE4_OPTION_api__follow_timeout="!!float 0.1",
-                          CORE4_OPTION_api__follow_interval="!!float 0.05")
+    server = start_app_server(
+        api_env, "fuzz%d" % os.getpid(), "fuzz",
+        CORE4_OPTION_api__follow_timeout="!!float 0.1",
+        CORE4_OPTION_api__follow_interval="!!float 0.05")
     yield server
-    stop_server(server, drop=True)
+    stop_app_server(server, drop=True)
 
 
 def _existing_id(server, path):

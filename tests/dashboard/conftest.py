@@ -9,21 +9,15 @@ page errors fail the test. Screenshots go to ``$CORE4_TEST_ARTEFACTS``
 """
 
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 
-import pymongo
 import pytest
-import requests
 from playwright.sync_api import expect
 
-from core4.config import reset_config
-from tests.api.conftest import ADMIN_PASSWORD, API, ApiServer
-from tests.conftest import free_port
-from tests.support import ROOT, WorkerProcess, wait_for, worker_env
+from tests.appserver import (ADMIN_PASSWORD, API, isolated_env,
+                             start_app_server, stop_app_server)
+from tests.support import ROOT, WorkerProcess
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
@@ -40,65 +34,20 @@ expect.set_options(timeout=TIMEOUT)
 @pytest.fixture(scope="package")
 def dash_env(servers):
     """CORE4_OPTION_* environment of the package: database and home."""
-    base = tempfile.mkdtemp(prefix="core4-dash-")
-    home = os.path.join(base, "home")
-    os.makedirs(home)
-    local = os.path.join(base, "local.yaml")
-    with open(local, "w") as handle:
-        handle.write("{}\n")
-    database = "dash%d" % os.getpid()
-    url = servers.url("nx")
-    values = {"CORE4_OPTION_DEFAULT__mongo_url": url,
-              "CORE4_OPTION_DEFAULT__mongo_database": database,
-              "CORE4_OPTION_folder__home": home,
-              "CORE4_CONFIG": local,
-              "CORE4_OPTION_api__admin_password": ADMIN_PASSWORD}
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in values.items():
-            patch.setenv(key, value)
-        reset_config()
-        yield {"url": url, "database": database, "base": base}
-    pymongo.MongoClient(url).drop_database(database)
-    reset_config()
-    shutil.rmtree(base, ignore_errors=True)
+    with isolated_env(servers, "dash") as env:
+        yield env
 
 
 @pytest.fixture(scope="package")
 def dash(dash_env):
     """The package's app server with the registered job classes."""
-    port = free_port()
-    log_path = os.path.join(dash_env["base"], "app.log")
-    log = open(log_path, "wb")
-    env = worker_env(CORE4_OPTION_api__follow_interval="!!float 0.1")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "core4.script.coco", "--application",
-         "--port", str(port)], env=env, stdout=log,
-        stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    server = start_app_server(dash_env, ready="/")
     # the registry (GET /job/list) as the scheduler would fill it
     subprocess.run([sys.executable, "-m", "core4.script.coco", "--jobs",
-                    "--introspect"], env=env, cwd=ROOT, check=True,
+                    "--introspect"], env=server.env, cwd=ROOT, check=True,
                    capture_output=True, timeout=60)
-    client = pymongo.MongoClient(dash_env["url"])
-    server = ApiServer("http://127.0.0.1:%d" % port,
-                       client[dash_env["database"]], env, process, log_path)
-
-    def answers():
-        if process.poll() is not None:
-            raise AssertionError("app server exited:\n" + server.output())
-        try:
-            return requests.get(server.url + "/", timeout=2).status_code == 200
-        except requests.ConnectionError:
-            return False
-    wait_for(answers, 60, message="the app server to answer")
     yield server
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    log.close()
-    client.close()
+    stop_app_server(server)
 
 
 @pytest.fixture(scope="package")
