@@ -22,11 +22,10 @@ import time
 import tornado.iostream
 
 from core4.api import envelope
-from core4.api.errors import ApiError
 from core4.api.v1 import jobdoc
 from core4.api.v1.job import JobHandler
 from core4.api.dashboard.handler import DashboardHandler
-from core4.mongo import count, count_by
+from core4.mongo import count_by
 from core4.queue import states
 
 
@@ -39,38 +38,16 @@ class QueueStreamHandler(DashboardHandler):
     interval = 1.0
     lifetime = 600.0
 
-    # the filters are exactly those of GET /job (same validation, same
-    # messages): use its query builder
+    # the filters and paging are exactly those of GET /job (same
+    # validation, same messages)
+    listing_arguments = JobHandler.listing_arguments
     _query = JobHandler._query
-
-    def _arguments(self):
-        config = self.context.config.api
-        page = self.get_argument("page", 0, as_type=int)
-        per_page = self.get_argument("per_page", int(config.per_page),
-                                     as_type=int)
-        if page < 0:
-            raise ApiError(400, "page must be 0 or more")
-        if not 1 <= per_page <= int(config.max_per_page):
-            raise ApiError(400, "per_page must be 1 to %d" % int(
-                config.max_per_page))
-        source = self.get_argument("source", "queue", as_type=str)
-        if source not in ("queue", "journal"):
-            raise ApiError(400, "source must be queue or journal")
-        sort = self.get_argument("sort", "_id", as_type=str)
-        direction = -1 if sort.startswith("-") else 1
-        sort = sort.lstrip("-")
-        if sort not in jobdoc.SORT_FIELDS:
-            raise ApiError(400, "cannot sort by %r (one of %s)" % (
-                sort, ", ".join(jobdoc.SORT_FIELDS)))
-        order = [(sort, direction)]
-        if sort != "_id":
-            order.append(("_id", 1))  # a stable order of equal values
-        return source, self._query(), order, page, per_page
+    page_of = JobHandler.page_of
 
     async def get(self):
         """Stream ``queue`` events until the client leaves or the
         lifetime ends."""
-        source, query, sort, page, per_page = self._arguments()
+        source, query, sort, page, per_page = self.listing_arguments()
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Accel-Buffering", "no")
@@ -94,11 +71,7 @@ class QueueStreamHandler(DashboardHandler):
         counts = {state: 0 for state in states.ALL}
         for (state,), number in count_by(system.queue, ["state"]).items():
             counts[state] = number
-        collection = getattr(system, source)
-        total = count(collection, query)
-        docs = [] if page * per_page >= total else list(
-            collection.find(query).sort(sort).skip(page * per_page).limit(
-                per_page))
+        docs, total = self.page_of(source, query, sort, page, per_page)
         at = time.time()
         return {"at": at, "total": sum(counts.values()), "state": counts,
                 "jobs": [jobdoc.visible(doc, self.permissions, at)

@@ -59,6 +59,18 @@ class JobHandler(CoreRequestHandler):
     async def get(self):
         """Page through the queue (or the journal) with a fixed set of
         filters: state, name (prefix), user, since/until (enqueued)."""
+        source, query, sort, page, per_page = self.listing_arguments()
+        docs, total = await self.run(self.page_of, source, query, sort, page,
+                                     per_page)
+        at = time.time()
+        self.reply([jobdoc.visible(doc, self.permissions, at)
+                    for doc in docs], page=page, per_page=per_page,
+                   total_count=total, count=len(docs),
+                   page_count=math.ceil(total / per_page))
+
+    def listing_arguments(self):
+        """Return ``(source, query, sort, page, per_page)`` of the
+        request's listing arguments, or answer 400 naming the bad one."""
         config = self.context.config.api
         page = self.get_argument("page", 0, as_type=int)
         per_page = self.get_argument("per_page", int(config.per_page),
@@ -71,15 +83,8 @@ class JobHandler(CoreRequestHandler):
         source = self.get_argument("source", "queue", as_type=str)
         if source not in ("queue", "journal"):
             raise ApiError(400, "source must be queue or journal")
-        sort, direction = _sort(self.get_argument("sort", "_id", as_type=str))
-        query = self._query()
-        docs, total = await self.run(self._page, source, query,
-                                     [(sort, direction)], page, per_page)
-        at = time.time()
-        self.reply([jobdoc.visible(doc, self.permissions, at)
-                    for doc in docs], page=page, per_page=per_page,
-                   total_count=total, count=len(docs),
-                   page_count=math.ceil(total / per_page))
+        sort = [_sort(self.get_argument("sort", "_id", as_type=str))]
+        return source, self._query(), sort, page, per_page
 
     def _query(self):
         query = {}
@@ -109,7 +114,8 @@ class JobHandler(CoreRequestHandler):
             query["enqueued.at"] = span
         return query
 
-    def _page(self, source, query, sort, page, per_page):
+    def page_of(self, source, query, sort, page, per_page):
+        """Return ``(one page of documents, total)`` (blocking)."""
         collection = getattr(self.context.system, source)
         total = count(collection, query)
         if page * per_page >= total:
