@@ -22,7 +22,8 @@ from core4.config.configmap import ConfigMap, class_config
 from core4.config.connect import Connect
 
 __all__ = ["ConfigMap", "Connect", "class_config", "get_config",
-           "load_config", "reset_config"]
+           "load_config", "prime_config", "reset_config",
+           "reload_package_defaults"]
 
 _CACHE = {}
 
@@ -40,3 +41,17 @@ def get_config(project=None):
 def reset_config():
     """Forget every cached configuration (the next get_config reloads)."""
     _CACHE.clear()
+
+
+def prime_config(project, config):
+    """Make ``config`` what :func:`get_config(project) <get_config>`
+    returns in this process (e.g. one loaded before a fork)."""
+    _CACHE[(project, os.getpid())] = config
+
+
+def reload_package_defaults():
+    """Parse ``core4/core4.yaml`` anew on the next load (it changed, e.g.
+    in an editable install) and forget every cached configuration."""
+    from core4.config import cascade
+    cascade.forget_package_defaults()
+    reset_config()

@@ -51,6 +51,11 @@ def _schema():
     return load_file(package_defaults_path())
 
 
+def forget_package_defaults():
+    """Drop the parsed package defaults (see :func:`package_defaults`)."""
+    _schema.cache_clear()
+
+
 def package_defaults():
     """Return a fresh copy of the package defaults (the schema)."""
     return copy.deepcopy(_schema())

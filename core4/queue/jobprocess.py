@@ -22,12 +22,22 @@ class JobProcess:
         self.log_path = log_path
         self.pid = None
         self.pid_saved = False
+        self.done = False           # it reported its outcome written
         self.exit_event = None
         self.reason = None
         self.record = True
         self.term_at = None
         self.kill_grace = None
         self.killed = False
+
+    def ready(self):
+        """True once the worker can record how the job ended: its process
+        exited, or it reported :class:`~core4.queue.launcher.Done` (its
+        outcome is written and it is about to exit) and is not being
+        stopped."""
+        return self.exit_event is not None or (
+            self.done and self.term_at is None
+            and os.path.exists(self.result_path))
 
     def remove_files(self):
         """Delete the output and result files of the finished process."""

@@ -1,15 +1,18 @@
 """Start job processes for a worker.
 
 * :class:`ForkLauncher` (default) keeps a warm launcher process with core4,
-  pymongo and the modules it is given imported; it forks one child per
-  job.
+  pymongo and the modules it is given imported, and the configuration
+  loaded (:class:`~core4.queue.process.ConfigCache`); it forks one child
+  per job, ahead of time: a :class:`Spare` waits for the next job.
   The launcher is single-threaded and never opens a MongoDB client, so a
   fork is safe and each child opens its own.
 * :class:`SpawnLauncher` starts a fresh interpreter per job (slow; kept for
   comparison and as a fallback).
 
-Both report :class:`Started` and :class:`Exited` events from :meth:`poll`.
-The launcher protocol is one JSON object per line on the launcher's
+Both report :class:`Started` and :class:`Exited` events from :meth:`poll`;
+a forked job process also reports :class:`Done` as its last act before it
+exits, so that its worker can record the outcome while the process is torn
+down. The launcher protocol is one JSON object per line on the launcher's
 stdin (commands) and stdout (events).
 """
 
@@ -28,9 +31,13 @@ import traceback
 
 import psutil
 
-from core4.queue.process import EXIT_LOST, decode_doc, encode_doc, run_job
+from core4.queue.process import (EXIT_DONE, EXIT_LOST, ConfigCache,
+                                 decode_doc, encode_doc, run_job)
 
 Started = collections.namedtuple("Started", "job_id pid")
+#: the job process wrote its outcome and flushed its output and log: it is
+#: about to exit (fork mode only; :class:`Exited` still follows)
+Done = collections.namedtuple("Done", "job_id pid")
 #: ``reason`` is set when the job never ran: its launcher failed
 Exited = collections.namedtuple("Exited", "job_id pid returncode reason",
                                 defaults=(None,))
@@ -218,6 +225,8 @@ class ForkLauncher:
             if event["event"] == "started":
                 self.pending[job_id] = event["pid"]
                 self.events.append(Started(job_id, event["pid"]))
+            elif event["event"] == "done":
+                self.events.append(Done(job_id, event["pid"]))
             elif event["event"] == "exited":
                 self.pending.pop(job_id, None)
                 self.events.append(Exited(job_id, event["pid"],
@@ -247,111 +256,288 @@ def _running(pid):
 
 # the launcher process ------------------------------------------------------
 
+#: commands longer than this are not handed to a spare: a pipe takes them
+#: whole, without blocking (larger ones go to a fresh fork)
+SPARE_MAX = 32768
+
+
 def _emit(event):
     os.write(1, json.dumps(event).encode() + b"\n")
 
 
-def _child(doc, out_path, result_path, log_path, wakeup):
-    """In the forked child: become the job process and never return."""
+def _prepare(close):
+    """In a freshly forked child: its own process group and default signal
+    handling, none of the launcher's descriptors, stdin and output on
+    /dev/null until the job's output file is known."""
+    os.setsid()
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    for fd in close:
+        os.close(fd)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    random.seed()
+
+
+def _project(doc):
+    return doc["name"].split(".", 1)[0]
+
+
+def _run(command, configs, done, doc=None):
+    """In a prepared child: become the job process of ``command`` (``doc``
+    if decoded already) and never return; its configuration comes from the
+    launcher's ``configs`` (as they were when the child was forked). Once
+    the outcome is written and all output flushed, one byte on ``done``
+    tells the launcher."""
     code = EXIT_LOST
+    pid = os.getpid()
     try:
-        os.setsid()
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL)
-        for fd in wakeup:
-            os.close(fd)
-        out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
+        out = os.open(command["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                      0o600)
         os.dup2(out, 1)
         os.dup2(out, 2)
         os.close(out)
-        os.close(null)
         sys.stdout.reconfigure(line_buffering=True)
-        random.seed()
-        code = run_job(doc, result_path, log_path)
+        if doc is None:
+            doc = decode_doc(command["doc"])
+        entry = configs.entries.get(_project(doc))
+        code = run_job(doc, command["result"], command.get("log"),
+                       entry and entry[1])
     except BaseException:
         traceback.print_exc()
     finally:
         try:
             sys.stdout.flush()
             sys.stderr.flush()
+            if code == EXIT_DONE and os.getpid() == pid:
+                os.write(done, b"1")  # (not from a fork the job made)
         finally:
             os._exit(code)
 
 
-def _reap(children):
-    while children:
+def _read_line(fd):
+    """Read one line from ``fd``; b"" if it closes first."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b""
+        data += chunk
+    return data
+
+
+class Spare:
+    """A child forked ahead of its job: prepared, it waits for its command
+    (one line on ``command``), so that a job starts without a fork."""
+
+    def __init__(self, configs, close):
+        self.generation = configs.generation
+        cmd_r, self.command = os.pipe()
+        self.done, done_w = os.pipe()
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
+            self.pid = os.fork()
+        except OSError:
+            for fd in (cmd_r, self.command, self.done, done_w):
+                os.close(fd)
+            raise
+        if self.pid == 0:
+            self._wait(cmd_r, done_w, configs,
+                       (*close, self.command, self.done))
+        os.close(cmd_r)
+        os.close(done_w)
+        os.set_blocking(self.done, False)
+
+    @staticmethod
+    def _wait(cmd_r, done_w, configs, close):
+        code = EXIT_LOST
+        try:
+            _prepare(close)
+            line = _read_line(cmd_r)
+            if line:
+                _run(json.loads(line), configs, done_w)
+            code = 0  # not needed: the launcher retired or is gone
+        finally:
+            os._exit(code)
+
+    def fds(self):
+        """The launcher's ends of the spare's pipes."""
+        return tuple(fd for fd in (self.command, self.done) if fd is not None)
+
+    def hand(self, line):
+        """Send the spare its command; False if it is gone."""
+        try:
+            os.write(self.command, line + b"\n")
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(self.command)
+            self.command = None
+
+    def discard(self, kill=True):
+        """Close the pipes of the unused spare; ``kill`` it (and reap it)
+        unless it is gone already."""
+        for fd in self.fds():
+            os.close(fd)
+        self.command = self.done = None
+        if kill:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+            except OSError:
+                pass
+
+
+class Server:
+    """The launcher's loop: one job process per command on stdin, forked
+    from this warm process (or a :class:`Spare` forked ahead), until stdin
+    closes or the worker retires the launcher."""
+
+    def __init__(self, preload):
+        for name in PRELOAD + tuple(preload):
+            importlib.import_module(name)
+        self.configs = ConfigCache()
+        for project in tuple(preload) or ("core4",):
+            self.configs.get(project)
+        # objects of the warm launcher never change: keep the children's GC
+        # off them, so their pages stay shared (copy-on-write) after a fork
+        gc.freeze()
+        self.wake = os.pipe()
+        for fd in self.wake:
+            os.set_blocking(fd, False)
+        signal.set_wakeup_fd(self.wake[1])
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        self.children = {}     # pid -> job id
+        self.dones = {}        # read end of a child's done pipe -> pid, job id
+        self.spare = None
+        self.retired = False
+
+    def serve(self):
+        """Run until stdin closes, or until retired and all jobs ended."""
+        buffer = b""
+        _emit({"event": "ready", "pid": os.getpid()})
+        while not (self.retired and not self.children):
+            if self.spare is None and not self.retired:
+                try:
+                    self.spare = Spare(self.configs, self._inherited())
+                except OSError:
+                    pass  # no spare: jobs are forked when they come
+            poller = select.poll()  # (any number of descriptors)
+            for fd in (self.wake[0], *self.dones,
+                       *(() if self.retired else (0,))):
+                poller.register(fd, select.POLLIN)
+            try:
+                ready = [fd for fd, _ in poller.poll(1000)]
+            except InterruptedError:
+                ready = []
+            if self.wake[0] in ready:
+                try:
+                    while os.read(self.wake[0], 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            for fd in ready:
+                if fd in self.dones:
+                    self._done(fd)
+            self._reap()
+            if 0 not in ready or self.retired:
+                continue
+            data = os.read(0, 1 << 20)
+            if not data:
+                # the worker is gone: its jobs must not run on unsupervised
+                for pid in self.children:
+                    try:
+                        os.killpg(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                break
+            buffer += data
+            while b"\n" in buffer and not self.retired:
+                line, buffer = buffer.split(b"\n", 1)
+                self._command(line)
+        if self.spare is not None:
+            self.spare.discard()
+        return 0
+
+    def _inherited(self):
+        """The launcher's descriptors a new child must close."""
+        spare = self.spare.fds() if self.spare is not None else ()
+        return (*self.wake, *self.dones, *spare)
+
+    def _command(self, line):
+        command = json.loads(line)
+        if command.get("op") == "retire":
+            self.retired = True
+            if self.spare is not None:
+                self.spare.discard()
+                self.spare = None
             return
-        if pid == 0:
-            return
-        job_id = children.pop(pid, None)
-        if job_id is not None:
-            _emit({"event": "exited", "job_id": job_id, "pid": pid,
-                   "returncode": os.waitstatus_to_exitcode(status)})
+        doc = decode_doc(command["doc"])
+        self.configs.get(_project(doc))  # loaded anew if a file changed
+        job_id = encode_doc(doc["_id"])
+        spare, self.spare = self.spare, None
+        if spare is not None and (
+                spare.generation != self.configs.generation
+                or len(line) > SPARE_MAX or not spare.hand(line)):
+            spare.discard()
+            spare = None
+        if spare is not None:
+            pid, done_r = spare.pid, spare.done
+        else:
+            done_r, done_w = os.pipe()
+            close = self._inherited() + (done_r,)
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    _prepare(close)
+                    _run(command, self.configs, done_w, doc)
+                finally:
+                    os._exit(EXIT_LOST)
+            os.close(done_w)
+            os.set_blocking(done_r, False)
+        self.children[pid] = job_id
+        self.dones[done_r] = (pid, job_id)
+        _emit({"event": "started", "job_id": job_id, "pid": pid})
+
+    def _done(self, fd):
+        """Relay the done byte of a job process (if it sent one) and close
+        its pipe."""
+        pid, job_id = self.dones.pop(fd)
+        try:
+            if os.read(fd, 1):
+                _emit({"event": "done", "job_id": job_id, "pid": pid})
+        except OSError:
+            pass
+        os.close(fd)
+
+    def _reap(self):
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if self.spare is not None and pid == self.spare.pid:
+                # it died unused: a new one follows
+                self.spare.discard(kill=False)
+                self.spare = None
+            job_id = self.children.pop(pid, None)
+            for fd in [fd for fd, owner in self.dones.items()
+                       if owner[0] == pid]:
+                self._done(fd)
+            if job_id is not None:
+                _emit({"event": "exited", "job_id": job_id, "pid": pid,
+                       "returncode": os.waitstatus_to_exitcode(status)})
 
 
 def serve(preload):
-    """The launcher's loop: fork a child per command until stdin closes."""
-    for name in PRELOAD + tuple(preload):
-        importlib.import_module(name)
-    # objects of the warm launcher never change: keep the children's GC off
-    # them, so their pages stay shared (copy-on-write) after a fork
-    gc.freeze()
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_r, False)
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    children = {}
-    buffer = b""
-    retired = False
-    _emit({"event": "ready", "pid": os.getpid()})
-    while not (retired and not children):
-        try:
-            ready, _, _ = select.select(
-                [wake_r] if retired else [0, wake_r], [], [], 1.0)
-        except InterruptedError:
-            ready = []
-        if wake_r in ready:
-            try:
-                while os.read(wake_r, 512):
-                    pass
-            except BlockingIOError:
-                pass
-        _reap(children)
-        if 0 not in ready or retired:
-            continue
-        data = os.read(0, 1 << 20)
-        if not data:
-            # the worker is gone: its jobs must not run on unsupervised
-            for pid in children:
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            break
-        buffer += data
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            command = json.loads(line)
-            if command.get("op") == "retire":
-                retired = True
-                break
-            doc = decode_doc(command["doc"])
-            pid = os.fork()
-            if pid == 0:
-                _child(doc, command["out"], command["result"],
-                       command.get("log"), (wake_r, wake_w))
-            job_id = encode_doc(doc["_id"])
-            children[pid] = job_id
-            _emit({"event": "started", "job_id": job_id, "pid": pid})
-    return 0
+    """The launcher process: serve commands until stdin closes."""
+    return Server(preload).serve()
 
 
 if __name__ == "__main__":

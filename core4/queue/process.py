@@ -10,6 +10,7 @@ the worker records. It opens a database connection of its own only if the
 job reports progress.
 """
 
+import gc
 import json
 import os
 import sys
@@ -51,18 +52,80 @@ def read_result(path):
         return None
 
 
-def run_job(doc, result_path, log_path=None):
+def config_stamp(project):
+    """What the configuration of ``project`` is loaded from, besides the
+    environment (which a launcher shares with its children): the path and
+    stat of the package defaults, the project's yaml and the local file."""
+    from core4.config import cascade
+    stamp = []
+    for path in (cascade.package_defaults_path(),
+                 cascade.project_file(project), cascade.local_path()):
+        try:
+            info = os.stat(path)
+            stamp.append((path, info.st_mtime_ns, info.st_size, info.st_ino))
+        except (OSError, TypeError):
+            stamp.append((path,))
+    return tuple(stamp)
+
+
+class ConfigCache:
+    """The configuration of each project, loaded in the launcher so that a
+    forked child inherits it instead of parsing the YAML files again; it is
+    loaded anew once one of its files changed (see :func:`config_stamp`).
+    ``generation`` counts the loads."""
+
+    def __init__(self):
+        self.entries = {}      # project -> (stamp, config)
+        self.defaults = None   # stamp of the package defaults parsed
+        self.generation = 0
+
+    def get(self, project):
+        """Return the current configuration of ``project``, or None if it
+        cannot be loaded (the child then loads it and reports why)."""
+        from core4.config import load_config, reload_package_defaults
+        try:
+            stamp = config_stamp(project)
+            if stamp[0] != self.defaults:
+                # core4.yaml changed (an editable install): parse it anew
+                reload_package_defaults()
+                self.entries.clear()
+                self.defaults = stamp[0]
+            entry = self.entries.get(project)
+            if entry is None or entry[0] != stamp:
+                self.entries.pop(project, None)
+                self.generation += 1
+                entry = self.entries[project] = (stamp, load_config(project))
+                gc.freeze()  # as the launcher's modules: shared, never freed
+            return entry[1]
+        except Exception:  # noqa: BLE001 - reported by the job process
+            if self.entries.pop(project, None) is not None:
+                self.generation += 1
+            return None
+
+
+def adopt_config(project, config=None):
+    """Forget the cached configurations and return ``project``'s; with
+    ``config`` (the launcher's, see :class:`ConfigCache`: loaded from the
+    same environment and from files found unchanged when the job came) that
+    one is used instead of loading it again."""
+    from core4.config import get_config, prime_config, reset_config
+    reset_config()
+    if config is not None:
+        prime_config(project, config)
+    return get_config(project)
+
+
+def run_job(doc, result_path, log_path=None, config=None):
     """Run the claimed job ``doc`` in this (fresh) process and write its
     outcome; return the exit code. Configuration and logging are set up
-    anew here; with ``log_path`` the job's ``sys.log`` records go to that
-    file for the worker to forward."""
-    from core4.config import get_config, reset_config
+    anew here (``config``: see :func:`adopt_config`); with ``log_path``
+    the job's ``sys.log`` records go to that file for the worker to
+    forward."""
     from core4.logger import flush_logging, setup_logging
     from core4.mongo.connection import close_clients
     from core4.queue.queue import CoreQueue
     from core4.queue.runner import execute_claimed
-    reset_config()
-    config = get_config(doc["name"].split(".", 1)[0])
+    config = adopt_config(doc["name"].split(".", 1)[0], config)
     # the job's log records go to sys_log, not into its captured output
     setup_logging(config, console=False, log_file=log_path)
     try:

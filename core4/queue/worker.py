@@ -40,7 +40,7 @@ from core4.queue.daemon import (alive_daemons, register, set_phase,
                                 unregister)
 from core4.queue.jobprocess import JobProcess, store_output
 from core4.queue.environments import Environments, EnvironmentProblem
-from core4.queue.launcher import LauncherError, Started
+from core4.queue.launcher import Done, LauncherError, Started
 from core4.queue.queue import CoreQueue
 from core4.queue.resources import ResourceMonitor
 
@@ -347,18 +347,23 @@ class CoreWorker:
     # job processes ----------------------------------------------------------
 
     def handle_events(self):
-        """Record started and exited job processes."""
+        """Record started, done and exited job processes; record how each
+        finished job ended and free its slot."""
         for event in self.envs.poll():
             proc = self.jobs.get(event.job_id)
             if proc is None:
                 continue
             if isinstance(event, Started):
                 proc.started(event.pid)
+            elif isinstance(event, Done):
+                proc.done = True
             else:
                 proc.exit_event = event
         if time.monotonic() < self.outage_until:
             return
-        for proc in [p for p in self.jobs.values() if p.exit_event]:
+        # a job whose process reported done is recorded at once: its process
+        # is only exiting (it keeps no slot; its exit is of no interest)
+        for proc in [p for p in self.jobs.values() if p.ready()]:
             if self.guarded("finish_job",
                             lambda: self.finish(proc, proc.exit_event)):
                 self.jobs.pop(proc.doc["_id"], None)
@@ -400,7 +405,7 @@ class CoreWorker:
         else:
             after = lifecycle.set_killed(self.queue, proc.doc, proc.reason or (
                 "job process vanished (exit code %s) without an outcome"
-                % event.returncode))
+                % getattr(event, "returncode", None)))
         if after is not None:
             self.events.add(events.job_event("%s_job" % after["state"],
                                              after))
