@@ -20,6 +20,7 @@ FAST = {
     "CORE4_OPTION_worker__execution_plan__flag_jobs": "!!float 0.3",
     "CORE4_OPTION_worker__execution_plan__recover_jobs": "!!float 0.3",
     "CORE4_OPTION_worker__execution_plan__collect_stats": "!!float 0.5",
+    "CORE4_OPTION_worker__execution_plan__publish_output": "!!float 0.2",
     # the test machine is busy by design: only tests of the gate close it
     "CORE4_OPTION_worker__max_cpu": "!!int 100",
 }

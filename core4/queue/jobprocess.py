@@ -29,6 +29,7 @@ class JobProcess:
         self.term_at = None
         self.kill_grace = None
         self.killed = False
+        self.published_size = 0
 
     def ready(self):
         """True once the worker can record how the job ended: its process
@@ -115,7 +116,24 @@ def read_output(path, max_bytes):
 
 def store_output(queue, proc, max_bytes):
     """Store a finished job's output in ``sys_stdout`` and delete the file."""
-    data = read_output(proc.out_path, max_bytes)
+    _save(queue, proc, read_output(proc.out_path, max_bytes))
+
+
+def publish_output(queue, proc, max_bytes):
+    """Store the output of a running job so far in ``sys_stdout`` if it
+    grew since the last time (so ``GET /job/<id>/stdout`` and the
+    dashboard show it while the job runs)."""
+    try:
+        size = os.path.getsize(proc.out_path)
+    except (OSError, TypeError):
+        return
+    if size == proc.published_size:
+        return
+    proc.published_size = size
+    _save(queue, proc, read_output(proc.out_path, max_bytes))
+
+
+def _save(queue, proc, data):
     if data is not None:
         queue.sys.stdout.replace_one(
             {"_id": proc.doc["_id"]},

@@ -38,7 +38,8 @@ from core4.queue.process import read_result
 from core4.queue import dependency, events, lifecycle, recovery, states
 from core4.queue.daemon import (alive_daemons, register, set_phase,
                                 unregister)
-from core4.queue.jobprocess import JobProcess, store_output
+from core4.queue.jobprocess import (JobProcess, publish_output,
+                                    store_output)
 from core4.queue.environments import Environments, EnvironmentProblem
 from core4.queue.launcher import Done, LauncherError, Started
 from core4.queue.queue import CoreQueue
@@ -70,7 +71,7 @@ class CoreWorker:
         self.heartbeat = float(self.config.daemon.heartbeat)
         self.plan = {step: float(wcfg.execution_plan[step]) for step in (
             "work_jobs", "check_requests", "flag_jobs", "recover_jobs",
-            "collect_stats")}
+            "collect_stats", "publish_output")}
         self.plan["heartbeat"] = self.heartbeat
         self.resources = ResourceMonitor(wcfg.max_cpu, wcfg.min_free_ram,
                                          wcfg.avg_stats_secs)
@@ -123,7 +124,8 @@ class CoreWorker:
         steps = (("heartbeat", self.renew), ("check_requests", self.check),
                  ("work_jobs", self.work), ("flag_jobs", self.flag),
                  ("recover_jobs", self.recover),
-                 ("collect_stats", self.resources.sample))
+                 ("collect_stats", self.resources.sample),
+                 ("publish_output", self.publish_output))
         while True:
             self.handle_events()
             if self.phase == STOPPING and not self.jobs:
@@ -321,6 +323,11 @@ class CoreWorker:
             elif doc.get("killed_at"):
                 proc.terminate("killed by request", self.kill_grace)
             proc.escalate()
+
+    def publish_output(self):
+        """Store what the running jobs printed so far (only what grew)."""
+        for proc in list(self.jobs.values()):
+            publish_output(self.queue, proc, self.config.worker.stdout_max)
 
     def flag(self):
         """Non-stop and zombie flags; inactivate expired deferred jobs."""

@@ -5,6 +5,7 @@ worker."""
 import pytest
 
 from tests.api.conftest import API, unique
+from tests.support import wait_for
 from tests.apijobs.client import (DUMMY, DUMMY_NAME, GATE, NOOP, enqueue,
                                   error, events, wait_job)
 
@@ -199,6 +200,27 @@ def test_stdout_is_the_captured_output(api, api_worker):
                        token=api.admin).json()["data"] == ""
     error(api.request("GET", API + "/job/%s/stdout" % ("f" * 24),
                       token=api.admin), 404, "not found")
+
+
+def test_stdout_shows_output_while_the_job_runs(api, api_worker, gate):
+    """What a running job printed is readable before it ends."""
+    job = enqueue(api, GATE, gate=gate)
+
+    def printed():
+        response = api.request("GET", API + "/job/%s/stdout" % job["_id"],
+                               token=api.admin)
+        assert response.status_code == 200, response.text
+        return response.json()["data"]
+    try:
+        assert wait_for(printed, 20, message="output of the running job") \
+            == "waiting for gate\n"
+        doc = api.request("GET", API + "/job/" + job["_id"],
+                          token=api.admin).json()["data"]
+        assert doc["state"] == "running"
+    finally:
+        open(gate, "w").close()
+    wait_job(api, job["_id"], "complete", journaled=True)
+    assert printed().startswith("waiting for gate\n")  # and the rest
 
 
 def test_reading_needs_read_permission(api, api_worker):
