@@ -174,6 +174,21 @@ def test_halt_before_start_does_not_stop(db, start_worker):
     assert db.sys_worker.find_one({"_id": ident("late")})["phase"] == "exit"
 
 
+def test_events_of_the_last_job_are_written_before_exit(db, start_worker):
+    """A job that ends during a halt: its events reach sys_event although
+    the worker leaves right after it."""
+    worker = start_worker("last")
+    _id = enqueue("SleepJob", key="last", secs=1.0)
+    wait_for(lambda: db.sys_queue.find_one(
+        {"_id": _id, "state": "running"}), 15, message="the job to run")
+    CoreQueue().halt()
+    assert worker.wait(30) == 0, worker.output()[-2000:]
+    assert db.sys_journal.find_one({"_id": _id})["state"] == "complete"
+    names = {doc["name"] for doc in db.sys_event.find(
+        {"data._id": {"$in": [_id]}})}
+    assert {"start_job", "complete_job"} <= names, names
+
+
 # running jobs ----------------------------------------------------------------
 
 def test_job_completes_in_own_process(db, start_worker):

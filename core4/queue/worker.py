@@ -423,6 +423,7 @@ class CoreWorker:
                            (after.get("last_error") or {}).get("exception"))
             if after.get("removed_at"):
                 lifecycle.journal(self.queue, after)
+                self.events.add(events.job_event("remove_job", after))
         proc.remove_files()
 
     def enqueue_chain(self, parent, docs):
@@ -489,6 +490,13 @@ class CoreWorker:
             time.sleep(0.05)
         if self.envs is not None:
             self.envs.close()
+        try:
+            # the events and log records of the last jobs, before leaving
+            if self.events is not None:
+                self.events.flush()
+            self.forward_logs()
+        except pymongo.errors.PyMongoError as exc:
+            self.log.error("cannot write the last events: %s", exc)
         try:
             unregister(self.queue.sys, self.identifier)
         except pymongo.errors.PyMongoError as exc:
