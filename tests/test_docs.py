@@ -95,10 +95,7 @@ BIN = os.path.dirname(sys.executable)
 
 #: pages whose blocks are not collected yet, each with the reason (remove
 #: an entry once the page follows the conventions above)
-NOT_COLLECTED = {
-    "docs/benchmarks.rst": "its blocks run bench/*.py for minutes and are "
-                           "not marked yet",
-}
+NOT_COLLECTED = {}
 
 #: what a page's home links to, so that it looks like a checkout of the
 #: repository after ``scripts/run``

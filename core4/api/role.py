@@ -261,7 +261,7 @@ def change_password(system, user, old, new):
     return update(system, user["_id"], fresh["etag"], {"password": new})
 
 
-def ensure_admin(system, config, out=sys.stderr):
+def ensure_admin(system, config, out=None):
     """Create the admin user at first start; return its name.
 
     The password is ``api.admin_password`` or, if not configured, a
@@ -284,5 +284,5 @@ def ensure_admin(system, config, out=sys.stderr):
     if generated:
         print("core4: created user %s with password %s (shown once; "
               "change it with PUT /core4/api/v1/profile)" % (name, password),
-              file=out, flush=True)
+              file=out or sys.stderr, flush=True)
     return name

@@ -148,7 +148,8 @@ def operation(handler, method, kwargs, params):
     extra.update((getattr(handler, "spec", None) or {}).get(method, {}))
     doc = inspect.getdoc(getattr(handler, method)) or ""
     described = inspect.getdoc(handler) or ""
-    result = {"summary": doc.split("\n")[0] or handler.__name__,
+    result = {"summary": " ".join(doc.split("\n\n")[0].split()) or
+              handler.__name__,
               "description": described,
               "operationId": "%s.%s%s" % (handler.__name__, method, "".join(
                   "." + str(v) for v in kwargs.values())),
