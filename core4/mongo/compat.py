@@ -19,6 +19,8 @@ notice when it is fixed:
   ``{"field": {"$in": [None, value]}}`` (matches missing or value) instead.
 * ``$addToSet`` on a missing array of an existing document does nothing:
   create the array first.
+* replacing an existing document that holds binary (``bytes``) values
+  fails ("not JSON serializable"): delete and insert it instead.
 * ``count_documents`` and a ``$group`` on a compound ``_id`` read every
   document slowly (0.6 s for 10,000): :func:`count` uses ``$match`` +
   ``$count`` and :func:`count_by` groups on one ``$concat`` key.

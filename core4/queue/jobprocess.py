@@ -134,9 +134,11 @@ def publish_output(queue, proc, max_bytes):
 
 
 def _save(queue, proc, data):
+    # delete and insert, not replace: NX-27017 cannot replace a document
+    # with binary output, and a $set would store the TTL's datetime as a
+    # string there (see core4.mongo.compat)
     if data is not None:
-        queue.sys.stdout.replace_one(
-            {"_id": proc.doc["_id"]},
+        queue.sys.stdout.delete_one({"_id": proc.doc["_id"]})
+        queue.sys.stdout.insert_one(
             {"_id": proc.doc["_id"], "stdout": data,
-             "timestamp": datetime.datetime.now(datetime.timezone.utc)},
-            upsert=True)
+             "timestamp": datetime.datetime.now(datetime.timezone.utc)})
