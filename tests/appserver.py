@@ -18,7 +18,7 @@ import requests
 
 from core4.config import reset_config
 from tests.conftest import free_port
-from tests.support import ROOT, wait_for, worker_env
+from tests.support import ROOT, WorkerProcess, wait_for, worker_env
 
 ADMIN_PASSWORD = "admin-secret-1"
 API = "/core4/api/v1"
@@ -161,3 +161,15 @@ def stop_app_server(server, drop=False):
     if drop:
         server.db.client.drop_database(server.db.name)
     server.db.client.close()
+
+
+@contextlib.contextmanager
+def worker_for(server, name, log_dir):
+    """Run a real worker ``name`` on ``server``'s database while in the
+    block; yield it once its loop runs."""
+    worker = WorkerProcess(name, env=server.env, log_dir=log_dir)
+    try:
+        worker.wait_registered(server.db)
+        yield worker
+    finally:
+        worker.stop()

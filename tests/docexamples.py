@@ -409,21 +409,17 @@ class PageRun:
         return code, text
 
     def run_python(self, block):
-        path = self.work / ("doc_%d.py" % block.line)
-        path.write_text(block.text)
-        result = self._run(block, [sys.executable, path.name])
-        if result is None:
-            return
-        code, self.last_output = result
-        if code != 0:
-            self.fail(block, "exit code %d\n%s" % (
-                code, _indent_text(self.last_output)))
+        self._run_script(block, "py", [sys.executable])
 
     def run_bash(self, block):
-        path = self.work / ("doc_%d.sh" % block.line)
+        self._run_script(block, "sh", ["bash", "-e", "-o", "pipefail"])
+
+    def _run_script(self, block, suffix, command):
+        """Write the block to a file, run it with ``command``; it must exit
+        with 0."""
+        path = self.work / ("doc_%d.%s" % (block.line, suffix))
         path.write_text(block.text)
-        result = self._run(block, ["bash", "-e", "-o", "pipefail",
-                                   path.name])
+        result = self._run(block, command + [path.name])
         if result is None:
             return
         code, self.last_output = result

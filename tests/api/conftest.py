@@ -10,8 +10,8 @@ Tests share the server, so each uses its own job arguments or user names
 import pytest
 
 from tests.appserver import (ADMIN_PASSWORD, API, ApiServer, isolated_env,
-                             start_app_server, stop_app_server, unique)
-from tests.support import WorkerProcess
+                             start_app_server, stop_app_server, unique,
+                             worker_for)
 
 __all__ = ["ADMIN_PASSWORD", "API", "ApiServer", "unique"]
 
@@ -34,8 +34,5 @@ def api(api_env):
 @pytest.fixture(scope="package")
 def api_worker(api, api_env):
     """A real worker on the app server's database."""
-    worker = WorkerProcess("apiworker", env=api.env,
-                           log_dir=api_env["base"])
-    worker.wait_registered(api.db)
-    yield worker
-    worker.stop()
+    with worker_for(api, "apiworker", api_env["base"]) as worker:
+        yield worker

@@ -16,8 +16,8 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.appserver import (ADMIN_PASSWORD, API, isolated_env,
-                             start_app_server, stop_app_server)
-from tests.support import ROOT, WorkerProcess
+                             start_app_server, stop_app_server, worker_for)
+from tests.support import ROOT
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
@@ -53,11 +53,8 @@ def dash(dash_env):
 @pytest.fixture(scope="package")
 def dash_worker(dash, dash_env):
     """A real worker on the app server's database."""
-    worker = WorkerProcess("dashworker", env=dash.env,
-                           log_dir=dash_env["base"])
-    worker.wait_registered(dash.db)
-    yield worker
-    worker.stop()
+    with worker_for(dash, "dashworker", dash_env["base"]) as worker:
+        yield worker
 
 
 @pytest.fixture(scope="package")
