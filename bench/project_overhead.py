@@ -35,7 +35,7 @@ class NoopJob(core4.queue.job.CoreJob):
 
 def run_jobs(queue, jobs, method, log):
     """Seconds per job for ``jobs`` project no-op jobs with one worker."""
-    from core4.project.remote import enqueue_anywhere
+    from core4.queue.remote import enqueue_anywhere
     queue.sys.queue.drop()
     queue.sys.journal.drop()
     for i in range(jobs):

@@ -1,4 +1,4 @@
-"""Tests of the scheduler (core4/queue/scheduler.py, core4/queue/schedule.py).
+"""Tests of the scheduler (core4/queue/scheduler/).
 
 Most tests drive :meth:`CoreScheduler.step` with a controlled clock (no
 real waiting) and a registry function returning the entries of the jobs in
@@ -22,9 +22,9 @@ import pytest
 from core4.base import hostname
 from core4.config import get_config, reset_config
 from core4.error import Core4UserError
-from core4.project.introspect import collect, describe
-from core4.queue.schedule import due, fire_times
-from core4.queue.scheduler import CoreScheduler, LEADER_ID
+from core4.queue.registry import collect, describe
+from core4.queue.scheduler.schedule import due, fire_times
+from core4.queue.scheduler.scheduler import CoreScheduler, LEADER_ID
 from tests.sjobs import jobs
 from tests.support import ROOT, wait_for, worker_env
 

@@ -215,7 +215,7 @@ class Refused(Exception):
 async def _serve(project, filters, answer):
     from core4.api.context import ApiContext
     from core4.api.discover import find_containers
-    from core4.api.server import bind, build_application
+    from core4.api.application import bind, build_application
     from core4.config import get_config
     from core4.error import Core4UserError
     import tornado.httpserver

@@ -120,8 +120,9 @@ def set_deferred(queue, doc, message):
 
 
 def apply_outcome(queue, doc, outcome):
-    """Record what a job process reported (see :mod:`core4.queue.runner`):
-    ``{"state": complete|failed|error|deferred, "error": last_error,
+    """Record what a job process reported (see
+    :mod:`core4.queue.launcher.runner`): ``{"state":
+    complete|failed|error|deferred, "error": last_error,
     "message": text}``. Returns the updated document, or None if the lease
     was lost meanwhile."""
     state = outcome["state"]

@@ -34,14 +34,14 @@ from core4.logger import get_logger, setup_logging
 from core4.logger.forward import LogForwarder
 from core4.mongo import now
 from core4.mongo.connection import TRANSIENT
-from core4.queue.process import read_result
+from core4.queue.launcher.process import read_result
 from core4.queue import dependency, events, lifecycle, recovery, states
 from core4.queue.daemon import (alive_daemons, register, set_phase,
                                 unregister)
-from core4.queue.jobprocess import (JobProcess, publish_output,
-                                    store_output)
-from core4.queue.environments import Environments, EnvironmentProblem
-from core4.queue.launcher import Done, LauncherError, Started
+from core4.queue.launcher.jobprocess import (JobProcess, publish_output,
+                                             store_output)
+from core4.queue.launcher.environments import Environments, EnvironmentProblem
+from core4.queue.launcher.launcher import Done, LauncherError, Started
 from core4.queue.queue import CoreQueue
 from core4.queue.resources import ResourceMonitor
 

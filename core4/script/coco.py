@@ -147,7 +147,7 @@ def _queue():
 def cmd_enqueue(values):
     """``--enqueue``: enqueue a job (in its project's environment where it
     cannot be imported here) and print its id."""
-    from core4.project.remote import enqueue_anywhere
+    from core4.queue.remote import enqueue_anywhere
     name, args = values[0], parse_job_args(values[1:])
     print(enqueue_anywhere(_queue(), name, **args))
 
@@ -281,7 +281,7 @@ def cmd_home():
 
 def cmd_jobs(introspect):
     """``--jobs``: job classes per project (``--introspect``: register)."""
-    from core4.project.registry import collect_all, register
+    from core4.queue.registry import collect_all, register
     entries = collect_all(get_config())
     if introspect:
         register(_queue().sys, entries)
@@ -306,7 +306,7 @@ def cmd_release():
 
 def cmd_scheduler(name):
     """``--scheduler``: run a scheduler until halted or signalled."""
-    from core4.queue.scheduler import CoreScheduler
+    from core4.queue.scheduler.scheduler import CoreScheduler
     _check_daemon_name(name)
     CoreScheduler(name, get_config()).start()
 

@@ -139,7 +139,7 @@ class JobHandler(CoreRequestHandler):
             raise ApiError(400, "qual_name %r is not a qualified job name "
                            "like 'package.module.Class'" % name)
         self.check_execute(name)
-        from core4.project.remote import enqueue_as
+        from core4.queue.remote import enqueue_as
         enqueued = []
 
         def check(job):

@@ -4,7 +4,7 @@ from core4.base import hostname
 from core4.logger import setup_logging
 from core4.queue import lifecycle
 from core4.queue.queue import CoreQueue
-from core4.queue.runner import run_claimed
+from core4.queue.launcher.runner import run_claimed
 
 
 def enqueue(job, /, **kwargs):

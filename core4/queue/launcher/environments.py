@@ -14,7 +14,7 @@ import os
 import sys
 
 from core4.project.home import installed, project_root, venv_python
-from core4.queue.launcher import ForkLauncher, SpawnLauncher
+from core4.queue.launcher.launcher import ForkLauncher, SpawnLauncher
 
 
 class EnvironmentProblem(Exception):

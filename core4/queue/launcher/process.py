@@ -1,9 +1,9 @@
 """The job process: what runs inside the OS process of one job.
 
 A worker starts it either by forking its warm launcher
-(:mod:`core4.queue.launcher`) or, in ``spawn`` mode, as
-``python -m core4.queue.process`` with the claimed job document and the
-result path on stdin. Either way the process has its own process group,
+(:mod:`core4.queue.launcher.launcher`) or, in ``spawn`` mode, as
+``python -m core4.queue.launcher.process`` with the claimed job document and
+the result path on stdin. Either way the process has its own process group,
 its standard output and error go to a file the worker stores in
 ``sys_stdout``, and it writes the job's outcome to the result file, which
 the worker records. It opens a database connection of its own only if the
@@ -124,7 +124,7 @@ def run_job(doc, result_path, log_path=None, config=None):
     from core4.logger import flush_logging, setup_logging
     from core4.mongo.connection import close_clients
     from core4.queue.queue import CoreQueue
-    from core4.queue.runner import execute_claimed
+    from core4.queue.launcher.runner import execute_claimed
     config = adopt_config(doc["name"].split(".", 1)[0], config)
     # the job's log records go to sys_log, not into its captured output
     setup_logging(config, console=False, log_file=log_path)
@@ -153,7 +153,8 @@ def die_with_parent(interval=0.5):
 
 
 def main():
-    """``python -m core4.queue.process``: run the job given on stdin."""
+    """``python -m core4.queue.launcher.process``: run the job given on
+    stdin."""
     command = json.loads(sys.stdin.readline())
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)

@@ -33,8 +33,8 @@ class JobProcess:
 
     def ready(self):
         """True once the worker can record how the job ended: its process
-        exited, or it reported :class:`~core4.queue.launcher.Done` (its
-        outcome is written and it is about to exit) and is not being
+        exited, or it reported :class:`~core4.queue.launcher.launcher.Done`
+        (its outcome is written and it is about to exit) and is not being
         stopped."""
         return self.exit_event is not None or (
             self.done and self.term_at is None

@@ -5,9 +5,9 @@ Per job, ``{_id: "last:<qual_name>", at, schedule, timezone}`` in
 A job seen for the first time, or whose schedule or the time zone changed,
 starts from *now* (no catch-up for a new schedule); a schedule removed and
 later restored unchanged catches up by its policy (see
-:func:`core4.queue.schedule.due`). Each fire time goes through a marker
-(:mod:`core4.queue.schedule_markers`) so it is enqueued at most once. A
-fire time whose previous run is still queued is not enqueued again
+:func:`core4.queue.scheduler.schedule.due`). Each fire time goes through a
+marker (:mod:`core4.queue.scheduler.markers`) so it is enqueued at most
+once. A fire time whose previous run is still queued is not enqueued again
 (logged; with catch-up ``all`` it waits).
 """
 
@@ -16,9 +16,10 @@ import datetime
 from core4.error import CoreJobExists
 from core4.mongo.connection import TRANSIENT
 from core4.queue.job import args_hash
-from core4.queue.schedule import ALL, COALESCE, SKIP, due, next_fire
-from core4.queue.schedule_markers import (DONE, FAILED, SKIPPED, WAIT,
-                                          marker_id)
+from core4.queue.scheduler.markers import (DONE, FAILED, SKIPPED, WAIT,
+                                           marker_id)
+from core4.queue.scheduler.schedule import (ALL, COALESCE, SKIP, due,
+                                            next_fire)
 
 LAST_PREFIX = "last:"
 
@@ -29,7 +30,7 @@ class ScheduleEnqueuer:
     """Enqueues the due fire times of scheduled jobs into ``queue`` (a
     :class:`core4.queue.queue.CoreQueue`).
 
-    ``markers`` is the :class:`~core4.queue.schedule_markers.FireMarkers`,
+    ``markers`` is the :class:`~core4.queue.scheduler.markers.FireMarkers`,
     ``holding`` a callable returning True while the lease surely lasts
     (checked before every fire time), ``log`` takes the messages. Fire
     times are evaluated in time zone ``tz`` (named ``timezone``); a job
@@ -163,7 +164,7 @@ class ScheduleEnqueuer:
         if queued is not None:
             return self._still_queued(mid, token, label, policy,
                                       queued["_id"])
-        from core4.project.remote import enqueue_anywhere
+        from core4.queue.remote import enqueue_anywhere
         try:
             job_id = enqueue_anywhere(self.queue, name)
         except CoreJobExists:

@@ -4,8 +4,8 @@ its fire time comes (``coco --scheduler [NAME]``).
 A job is scheduled by a cron expression in its ``schedule`` attribute (or
 at its dotted path in the configuration, which overrides the class). The
 expressions are evaluated by ``croniter`` in ``scheduler.timezone``
-(default ``UTC``); see :mod:`core4.queue.schedule` for the fire times and
-the catch-up policies.
+(default ``UTC``); see :mod:`core4.queue.scheduler.schedule` for the fire
+times and the catch-up policies.
 
 Several schedulers may run at once (one per host, say). All keep
 everything in ``sys_schedule``:
@@ -31,9 +31,9 @@ everything in ``sys_schedule``:
   interrupted attempt (in the queue or journal). Markers expire after 30
   days (a TTL index on ``created``).
 
-The lease is :mod:`core4.queue.schedule_lease`, the markers are
-:mod:`core4.queue.schedule_markers` and the leader's enqueuing of due fire
-times (with the ``last:`` documents) is :mod:`core4.queue.schedule_enqueue`.
+The lease is :mod:`core4.queue.scheduler.lease`, the markers are
+:mod:`core4.queue.scheduler.markers` and the leader's enqueuing of due fire
+times (with the ``last:`` documents) is :mod:`core4.queue.scheduler.enqueue`.
 
 After a downtime the missed fire times follow the catch-up policy, global
 ``scheduler.catchup`` or per job ``catchup`` at the job's dotted path in
@@ -69,11 +69,11 @@ from core4.mongo import now as wall_now
 from core4.mongo.connection import TRANSIENT
 from core4.queue.daemon import register, set_phase, unregister
 from core4.queue.queue import CoreQueue
-from core4.queue.schedule import (COALESCE, POLICIES, check_expression,
-                                  zone)
-from core4.queue.schedule_enqueue import ScheduleEnqueuer
-from core4.queue.schedule_lease import LEADER_ID, ScheduleLease
-from core4.queue.schedule_markers import FireMarkers
+from core4.queue.scheduler.enqueue import ScheduleEnqueuer
+from core4.queue.scheduler.lease import LEADER_ID, ScheduleLease
+from core4.queue.scheduler.markers import FireMarkers
+from core4.queue.scheduler.schedule import (COALESCE, POLICIES,
+                                            check_expression, zone)
 
 STARTUP, LOOP, EXIT = "startup", "loop", "exit"
 
@@ -84,7 +84,7 @@ class CoreScheduler:
     """A scheduler daemon ``NAME@hostname`` (see the module docstring).
 
     ``clock`` returns the current epoch seconds; ``registry`` returns the
-    registry entries (default :func:`core4.project.registry.collect_all`).
+    registry entries (default :func:`core4.queue.registry.collect_all`).
     Tests drive :meth:`step` with their own ``now``.
     """
 
@@ -143,7 +143,7 @@ class CoreScheduler:
         self._lease.held = bool(value)
 
     def _collect(self):
-        from core4.project.registry import collect_all
+        from core4.queue.registry import collect_all
         return collect_all(self.config)
 
     # the daemon -------------------------------------------------------------
@@ -262,7 +262,7 @@ class CoreScheduler:
         if not self._lead(now):
             return False
         if self._unregistered is not None:
-            from core4.project.registry import register as register_jobs
+            from core4.queue.registry import register as register_jobs
             register_jobs(self.sys, self._unregistered)
             self._unregistered = None
         if self.entries is not None:
@@ -385,7 +385,7 @@ class CoreScheduler:
 
     def _holding(self):
         """True if the lease surely lasts (see
-        :meth:`~core4.queue.schedule_lease.ScheduleLease.holding`)."""
+        :meth:`~core4.queue.scheduler.lease.ScheduleLease.holding`)."""
         was = self._lease.held
         if self._lease.holding(self._elapsed_now):
             return True

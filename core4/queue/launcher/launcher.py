@@ -2,8 +2,8 @@
 
 * :class:`ForkLauncher` (default) keeps a warm launcher process with core4,
   pymongo and the modules it is given imported, and the configuration
-  loaded (:class:`~core4.queue.process.ConfigCache`); it forks one child
-  per job, ahead of time: a :class:`Spare` waits for the next job.
+  loaded (:class:`~core4.queue.launcher.process.ConfigCache`); it forks one
+  child per job, ahead of time: a :class:`Spare` waits for the next job.
   The launcher is single-threaded and never opens a MongoDB client, so a
   fork is safe and each child opens its own.
 * :class:`SpawnLauncher` starts a fresh interpreter per job (slow; kept for
@@ -13,7 +13,8 @@ Both report :class:`Started` and :class:`Exited` events from :meth:`poll`;
 a forked job process also reports :class:`Done` as its last act before it
 exits, so that its worker can record the outcome while the process is torn
 down. The launcher protocol is one JSON object per line on the launcher's
-stdin (commands) and stdout (events).
+stdin (commands) and stdout (events); the launcher process is
+``python -m core4.queue.launcher`` (:func:`serve`).
 """
 
 import collections
@@ -31,8 +32,9 @@ import traceback
 
 import psutil
 
-from core4.queue.process import (EXIT_DONE, EXIT_LOST, ConfigCache,
-                                 decode_doc, encode_doc, run_job)
+from core4.queue.launcher.process import (EXIT_DONE, EXIT_LOST,
+                                          ConfigCache, decode_doc,
+                                          encode_doc, run_job)
 
 Started = collections.namedtuple("Started", "job_id pid")
 #: the job process wrote its outcome and flushed its output and log: it is
@@ -44,12 +46,13 @@ Exited = collections.namedtuple("Exited", "job_id pid returncode reason",
 
 #: modules every launcher imports before it forks
 PRELOAD = ("pymongo", "bson", "yaml", "core4.config", "core4.logger",
-           "core4.logger.forward", "core4.queue.queue", "core4.queue.runner",
-           "core4.queue.job")
+           "core4.logger.forward", "core4.queue.queue",
+           "core4.queue.launcher.runner", "core4.queue.job")
 
 
 class SpawnLauncher:
-    """Start each job as ``python -m core4.queue.process`` (cold start)."""
+    """Start each job as ``python -m core4.queue.launcher.process`` (cold
+    start)."""
 
     def __init__(self, python=None, env=None, isolated=False):
         self.python = python or sys.executable
@@ -62,7 +65,8 @@ class SpawnLauncher:
         """Start the job process of the claimed job ``doc``."""
         with open(out_path, "wb") as out:
             proc = subprocess.Popen(
-                [self.python, *self.flags, "-m", "core4.queue.process"],
+                [self.python, *self.flags, "-m",
+                 "core4.queue.launcher.process"],
                 stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True, env=self.env)
         command = {"doc": encode_doc(doc), "result": result_path,
@@ -539,6 +543,3 @@ def serve(preload):
     """The launcher process: serve commands until stdin closes."""
     return Server(preload).serve()
 
-
-if __name__ == "__main__":
-    sys.exit(serve(sys.argv[1:]))

@@ -1,0 +1,100 @@
+"""The job registry ``sys_job``: every job class of core4 and of the
+installed projects, introspected in each project's own environment (what
+``coco --jobs`` lists and ``sys_job`` records: author, schedule, doc,
+valid and why not)."""
+
+import inspect
+
+from core4.mongo import now
+from core4.project.home import installed_projects
+from core4.project.introspect import iter_modules
+from core4.project.remote import run_remote
+from core4.queue.job import CoreJob
+
+
+def describe(cls):
+    """Return the registry entry of one job class."""
+    entry = {"_id": cls.qual_name(), "name": cls.qual_name(),
+             "project": cls.qual_name().split(".", 1)[0],
+             "author": cls.__dict__.get("author"),
+             "doc": inspect.getdoc(cls) or "",
+             "schedule": cls.__dict__.get("schedule"),
+             "tag": None, "valid": True, "exception": None}
+    try:
+        job = cls()
+        job.validate()
+        entry.update(schedule=job.schedule, tag=job.tag)
+    except Exception as exc:
+        entry.update(valid=False, exception="%s: %s" % (
+            type(exc).__name__, exc))
+    return entry
+
+
+def collect(package):
+    """Return the registry entries of every job class defined in
+    ``package`` (abstract jobs left out), plus entries for modules that
+    fail to import (``valid`` False)."""
+    found = {}
+    for name, module in iter_modules(package):
+        if isinstance(module, Exception):
+            found[name] = {"_id": name, "name": name,
+                           "project": package, "author": None, "doc": "",
+                           "schedule": None, "tag": None, "valid": False,
+                           "exception": "cannot import %s: %s: %s" % (
+                               name, type(module).__name__, module)}
+            continue
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if (issubclass(cls, CoreJob) and cls.__module__ == module.__name__
+                    and not cls.is_abstract()):
+                found[cls.qual_name()] = describe(cls)
+    return [found[key] for key in sorted(found)]
+
+
+def introspect(payload):
+    """In a project's environment (:func:`~core4.project.remote.run_remote`):
+    the registry entries of ``payload["package"]``."""
+    return {"jobs": collect(payload["package"])}
+
+
+def collect_all(config):
+    """Return the registry entries of core4's jobs (introspected here) and
+    of every installed project (introspected in its ``.venv``)."""
+    entries = [entry for entry in collect("core4")
+               if entry["project"] == "core4"]
+    for project in installed_projects(config):
+        if project["python"] is None:
+            entries.append({
+                "_id": project["name"], "name": project["name"],
+                "project": project["name"], "valid": False,
+                "exception": "no virtual environment in %s" % project[
+                    "root"]})
+            continue
+        try:
+            answer = run_remote(config, project["name"], introspect,
+                                {"package": project["name"]})
+        except Exception as exc:
+            entries.append({"_id": project["name"], "name": project["name"],
+                            "project": project["name"], "valid": False,
+                            "exception": str(exc)})
+            continue
+        entries.extend(answer["jobs"])
+    return entries
+
+
+def register(system, entries):
+    """Upsert ``entries`` into ``sys_job``; entries no longer found are
+    marked ``valid: False`` with ``exception: "not found"``."""
+    at = now()
+    seen = []
+    for entry in entries:
+        fields = {key: value for key, value in entry.items() if key != "_id"}
+        fields["updated_at"] = at
+        system.job.update_one({"_id": entry["_id"]},
+                              {"$set": fields,
+                               "$setOnInsert": {"created_at": at}},
+                              upsert=True)
+        seen.append(entry["_id"])
+    system.job.update_many({"_id": {"$nin": seen}},
+                           {"$set": {"valid": False,
+                                     "exception": "not found",
+                                     "updated_at": at}})
