@@ -116,7 +116,9 @@ class Core4Env:
         self.home = home
 
     def client(self):
-        return pymongo.MongoClient(self.url)
+        """A pymongo client of the server; times read tz-aware (UTC), as
+        core4 reads them."""
+        return pymongo.MongoClient(self.url, tz_aware=True)
 
     def db(self):
         return self.client()[self.database]

@@ -10,10 +10,12 @@ import psutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-#: fast daemon settings for tests (seconds)
+#: fast daemon settings for tests (seconds). Leases (twice the heartbeat)
+#: stay long enough that a loaded test machine never makes a healthy
+#: worker's job look lost.
 FAST = {
-    "CORE4_OPTION_daemon__heartbeat": "!!float 0.5",
-    "CORE4_OPTION_daemon__alive_timeout": "!!float 3",
+    "CORE4_OPTION_daemon__heartbeat": "!!float 2",
+    "CORE4_OPTION_daemon__alive_timeout": "!!float 10",
     "CORE4_OPTION_worker__kill_grace": "!!float 1",
     "CORE4_OPTION_worker__halt_grace": "!!float 10",
     "CORE4_OPTION_worker__execution_plan__check_requests": "!!float 0.2",

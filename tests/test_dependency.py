@@ -6,6 +6,7 @@ NX-27017 gap: equality on an ObjectId in a field other than ``_id`` matches
 nothing, so such fields are queried with ``$in`` or filtered in Python.
 """
 
+import datetime
 import subprocess
 import sys
 
@@ -53,14 +54,18 @@ def enqueue(name, **kwargs):
 
 
 def worker_passes(db, seconds=1.0):
-    """Wait (polling) until the worker's heartbeat shows it looped for
-    ``seconds`` more: its check step (every 0.2 s) has run several times."""
-    start = wait_for(lambda: (db.sys_worker.find_one(
-        {"_id": {"$regex": "^dep@"}}) or {}).get("heartbeat"),
-        message="a worker heartbeat")
-    wait_for(lambda: (db.sys_worker.find_one(
-        {"_id": {"$regex": "^dep@"}}) or {}).get("heartbeat", 0)
-        >= start + seconds, 10, message="the worker to loop on")
+    """Wait (polling) until the worker's heartbeat (a datetime) shows it
+    looped for ``seconds`` more: its check step (every 0.2 s) has run
+    several times."""
+    def heartbeat():
+        return (db.sys_worker.find_one(
+            {"_id": {"$regex": "^dep@"}}) or {}).get("heartbeat")
+
+    start = wait_for(heartbeat, message="a worker heartbeat")
+    assert isinstance(start, datetime.datetime), start
+    until = start + datetime.timedelta(seconds=seconds)
+    wait_for(lambda: (heartbeat() or start) >= until, 10,
+             message="the worker to loop on")
 
 
 def jobs_named(db, name):

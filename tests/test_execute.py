@@ -1,10 +1,10 @@
 """Tests of core4.queue.helper.functool.execute(): run one job in the
 current process and return its final document, leaving nothing behind."""
 
+import datetime
 import logging
 import os
 import sys
-import time
 
 import pytest
 
@@ -14,6 +14,7 @@ if ROOT not in sys.path:  # makes tests.jobs importable by its dotted name
 
 from core4.error import (CoreJobAbstract, CoreJobInvalid,  # noqa: E402
                          CoreJobNotFound)
+from core4.mongo import now, seconds, to_datetime  # noqa: E402
 from core4.queue.helper.functool import execute  # noqa: E402
 from core4.queue.queue import CoreQueue  # noqa: E402
 from tests.jobs import run  # noqa: E402
@@ -35,12 +36,15 @@ def assert_nothing_left(env):
 
 
 def assert_recent(value, expected, slack=5.0):
-    assert isinstance(value, float)
-    assert abs(value - expected) < slack, (value, expected)
+    """``value`` is an aware datetime within ``slack`` seconds of the
+    datetime ``expected``."""
+    assert isinstance(value, datetime.datetime), value
+    assert value.tzinfo is not None, value
+    assert abs((value - expected).total_seconds()) < slack, (value, expected)
 
 
 def test_complete_in_current_process(env, capsys):
-    before = time.time()
+    before = now()
     doc = execute(run.RecordJob, x=1, y="two")
     assert run.SEEN == [{"pid": os.getpid(), "kwargs": {"x": 1, "y": "two"},
                          "_id": doc["_id"], "trial": 1}]
@@ -50,7 +54,7 @@ def test_complete_in_current_process(env, capsys):
     assert doc["prog"]["value"] == 1.0
     assert doc["trial"] == 1
     assert doc["runtime"] > 0
-    assert before <= doc["started_at"] <= doc["finished_at"] <= time.time()
+    assert before <= doc["started_at"] <= doc["finished_at"] <= now()
     assert "locked" not in doc
     # output is not captured: it went to this process's stdout
     assert "hello from RecordJob %s" % doc["_id"] in capsys.readouterr().out
@@ -91,13 +95,13 @@ def test_failed_with_attempts_left(env):
     error = doc["last_error"]
     assert "ValueError" in error["exception"]
     assert "boom 42" in error["exception"]
-    assert_recent(error["timestamp"], time.time())
+    assert_recent(error["timestamp"], now())
     assert isinstance(error["traceback"], list)
     assert all(isinstance(line, str) for line in error["traceback"])
     assert any("boom 42" in line for line in error["traceback"])
     assert any("run.py" in line for line in error["traceback"])
     # retried after error_time
-    assert_recent(doc["query_at"], doc["finished_at"] + 600, slack=1)
+    assert_recent(doc["query_at"], doc["finished_at"] + seconds(600), slack=1)
     assert_nothing_left(env)
 
 
@@ -113,10 +117,11 @@ def test_error_without_attempts_left(env):
 def test_deferred(env):
     doc = execute(run.DeferJob, defer_time=120)
     assert doc["state"] == "deferred"
-    assert_recent(doc["query_at"], time.time() + 120)
-    assert_recent(doc["query_at"], doc["finished_at"] + 120, slack=1)
+    assert_recent(doc["query_at"], now() + seconds(120))
+    assert_recent(doc["query_at"], doc["finished_at"] + seconds(120), slack=1)
     assert "not yet" in doc["last_error"]["exception"]
-    assert_recent(doc["inactive_at"], doc["started_at"] + 3600, slack=1)
+    assert_recent(doc["inactive_at"], doc["started_at"] + seconds(3600),
+                  slack=1)
     assert_nothing_left(env)
 
 
@@ -124,7 +129,8 @@ def test_deferred_after_defer_max_is_inactive(env):
     # the job runs longer than defer_max since its first start, then defers
     doc = execute(run.SlowDeferJob, defer_max=0.05)
     assert len(run.SEEN) == 1
-    assert run.SEEN[0] >= doc["started_at"] + 0.05
+    # run.SEEN holds the job's time.time() when it deferred
+    assert to_datetime(run.SEEN[0]) >= doc["started_at"] + seconds(0.05)
     assert doc["state"] == "inactive"
     assert "still waiting" in doc["last_error"]["exception"]
     assert_nothing_left(env)

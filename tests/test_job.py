@@ -1,11 +1,11 @@
 """Tests of core4.queue.job.CoreJob: properties, precedence, validation,
 abstract jobs, the loader and the stored job document."""
 
+import datetime
 import getpass
 import os
 import socket
 import sys
-import time
 
 import pytest
 from bson import ObjectId
@@ -19,6 +19,7 @@ from core4.error import (Core4ConfigurationError, Core4UsageError,  # noqa
                          CoreJobAbstract, CoreJobInvalid,
                          CoreJobModuleNotFound, CoreJobNotAJob,
                          CoreJobNotFound)
+from core4.mongo import now  # noqa: E402
 from core4.queue.job import CoreJob  # noqa: E402
 from core4.queue.loader import load_job_class, make_job  # noqa: E402
 from core4.queue.queue import CoreQueue  # noqa: E402
@@ -27,7 +28,7 @@ from core4.queue.validate import PROPERTIES  # noqa: E402
 from tests.jobs import mod  # noqa: E402
 
 DEFAULTS = dict(attempts=1, defer_time=300, defer_max=3600, error_time=600,
-                zombie_time=1800, max_parallel=15, priority=0,
+                zombie_time=1800, max_lost=3, max_parallel=15, priority=0,
                 progress_interval=5, force=False, wall_time=None,
                 worker=None, schedule=None, dependency=[], chain=[], tag=[])
 
@@ -274,10 +275,10 @@ def test_serialise_round_trip(core4_env):
 
 
 def test_enqueued_document(core4_env):
-    before = time.time()
+    before = now()
     job = CoreQueue().enqueue("tests.jobs.mod.MyJob", a=1, priority=3,
                               attempts=2)
-    after = time.time()
+    after = now()
     docs = list(core4_env.db().sys_queue.find())
     assert len(docs) == 1
     doc = docs[0]
@@ -289,10 +290,13 @@ def test_enqueued_document(core4_env):
     assert doc["trial"] == 0
     assert doc["priority"] == 3
     assert bool(doc["force"]) is False
+    assert isinstance(doc["enqueued"]["at"], datetime.datetime)
+    assert doc["enqueued"]["at"].tzinfo is not None
     assert before <= doc["enqueued"]["at"] <= after
     assert doc["enqueued"]["hostname"] == socket.gethostname()
     assert doc["enqueued"]["username"] == getpass.getuser()
-    assert isinstance(doc["query_at"], float)
+    assert isinstance(doc["query_at"], datetime.datetime)
+    assert doc["query_at"].tzinfo is not None
     assert before <= doc["query_at"] <= after
     assert doc["prog"]["value"] == 0.0
     # the stored document rebuilds the same job

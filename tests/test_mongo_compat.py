@@ -4,7 +4,8 @@ For each gap there are two tests:
 
 * ``test_nx_gap_*`` (``core4_env``, NX only, plain pymongo) asserts the WRONG
   behaviour of NX-27017. When one of them fails, NX fixed the gap and the
-  workaround in ``core4/mongo/compat.py`` can go.
+  workaround in ``core4/mongo/compat.py`` can go. (The gaps that core4
+  fixes inside the server it starts are in ``tests/test_nxpatch.py``.)
 * ``test_portable_*`` (``fidelity_env``) shows that core4's workaround gives
   the right answer on every backend (NX, SecantusDB, a real MongoDB).
 
@@ -37,23 +38,6 @@ def ids(cursor):
 
 # datetimes -------------------------------------------------------------------
 
-def test_nx_gap_set_datetime_stored_as_string(core4_env):
-    """When this fails NX fixed the gap: the workaround in
-    core4/mongo/compat.py (times as epoch seconds, ``now()``) can go."""
-    coll = core4_env.db().times
-    when = datetime.datetime(2020, 1, 2, 3, 4, 5)
-    coll.insert_one({"_id": 1})
-    coll.update_one({"_id": 1}, {"$set": {"query_at": when,
-                                          "locked.heartbeat": when}})
-    doc = coll.find_one({"_id": 1})
-    assert isinstance(doc["query_at"], str)
-    assert isinstance(doc["locked"]["heartbeat"], str)
-    # it is no date any more: reading it back and comparing breaks
-    assert coll.find_one({"query_at": {"$type": "date"}}) is None
-    with pytest.raises(TypeError):
-        doc["query_at"] <= datetime.datetime(2030, 1, 1)
-
-
 def test_nx_gap_set_float_rounded(core4_env):
     """Not in shared/README.md: ``$set`` of a float keeps only 15
     significant digits (an inserted float keeps all), i.e. ~10 microseconds
@@ -69,29 +53,40 @@ def test_nx_gap_set_float_rounded(core4_env):
     assert doc["updated"] == pytest.approx(value, abs=1e-4)
 
 
-def test_portable_epoch_times(fidelity_env):
-    coll = fidelity_env.db().times
+def test_portable_datetimes(fidelity_env):
+    """Times are BSON datetimes on every backend: ``$set`` at the top level
+    and dotted, ``$min``, ``find_one_and_update``; read back equal and
+    tz-aware; compared at millisecond precision."""
+    coll = fidelity_env.client()[fidelity_env.database].times
     coll.insert_one({"_id": 1})
     at = now()
-    assert isinstance(at, float) and abs(at - time.time()) < 5
+    assert at.tzinfo is not None and at.microsecond % 1000 == 0
+    assert abs((at - datetime.datetime.now(UTC)).total_seconds()) < 5
     coll.update_one({"_id": 1}, {"$set": {"query_at": at,
-                                          "locked.heartbeat": at}})
-    assert ids(coll.find({"query_at": {"$lte": now()}})) == [1]
-    assert ids(coll.find({"locked.heartbeat": {"$lte": now()}})) == [1]
-    assert ids(coll.find({"query_at": {"$gt": at + 1}})) == []
-    stored = coll.find_one({"_id": 1})["query_at"]
-    assert stored == pytest.approx(at, abs=1e-4)
-    # conversions between the stored form and aware UTC datetimes
-    aware = to_datetime(stored)
-    assert aware.tzinfo is not None and aware.utcoffset().total_seconds() == 0
-    assert from_datetime(aware) == pytest.approx(stored, abs=1e-6)
-    naive = datetime.datetime(2020, 1, 2, 3, 4, 5)
-    assert from_datetime(naive) == from_datetime(naive.replace(tzinfo=UTC))
-    assert from_datetime(naive) == 1577934245.0
+                                          "locked.heartbeat": at},
+                                 "$min": {"first": at}})
+    doc = coll.find_one({"_id": 1})
+    assert doc["query_at"] == at and doc["locked"]["heartbeat"] == at
+    assert doc["first"] == at
+    assert ids(coll.find({"query_at": {"$lte": at}})) == [1]
+    assert ids(coll.find({"locked.heartbeat": {"$lte": at}})) == [1]
+    half = datetime.timedelta(milliseconds=500)
+    assert ids(coll.find({"query_at": {"$lte": at - half}})) == []
+    assert ids(coll.find({"query_at": {"$gt": at - half}})) == [1]
+    assert ids(coll.find({"query_at": {"$gt": at}})) == []
+    after = coll.find_one_and_update(
+        {"_id": 1}, {"$set": {"started_at": at + half}},
+        return_document=pymongo.ReturnDocument.AFTER)
+    assert after["started_at"] == at + half
+    # conversions: naive means UTC; legacy epoch floats are read as UTC
+    naive = datetime.datetime(2020, 1, 2, 3, 4, 5, 123456)
+    assert from_datetime(naive) == datetime.datetime(
+        2020, 1, 2, 3, 4, 5, 123000, tzinfo=UTC)
     cet = datetime.timezone(datetime.timedelta(hours=1))
-    assert from_datetime(datetime.datetime(2020, 1, 2, 4, 4, 5,
-                                           tzinfo=cet)) == 1577934245.0
-    assert to_datetime(1577934245) == naive.replace(tzinfo=UTC)
+    assert from_datetime(datetime.datetime(2020, 1, 2, 4, 4, 5, tzinfo=cet)) \
+        == datetime.datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert to_datetime(1577934245) == datetime.datetime(
+        2020, 1, 2, 3, 4, 5, tzinfo=UTC)
     assert to_datetime(None) is None and from_datetime(None) is None
 
 

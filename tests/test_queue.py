@@ -4,22 +4,25 @@ Every test runs on each backend of ``fidelity_env`` (NX-27017, SecantusDB and,
 with ``CORE4_TEST_MONGO_URL``, a real MongoDB), so no queue semantics rely on
 an NX quirk. Jobs in other states than pending are produced the way a worker
 produces them: a claim through :func:`lifecycle.claim_by_id`, then a
-lifecycle transition. Times in job documents are UTC epoch seconds.
+lifecycle transition. Times in job documents are BSON datetimes (UTC,
+milliseconds), read back tz-aware.
 """
 
 import concurrent.futures
+import datetime
 import getpass
 import os
 import socket
-import time
 
+import pymongo
 import pytest
 
 from core4.queue.loader import make_job
 from bson import ObjectId
 
 from core4.error import Core4UserError, CoreJobExists, CoreJobNotFound
-from core4.mongo import find_index
+from core4.mongo import find_index, now
+from core4.mongo import seconds as secs
 from core4.queue import lifecycle, states
 from core4.queue.helper.job import DummyJob
 from core4.queue.job import args_hash
@@ -45,8 +48,10 @@ def user_name():
 
 
 def near_now(value, slack=SLACK):
-    """True if ``value`` is epoch seconds close to the current time."""
-    return isinstance(value, float) and abs(value - time.time()) < slack
+    """True if ``value`` is an aware datetime close to the current time."""
+    return (isinstance(value, datetime.datetime)
+            and value.tzinfo is not None
+            and abs((value - now()).total_seconds()) < slack)
 
 
 def claim(queue, _id):
@@ -89,7 +94,7 @@ def stopped_job(queue, state, sleep):
 # enqueue ---------------------------------------------------------------------
 
 def test_enqueue_stores_pending_document(fidelity_env, queue):
-    before = time.time()
+    before = now()
     job = queue.enqueue(DummyJob, sleep=1, loop_time=0.1)
     doc = fidelity_env.db().sys_queue.find_one({"_id": job._id})
     assert doc is not None
@@ -99,7 +104,7 @@ def test_enqueue_stores_pending_document(fidelity_env, queue):
     assert doc["state"] == states.PENDING
     assert doc["attempts"] == 1 and doc["attempts_left"] == 1
     assert doc["trial"] == 0
-    assert near_now(doc["query_at"]) and doc["query_at"] >= before - 1
+    assert near_now(doc["query_at"]) and doc["query_at"] >= before - secs(1)
     assert near_now(doc["enqueued"]["at"])
     assert doc["enqueued"]["hostname"] == socket.gethostname()
     assert doc["enqueued"]["username"] == user_name()
@@ -114,6 +119,57 @@ def test_enqueue_stores_pending_document(fidelity_env, queue):
     doc = fidelity_env.db().sys_queue.find_one({"_id": other._id})
     assert doc["attempts"] == 3 and doc["attempts_left"] == 3
     assert doc["enqueued"]["username"] == "alice"
+
+
+def test_times_are_datetimes_for_a_plain_client(fidelity_env, queue):
+    """What a user sees with a plain pymongo client (not tz-aware): every
+    time of a job is a ``datetime`` (naive, UTC), and the user's queries
+    with datetimes find the job."""
+    before = now() - secs(1)
+    job = queue.enqueue(DummyJob, sleep=1)
+    at = now()
+    client = pymongo.MongoClient(fidelity_env.url)
+    try:
+        coll = client[fidelity_env.database].sys_queue
+
+        def assert_time(value):
+            assert isinstance(value, datetime.datetime), value
+            assert value.tzinfo is None      # a plain client reads naive UTC
+            assert near_now(value.replace(tzinfo=datetime.timezone.utc))
+
+        def found(query):
+            return [d["_id"] for d in coll.find(query)]
+
+        doc = coll.find_one({"_id": job._id})
+        assert_time(doc["enqueued"]["at"])
+        assert_time(doc["query_at"])
+        # aware and naive (UTC) datetimes in a query both work
+        for bound in (before, before.replace(tzinfo=None)):
+            assert found({"enqueued.at": {"$gte": bound}}) == [job._id]
+        for bound in (at, at.replace(tzinfo=None)):
+            assert found({"query_at": {"$lte": bound}}) == [job._id]
+        # the comparison is exact to the millisecond, not to the second
+        stored = doc["enqueued"]["at"]
+        assert found({"enqueued.at": {"$gte": stored}}) == [job._id]
+        assert found({"enqueued.at": {"$gt": stored}}) == []
+        assert found({"enqueued.at": {
+            "$gt": stored + datetime.timedelta(milliseconds=1)}}) == []
+        later = at + secs(60)
+        for later in (later, later.replace(tzinfo=None)):
+            assert found({"enqueued.at": {"$gt": later}}) == []
+            assert found({"query_at": {"$gt": later}}) == []
+
+        assert queue.kill(job._id) is True
+        doc = coll.find_one({"_id": job._id})
+        assert doc["state"] == states.KILLED
+        assert_time(doc["killed_at"])
+        assert_time(doc["finished_at"])
+        assert doc["killed_at"] >= doc["enqueued"]["at"]
+        assert found({"killed_at": {"$gte": before}}) == [job._id]
+        assert found({"finished_at": {"$lte": now()}}) == [job._id]
+        assert found({"killed_at": {"$gt": now() + secs(60)}}) == []
+    finally:
+        client.close()
 
 
 def test_same_name_and_args_is_refused(queue):
@@ -177,11 +233,11 @@ def test_kill_complete_or_unknown_job_is_false(queue):
 @pytest.mark.parametrize("state", [states.FAILED, states.DEFERRED])
 def test_restart_waiting_job_keeps_id_and_runs_now(queue, state):
     old = stopped_job(queue, state, sleep=1)
-    assert old["query_at"] > time.time() + 60  # waits error/defer time
+    assert old["query_at"] > now() + secs(60)  # waits error/defer time
     assert queue.restart(old["_id"]) == old["_id"]
     doc = queue.sys.queue.find_one({"_id": old["_id"]})
     assert doc["state"] == state
-    assert near_now(doc["query_at"]) and doc["query_at"] <= time.time()
+    assert near_now(doc["query_at"]) and doc["query_at"] <= now()
     assert queue.counts() == {state: 1}
     assert queue.sys.journal.find_one({"_id": old["_id"]}) is None
 
@@ -205,7 +261,7 @@ def test_restart_stopped_job_enqueues_child(queue, state):
     assert child["name"] == old["name"] and child["args"] == old["args"]
     assert child["attempts_left"] == old["attempts"]
     assert child["trial"] == old["trial"]
-    assert near_now(child["query_at"]) and child["query_at"] <= time.time()
+    assert near_now(child["query_at"]) and child["query_at"] <= now()
     for field in ("locked", "last_error", "killed_at", "started_at",
                   "finished_at", "inactive_at"):
         assert field not in child, field
@@ -310,12 +366,13 @@ def test_pause_project_after_global_pause(queue):
 
 
 def test_halt(queue):
-    assert queue.halted_since(0.0) is False
-    before = time.time() - 1.0
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+    assert queue.halted_since(epoch) is False
+    before = now() - secs(1.0)
     at = queue.halt()
     assert near_now(at)
     assert queue.halted_since(before) is True
-    assert queue.halted_since(at + 1.0) is False
+    assert queue.halted_since(at + secs(1.0)) is False
 
 
 # lookup ----------------------------------------------------------------------
@@ -361,7 +418,7 @@ def test_resolve(queue):
 
 def _started_ago(queue, doc, seconds):
     """Pretend the running job started ``seconds`` ago."""
-    started = time.time() - seconds
+    started = now() - secs(seconds)
     queue.sys.queue.update_one({"_id": doc["_id"]},
                                {"$set": {"started_at": started}})
     return dict(doc, started_at=started)
@@ -385,7 +442,8 @@ def test_set_complete_journals_and_accumulates_runtime(queue):
     assert doc["prog"]["value"] == 1.0
     assert near_now(doc["finished_at"])
     assert "locked" not in doc
-    expected = failed["runtime"] + doc["finished_at"] - second["started_at"]
+    expected = failed["runtime"] + (
+        doc["finished_at"] - second["started_at"]).total_seconds()
     assert doc["runtime"] == pytest.approx(expected, abs=0.01)
     assert doc["runtime"] > 7.5
 

@@ -7,12 +7,14 @@ fixed upstream is removed in one place.
 """
 
 from core4.mongo.compat import (count, count_by, ensure_index, find_index,
-                                id_in, now, to_datetime, from_datetime)
+                                id_in, now, seconds, elapsed, to_datetime,
+                                from_datetime)
 from core4.mongo.connection import (SystemCollections, get_client, collection,
                                     resolve_url, translate_errors, retrying)
 
 __all__ = [
     "SystemCollections", "get_client", "collection", "resolve_url",
     "translate_errors", "retrying", "ensure_index", "find_index", "id_in", "now",
+    "seconds", "elapsed",
     "to_datetime", "from_datetime", "count", "count_by",
 ]

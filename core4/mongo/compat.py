@@ -5,8 +5,10 @@ The embedded NX-27017 server has gaps (see ``shared/README.md``); each is
 handled here, and ``tests/test_mongo_compat.py`` shows the raw gap so we
 notice when it is fixed:
 
-* ``$set`` of a datetime stores a string: core4 stores every time it filters
-  or sorts on as UTC epoch seconds (a float), see :func:`now`.
+* ``$set`` of a datetime stored a string, and datetime comparisons dropped
+  the fraction of a second: fixed inside the server process core4 starts
+  (:mod:`core4.mongo.nxpatch`). core4 stores every time as a BSON datetime
+  (UTC, milliseconds, read back tz-aware), see :func:`now`.
 * equality on an ObjectId field other than ``_id`` matches nothing: use
   :func:`id_in`.
 * null and missing are mixed up: core4 never filters on ``None``; it removes
@@ -27,7 +29,6 @@ notice when it is fixed:
 """
 
 import datetime
-import time
 
 from bson import ObjectId
 
@@ -35,12 +36,27 @@ UTC = datetime.timezone.utc
 
 
 def now():
-    """Return the current time as UTC epoch seconds (the stored form)."""
-    return time.time()
+    """Return the current time as stored: an aware UTC datetime, truncated
+    to milliseconds (BSON's precision, so a stored time reads back equal)."""
+    at = datetime.datetime.now(UTC)
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+
+def seconds(value):
+    """Return ``value`` seconds (int or float) as a :class:`timedelta`."""
+    return datetime.timedelta(seconds=float(value))
+
+
+def elapsed(since, until=None):
+    """Return the seconds (float) from the datetime ``since`` to ``until``
+    (default: now)."""
+    return ((until or now()) - to_datetime(since)).total_seconds()
 
 
 def to_datetime(value):
-    """Turn a stored epoch timestamp into an aware UTC datetime (None stays)."""
+    """Return ``value`` as an aware UTC datetime: a datetime (naive = UTC),
+    or epoch seconds as stored before core4 0.3 (int or float); None stays
+    None."""
     if value is None:
         return None
     if isinstance(value, datetime.datetime):
@@ -49,14 +65,12 @@ def to_datetime(value):
 
 
 def from_datetime(value):
-    """Turn a datetime (naive = UTC) into stored epoch seconds."""
+    """Return a datetime (naive = UTC) as stored: aware UTC, milliseconds;
+    epoch seconds (int or float) are converted too."""
     if value is None:
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.timestamp()
+    value = to_datetime(value).astimezone(UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
 def id_in(*values):

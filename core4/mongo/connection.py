@@ -42,7 +42,8 @@ def get_client(url, config):
             # inherited over fork: never close (it belongs to the parent)
             del _CLIENTS[stale]
         client = pymongo.MongoClient(
-            url, serverSelectionTimeoutMS=config.mongo.server_timeout,
+            url, tz_aware=True,
+            serverSelectionTimeoutMS=config.mongo.server_timeout,
             connectTimeoutMS=config.mongo.connect_timeout, connect=False)
         _CLIENTS[key] = client
     return client

@@ -40,7 +40,9 @@ PORT_ATTEMPTS = 5
 # the module first); calling main() keeps nx.out clean. The filter drops the
 # two INFO lines NX logs per generic command (every ping), which would grow
 # nx.log and nx.out at each CLI start.
+# core4.mongo.nxpatch fixes gaps of NX before it serves (see there).
 _NX_CODE = ("import logging, sys; from nx_27017.nx_27017 import main; "
+            "import core4.mongo.nxpatch; core4.mongo.nxpatch.apply(); "
             "logging.getLogger('nx_27017').addFilter(lambda r: not str(r.msg)"
             ".startswith(('Calling db.command', 'NeoSQLite returned'))); "
             "sys.exit(main())")

@@ -8,16 +8,17 @@ import pymongo.errors
 
 from core4.base import hostname
 from core4.error import Core4UserError
-from core4.mongo import now
+from core4.mongo import now, seconds, to_datetime
 
 #: ids of control documents in sys_worker (not daemons)
-CONTROL_IDS = ("__halt__", "__maintenance__")
+CONTROL_IDS = ("__halt__", "__maintenance__", "__schema__")
 
 
 def alive_daemons(system, config, kind=None):
     """Return the registered daemons whose heartbeat is recent enough."""
     query = {"kind": {"$exists": True},
-             "heartbeat": {"$gte": now() - config.daemon.alive_timeout},
+             "heartbeat": {"$gte": now() - seconds(
+                 config.daemon.alive_timeout)},
              "phase": {"$ne": "exit"}}
     if kind:
         query["kind"] = kind
@@ -59,7 +60,9 @@ def register(system, identifier, kind, config, **extra):
 def _alive(doc, config, at):
     if doc.get("phase") == "exit":
         return False
-    if doc.get("heartbeat", 0) < at - config.daemon.alive_timeout:
+    heartbeat = to_datetime(doc.get("heartbeat"))
+    if heartbeat is None or \
+            heartbeat < at - seconds(config.daemon.alive_timeout):
         return False
     if doc.get("hostname") == hostname():
         pid = doc.get("pid")

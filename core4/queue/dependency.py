@@ -12,6 +12,8 @@ Unknown names and cycles (through ``dependency`` and ``chain`` of the job
 classes) are refused at enqueue.
 """
 
+import datetime
+
 from bson import ObjectId
 
 from core4.error import Core4UserError, CoreJobInvalid
@@ -19,7 +21,7 @@ from core4.mongo import now
 from core4.queue import lifecycle, states
 
 #: ``query_at`` of a job that waits for its dependencies: never due
-WAITING_AT = 253402300000.0  # 9999-12-31, the latest datetime
+WAITING_AT = datetime.datetime(9999, 12, 31, tzinfo=datetime.timezone.utc)
 #: states of a dependency that make its dependents fail
 BROKEN = (states.ERROR, states.KILLED, states.INACTIVE)
 
@@ -119,12 +121,13 @@ def _name_state(queue, name, own_id):
 
 def resolve_waiting(queue, log):
     """Release waiting jobs whose dependencies completed; fail those with a
-    broken dependency. Returns the number of jobs changed."""
-    changed = 0
+    broken dependency. Returns the number of jobs that waited."""
+    waited = 0
     for doc in queue.sys.queue.find({"state": states.PENDING,
                                      "query_at": {"$gte": WAITING_AT}}):
         if "waiting_for" not in doc:
             continue
+        waited += 1
         verdict, detail = evaluate(queue, doc)
         guard = {"_id": doc["_id"], "state": states.PENDING,
                  "waiting_for": {"$exists": True}}
@@ -141,9 +144,8 @@ def resolve_waiting(queue, log):
                 continue
             update = {"$set": {"prog.message": message}}
         if queue.sys.queue.update_one(guard, update).modified_count:
-            changed += 1
             if verdict != "wait":
                 log.info("job [%s] %s: %s", doc["_id"], doc["name"],
                          "dependencies complete" if verdict == "ok"
                          else detail)
-    return changed
+    return waited

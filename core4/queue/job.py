@@ -35,7 +35,7 @@ RUNTIME_FIELDS = (
     "_id", "state", "attempts_left", "trial", "enqueued", "started_at",
     "finished_at", "query_at", "runtime", "locked", "prog", "last_error",
     "zombie_at", "wall_at", "killed_at", "removed_at", "inactive_at",
-    "first_started_at")
+    "first_started_at", "lost")
 
 
 class CoreAbstractMixin:
@@ -63,7 +63,10 @@ class CoreJob:
     deferred job runs again; ``defer_max`` (3600 s) after the first start a
     deferring job becomes ``inactive``; ``error_time`` (600 s) until a failed
     job runs again; ``zombie_time`` (1800 s) without progress flags a running
-    job as zombie; ``wall_time`` (None) flags a job running longer as
+    job as zombie; ``max_lost`` (3) how often the job may lose its worker
+    (killed, stopped, cut off) before it ends in ``error``: a lost job runs
+    again at once and does not use up one of its ``attempts``;
+    ``wall_time`` (None) flags a job running longer as
     non-stop; ``max_parallel`` (15) running jobs of this name across all
     workers; ``worker`` (None) runs the job only on this worker;
     ``progress_interval`` (5 s) between progress updates; ``schedule``
@@ -80,6 +83,7 @@ class CoreJob:
     dependency = None
     error_time = None
     force = None
+    max_lost = None
     max_parallel = None
     priority = None
     progress_interval = None

@@ -10,10 +10,15 @@ import traceback
 import uuid
 
 import pymongo
+import pymongo.errors
 
 from core4.base import hostname
-from core4.mongo import now
+from core4.mongo import elapsed, now, seconds
 from core4.queue import states
+
+
+#: ``max_lost`` of jobs enqueued before it existed
+DEFAULT_MAX_LOST = 3
 
 
 def new_lease(worker, pid=None):
@@ -23,11 +28,17 @@ def new_lease(worker, pid=None):
             "at": at, "heartbeat": at, "token": uuid.uuid4().hex}
 
 
-def claim_update(lease, at):
-    """Return the update that moves a claimed job to ``running``."""
-    return {"$set": {"state": states.RUNNING, "locked": lease,
-                     "started_at": at},
-            "$inc": {"trial": 1}, "$min": {"first_started_at": at}}
+def claim_update(lease, at, first=None):
+    """Return the update that moves a claimed job to ``running``; ``first``
+    tells whether it is the job's first start (sets ``first_started_at``),
+    None if unknown (then ``$min`` decides)."""
+    fields = {"state": states.RUNNING, "locked": lease, "started_at": at}
+    update = {"$set": fields, "$inc": {"trial": 1}}
+    if first:
+        fields["first_started_at"] = at
+    elif first is None:
+        update["$min"] = {"first_started_at": at}
+    return update
 
 
 def claim_by_id(queue, _id, worker):
@@ -55,8 +66,8 @@ def error_document(exc_info=None, message=None):
 
 def _finish(doc, at):
     started = doc.get("started_at") or at
-    return {"finished_at": at,
-            "runtime": (doc.get("runtime") or 0.0) + max(at - started, 0.0)}
+    return {"finished_at": at, "runtime": (doc.get("runtime") or 0.0)
+            + max(elapsed(started, at), 0.0)}
 
 
 def _update(queue, doc, update):
@@ -86,7 +97,8 @@ def set_failed(queue, doc, error=None, message=None):
     left = doc.get("attempts_left", 1) - 1
     fields["last_error"] = error
     if left > 0:
-        fields.update(state=states.FAILED, query_at=at + doc["error_time"])
+        fields.update(state=states.FAILED,
+                      query_at=at + seconds(doc["error_time"]))
     else:
         fields.update(state=states.ERROR)
     return _update(queue, doc, {"$set": fields, "$unset": {"locked": ""},
@@ -110,12 +122,14 @@ def set_deferred(queue, doc, message):
     fields = _finish(doc, at)
     fields["last_error"] = error_document(message=message)
     inactive_at = doc.get("inactive_at") or (
-        doc.get("first_started_at") or doc["started_at"]) + doc["defer_max"]
+        doc.get("first_started_at") or doc["started_at"]) + seconds(
+        doc["defer_max"])
     fields["inactive_at"] = inactive_at
     if at >= inactive_at:
         fields.update(state=states.INACTIVE)
     else:
-        fields.update(state=states.DEFERRED, query_at=at + doc["defer_time"])
+        fields.update(state=states.DEFERRED,
+                      query_at=at + seconds(doc["defer_time"]))
     return _update(queue, doc, {"$set": fields, "$unset": {"locked": ""}})
 
 
@@ -133,6 +147,28 @@ def apply_outcome(queue, doc, outcome):
     if state == states.ERROR:
         return set_error(queue, doc, outcome["error"])
     return set_failed(queue, doc, outcome["error"])
+
+
+def set_lost(queue, doc, message):
+    """Running → pending again at once: the job lost its worker (dead,
+    stopped or cut off from the database), which is not the job's failure,
+    so no attempt is used up. The ``lost`` count grows and ``lost_by`` names
+    the worker; past ``max_lost`` losses (a job that kills its workers) the
+    job ends in ``error`` instead."""
+    max_lost = doc.get("max_lost") or DEFAULT_MAX_LOST
+    at = now()
+    fields = _finish(doc, at)
+    worker = (doc.get("locked") or {}).get("worker")
+    lost = doc.get("lost", 0) + 1
+    fields.update(last_error=error_document(message=message), lost=lost)
+    if lost > max_lost:
+        fields.update(state=states.ERROR, last_error=error_document(
+            message="%s; lost its worker %d times (max_lost %d): ended in "
+            "error" % (message, lost, max_lost)))
+    else:
+        fields.update(state=states.PENDING, query_at=at)
+    return _update(queue, doc, {"$set": fields, "$unset": {"locked": ""},
+                                "$push": {"lost_by": worker}})
 
 
 def set_killed(queue, doc, message="killed"):
@@ -158,5 +194,8 @@ def record_progress(queue, doc, value, message):
 
 def journal(queue, doc):
     """Move ``doc`` to ``sys_journal`` (idempotent) and out of the queue."""
-    queue.sys.journal.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+    try:
+        queue.sys.journal.insert_one(doc)
+    except pymongo.errors.DuplicateKeyError:  # journaled before, interrupted
+        queue.sys.journal.replace_one({"_id": doc["_id"]}, doc, upsert=True)
     queue.sys.queue.delete_one({"_id": doc["_id"], "state": doc["state"]})

@@ -14,8 +14,9 @@ from bson.errors import InvalidId
 from core4.base import hostname, project_of, username
 from core4.config import get_config
 from core4.error import CoreJobExists, CoreJobNotFound, Core4UserError
-from core4.mongo import SystemCollections, ensure_index, now, id_in
-from core4.queue import dependency, events, lifecycle, states
+from core4.mongo import (SystemCollections, ensure_index, now, id_in,
+                         to_datetime)
+from core4.queue import dependency, events, lifecycle, migrate, states
 from core4.queue.job import CoreJob
 from core4.queue.loader import load_job_class, make_job
 
@@ -56,6 +57,7 @@ class CoreQueue:
         events.setup(self.sys, self.config)
         ensure_index(self.sys.stdout, [("timestamp", 1)],
                      expireAfterSeconds=int(self.config.worker.stdout_ttl))
+        migrate.ensure_schema(self.sys)
         self._indexed = True
 
     # enqueue ----------------------------------------------------------------
@@ -244,10 +246,28 @@ class CoreQueue:
                                    upsert=True)
         return at
 
+    def control(self):
+        """Read ``sys_worker`` once: return ``(halt_at, maintenance,
+        daemons)``, the time of the latest halt request (or None), the
+        maintenance mode as :meth:`maintenance` returns it, and the
+        registered daemons' documents."""
+        halt_at, maintenance, daemons = None, {}, []
+        for doc in self.sys.worker.find({}):
+            if doc["_id"] == HALT_ID:
+                halt_at = to_datetime(doc.get("at"))
+            elif doc["_id"] == MAINTENANCE_ID:
+                maintenance = doc
+            elif "kind" in doc:
+                daemons.append(doc)
+        return halt_at, {"global": bool(maintenance.get("global", False)),
+                         "projects": sorted(maintenance.get("projects")
+                                            or [])}, daemons
+
     def halted_since(self, started_at):
         """True if a halt was requested after ``started_at``."""
         doc = self.sys.worker.find_one({"_id": HALT_ID})
-        return bool(doc) and doc.get("at", 0) >= started_at
+        return bool(doc) and "at" in doc and \
+            to_datetime(doc["at"]) >= started_at
 
     def pause(self, project=None):
         """Stop claims of all jobs, or of one project's jobs."""

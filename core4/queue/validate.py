@@ -107,6 +107,7 @@ PROPERTIES = {
     "dependency": Property(string_list, inherited=False, sequence=True),
     "error_time": Property(positive_number),
     "force": Property(boolean),
+    "max_lost": Property(positive_int),
     "max_parallel": Property(positive_int_or_none),
     "priority": Property(integer),
     "progress_interval": Property(positive_number),

@@ -1,15 +1,22 @@
 """The worker: claims jobs and runs each in its own OS process.
 
-One loop (:meth:`CoreWorker.loop`) runs the steps of the execution plan,
-each at its own interval:
+One loop (:meth:`CoreWorker.loop`) waits until something happens (a
+change-stream hint that a job became due, a job process reporting, the
+timer of the earliest deferred or failed job, the next step) and then runs
+the steps of the execution plan that are due:
 
-* ``work_jobs`` — claim due jobs (one atomic ``find_one_and_update`` each)
-  and start their processes;
+* ``work_jobs`` — claim due jobs by ``_id`` (:mod:`core4.queue.claim`) and
+  start their processes. It runs at once when the change stream
+  (:mod:`core4.queue.wakeup`) reports a job, when a slot frees, and when a
+  waiting job's ``query_at`` passes; the interval is only the fallback
+  poll, which backs off to ``worker.poll_max`` seconds while idle;
 * ``heartbeat`` — renew the worker's heartbeat and the leases of its jobs
   (every ``daemon.heartbeat`` seconds; a lease expires after twice that);
 * ``check_requests`` — halt, maintenance, kill and removal requests;
-* ``flag_jobs`` — non-stop and zombie flags, deferred jobs turned inactive;
-* ``recover_jobs`` — jobs of dead workers (expired leases);
+* ``flag_jobs`` — non-stop and zombie flags, deferred jobs turned inactive,
+  jobs whose dependencies completed;
+* ``recover_jobs`` — jobs of dead workers (expired leases), run again at
+  once;
 * ``collect_stats`` — CPU and memory for the resource gate.
 
 The worker's phases are explicit: ``startup``, ``loop``, ``stopping`` (no
@@ -32,18 +39,19 @@ from core4.config import get_config
 from core4.error import Core4UserError, CoreJobExists
 from core4.logger import get_logger, setup_logging
 from core4.logger.forward import LogForwarder
-from core4.mongo import now
+from core4.mongo import now, seconds, to_datetime
 from core4.mongo.connection import TRANSIENT
 from core4.queue.launcher.process import read_result
 from core4.queue import dependency, events, lifecycle, recovery, states
-from core4.queue.daemon import (alive_daemons, register, set_phase,
-                                unregister)
+from core4.queue.claim import Claimer
+from core4.queue.daemon import register, set_phase, unregister
 from core4.queue.launcher.jobprocess import (JobProcess, publish_output,
                                              store_output)
 from core4.queue.launcher.environments import Environments, EnvironmentProblem
 from core4.queue.launcher.launcher import Done, LauncherError, Started
 from core4.queue.queue import CoreQueue
 from core4.queue.resources import ResourceMonitor
+from core4.queue.wakeup import QueueWatch
 
 #: seconds between writes of buffered events and job log records
 FLUSH_INTERVAL = 0.25
@@ -82,8 +90,16 @@ class CoreWorker:
         self.signals = 0
         self.maintenance = {"global": False, "projects": []}
         self.capped = {}            # job name -> monotonic time until skipped
+        self.limits = {}            # job name -> max_parallel last seen
         self.capacity = None        # max_jobs of all live workers together
         self.next_run = {}
+        self.claimer = Claimer(self.queue, self.identifier)
+        self.watch = None
+        self.watch_generation = 0
+        self.work_now = True        # claim at the next pass (not only poll)
+        self.poll_interval = self.plan["work_jobs"]
+        self.poll_max = max(float(wcfg.poll_max), self.poll_interval)
+        self.dependents_waiting = True
         self.connected_since = None
         self.outage_until = 0.0
         self.kill_grace = float(wcfg.kill_grace)
@@ -109,6 +125,12 @@ class CoreWorker:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         self.queue.setup()
+        if self.config.worker.change_stream:
+            self.watch = QueueWatch(self.queue.sys.queue, self.log)
+            self.watch.start()
+        else:
+            self.log.info("change stream off (worker.change_stream): the "
+                          "worker polls for jobs")
         self.connected_since = time.monotonic()
         self.log.info("worker [%s] started (pid %d, %s mode)",
                       self.identifier, os.getpid(), self.start_method)
@@ -121,11 +143,16 @@ class CoreWorker:
 
     def loop(self):
         """Run the execution plan until the worker stops."""
-        steps = (("heartbeat", self.renew), ("check_requests", self.check),
-                 ("work_jobs", self.work), ("flag_jobs", self.flag),
+        # claims first: a woken worker starts its job before other steps
+        steps = (("work_jobs", self.work), ("heartbeat", self.renew),
+                 ("check_requests", self.check), ("flag_jobs", self.flag),
                  ("recover_jobs", self.recover),
                  ("collect_stats", self.resources.sample),
                  ("publish_output", self.publish_output))
+        # maintenance and halt requests are known before the first claim
+        self.next_run["check_requests"] = time.monotonic() + \
+            self.plan["check_requests"]
+        self.guarded("check_requests", self.check)
         while True:
             self.handle_events()
             if self.phase == STOPPING and not self.jobs:
@@ -134,11 +161,17 @@ class CoreWorker:
                     self.stop_deadline:
                 self.kill_all("stopped by %s after the grace period"
                               % self.identifier, self.kill_grace)
+            self.take_hints()
             at = time.monotonic()
             for name, step in steps:
-                if at >= self.next_run.get(name, 0) and at >= \
-                        self.outage_until:
-                    self.next_run[name] = at + self.plan[name]
+                due = at >= self.next_run.get(name, 0) or (
+                    name == "work_jobs" and self.work_now)
+                if due and at >= self.outage_until:
+                    if name == "work_jobs" and not self.work_now:
+                        self.claimer.scan_wanted = True  # the fallback poll
+                    self.next_run[name] = at + (
+                        self.poll_interval if name == "work_jobs"
+                        else self.plan[name])
                     self.guarded(name, step)
             if time.monotonic() >= self.next_run.get("flush", 0):
                 # events and log records are written a few times a second,
@@ -175,89 +208,146 @@ class CoreWorker:
         return False
 
     def wait(self):
-        """Sleep until the next step is due or the launcher reports."""
-        timeout = max(0.0, min(self.next_run.values()) - time.monotonic())
-        timeout = min(timeout, self.plan["work_jobs"])
-        filenos = self.envs.filenos()
-        if not filenos:
-            time.sleep(timeout)
+        """Sleep until the next step is due, a job becomes due, the change
+        stream reports or a launcher reports."""
+        if self.work_now:
             return
+        timeout = max(0.0, min(self.next_run.values()) - time.monotonic())
+        due = self.claimer.seconds_to_due()
+        if due is not None and len(self.jobs) < self.config.worker.max_jobs:
+            timeout = min(timeout, due + 0.001)
+        filenos = list(self.envs.filenos())
+        if self.watch is not None and self.watch.supported:
+            filenos.append(self.watch.fileno())
         try:
             select.select(filenos, [], [], timeout)
         except InterruptedError:
             pass
+        if due is not None and self.claimer.seconds_to_due() == 0:
+            self.claimer.next_due = None
+            self.claimer.scan_wanted = True
+            self.work_now = True
+
+    def take_hints(self):
+        """Pass the change stream's hints to the claimer; after the stream
+        (re)opened, scan the queue once (events may have been missed)."""
+        if self.watch is None:
+            return
+        hints = self.watch.take()
+        for hint in hints:
+            self.claimer.hint(hint)
+        if self.watch.generation != self.watch_generation:
+            self.watch_generation = self.watch.generation
+            self.claimer.scan_wanted = True
+        if hints or self.claimer.scan_wanted:
+            self.work_now = True
 
     # steps ------------------------------------------------------------------
 
     def work(self):
-        """Claim due jobs while slots are free, and start them."""
+        """Claim due jobs while slots are free, and start them; the poll
+        backs off while nothing is found."""
+        self.work_now = False
         if self.phase != LOOP or self.maintenance["global"]:
             return
+        claimed = 0
         while len(self.jobs) < self.config.worker.max_jobs:
-            doc = self.claim()
-            if doc is None:
-                return
-            self.launch(doc)
+            started = self.claim(self.config.worker.max_jobs - len(self.jobs))
+            if not started:
+                break
+            claimed += started
+        if claimed:
+            self.poll_interval = self.plan["work_jobs"]
+        else:
+            self.poll_interval = min(self.poll_interval * 2, self.poll_max
+                                     if self.watch_alive() else min(
+                                         self.poll_max, 5.0))
+        self.next_run["work_jobs"] = time.monotonic() + self.poll_interval
 
-    def claim(self):
-        """Atomically move the next due job to ``running`` for this worker.
+    def watch_alive(self):
+        """True while the change stream is open (hints arrive)."""
+        return self.watch is not None and self.watch.open
 
-        Order: ``force`` first, then ``priority``, then FIFO. Returns the
-        claimed document, or None.
+    def claim(self, slots):
+        """Claim up to ``slots`` due jobs for this worker, in claim order
+        (force, priority, FIFO), and start them; return how many started
+        (0: nothing claimable now).
+
+        Candidates come from change-stream hints and from scans, which run
+        when the worker starts, when the stream (re)opens, when the
+        candidates run out and as the fallback poll.
         """
-        at = now()
-        query = {"state": {"$in": list(states.CLAIMABLE)},
-                 "query_at": {"$lte": at},
-                 "removed_at": {"$exists": False},
-                 "killed_at": {"$exists": False},
-                 # $in with None matches a missing field (no $or: slow on NX)
-                 "worker": {"$in": [None, self.identifier]}}
-        if self.maintenance["projects"]:
-            query["project"] = {"$nin": self.maintenance["projects"]}
-        capped = self.capped_names()
-        if capped:
-            query["name"] = {"$nin": capped}
-        reason = self.resources.exhausted()
-        if reason:
-            query["force"] = {"$in": [True, 1]}
-        lease = lifecycle.new_lease(self.identifier)
-        doc = self.queue.sys.queue.find_one_and_update(
-            query, lifecycle.claim_update(lease, at),
-            sort=[("force", pymongo.DESCENDING),
-                  ("priority", pymongo.DESCENDING), ("_id", 1)],
-            return_document=pymongo.ReturnDocument.AFTER)
-        if doc is None:
-            return None
-        limit = doc.get("max_parallel")
-        # the cap can only be exceeded if all workers together can run more
-        if limit and (self.capacity is None or limit < max(
-                self.capacity, len(self.jobs) + 1)) \
-                and not self.within_cap(doc):
-            return None
-        return doc
+        claimer = self.claimer
+        claimer.resolve_unknown()
+        if claimer.scan_wanted or not self.watch_alive():
+            claimer.scan()
+        for _ in range(2):
+            candidates = claimer.next_candidates(
+                self.capped_names(), self.maintenance["projects"],
+                force_only=bool(self.resources.exhausted()))
+            while candidates:
+                batch, candidates = self.batch_of(candidates, slots)
+                started = 0
+                for doc in claimer.claim(batch):
+                    if self.within_cap(doc):
+                        self.launch(doc)
+                        started += 1
+                if started:
+                    return started
+            if not claimer.scan_wanted:
+                return 0
+            claimer.scan()  # a full page was taken: read the next one
+        return 0
+
+    def batch_of(self, candidates, slots):
+        """Split off the candidates of one claim: up to ``slots``, with no
+        more of a name than its ``max_parallel`` allows here."""
+        mine = self.running_by_name()
+        batch, rest = [], []
+        for candidate in candidates:
+            limit = self.limits.get(candidate.name)
+            if len(batch) < slots and not (
+                    limit and mine.get(candidate.name, 0) >= limit):
+                batch.append(candidate)
+                mine[candidate.name] = mine.get(candidate.name, 0) + 1
+            else:
+                rest.append(candidate)
+        if not batch:
+            return [], []
+        return batch, rest
 
     def capped_names(self):
         """Job names not to claim now: at their ``max_parallel`` in this
         worker, or found at the cap across all workers a moment ago."""
         mono = time.monotonic()
         names = {name for name, until in self.capped.items() if until > mono}
+        for name, count in self.running_by_name().items():
+            limit = self.limits.get(name)
+            if limit and count >= limit:
+                names.add(name)
+        return names
+
+    def running_by_name(self):
+        """Return ``{name: number of this worker's running jobs}``."""
         mine = {}
         for proc in self.jobs.values():
-            limit = proc.doc.get("max_parallel")
-            if limit:
-                name = proc.doc["name"]
-                mine[name] = mine.get(name, 0) + 1
-                if mine[name] >= limit:
-                    names.add(name)
-        return sorted(names)
+            mine[proc.doc["name"]] = mine.get(proc.doc["name"], 0) + 1
+        return mine
 
     def within_cap(self, doc):
         """Check ``max_parallel`` across all workers after a claim; give the
-        job back if the cap is exceeded."""
-        running = len(list(self.queue.sys.queue.find(
-            {"name": doc["name"], "state": states.RUNNING}, {"_id": 1})
-            .limit(doc["max_parallel"] + 1)))
-        if running <= doc["max_parallel"]:
+        job back if the cap is exceeded. Counts only when the name may be
+        near its limit and all live workers together could pass it."""
+        limit = doc.get("max_parallel")
+        if limit:
+            self.limits[doc["name"]] = limit
+        mine = self.running_by_name().get(doc["name"], 0) + 1
+        if not limit or (self.capacity is not None and limit >= max(
+                self.capacity, len(self.jobs) + 1)):
+            return True
+        if not self.claimer.needs_count(doc["name"], limit, mine):
+            return True
+        if self.claimer.count_running(doc["name"], mine) <= limit:
             return True
         self.capped[doc["name"]] = time.monotonic() + self.plan[
             "check_requests"]
@@ -300,12 +390,16 @@ class CoreWorker:
 
     def check(self):
         """Process halt, maintenance, kill and removal requests."""
-        if self.phase == LOOP and self.queue.halted_since(self.started_at):
+        halt_at, self.maintenance, daemons = self.queue.control()
+        if self.phase == LOOP and halt_at is not None \
+                and halt_at >= self.started_at:
             self.begin_stop("halt requested")
-        self.maintenance = self.queue.maintenance()
-        self.capacity = sum(doc.get("max_jobs", 0) for doc in alive_daemons(
-            self.queue.sys, self.config, kind=self.kind))
-        dependency.resolve_waiting(self.queue, self.log)
+        alive_after = now() - seconds(self.config.daemon.alive_timeout)
+        self.capacity = sum(
+            doc.get("max_jobs", 0) for doc in daemons
+            if doc.get("kind") == self.kind and doc.get("phase") != "exit"
+            and (to_datetime(doc.get("heartbeat")) or alive_after)
+            > alive_after)
         if not self.jobs:
             return
         current = {doc["_id"]: doc for doc in self.queue.sys.queue.find(
@@ -330,7 +424,10 @@ class CoreWorker:
             publish_output(self.queue, proc, self.config.worker.stdout_max)
 
     def flag(self):
-        """Non-stop and zombie flags; inactivate expired deferred jobs."""
+        """Non-stop and zombie flags; inactivate expired deferred jobs;
+        release jobs whose dependencies completed."""
+        self.dependents_waiting = bool(
+            dependency.resolve_waiting(self.queue, self.log))
         if self.jobs:
             docs = list(self.queue.sys.queue.find(
                 {"locked.worker": self.identifier,
@@ -346,9 +443,9 @@ class CoreWorker:
         if self.connected_since is None or \
                 time.monotonic() - self.connected_since < grace:
             return  # after an outage or stall, give live workers time
-        self.renew()
-        for doc in recovery.recover_lost(self.queue, now() - grace, self.log,
-                                         skip=set(self.jobs)):
+        for doc in recovery.recover_lost(
+                self.queue, now() - seconds(grace), self.log,
+                skip=set(self.jobs)):
             self.events.add(events.job_event("recover_job", doc))
 
     # job processes ----------------------------------------------------------
@@ -375,7 +472,11 @@ class CoreWorker:
                             lambda: self.finish(proc, proc.exit_event)):
                 self.jobs.pop(proc.doc["_id"], None)
                 self.capped.pop(proc.doc["name"], None)
-                self.next_run["work_jobs"] = 0  # a slot is free: claim now
+                self.work_now = True  # a slot is free: claim now
+                if self.dependents_waiting:  # they may wait for this job
+                    self.next_run["flag_jobs"] = min(
+                        self.next_run.get("flag_jobs", 0),
+                        time.monotonic() + 1.0)
 
     def forward_logs(self):
         """Forward new log records of the running jobs to sys_log."""
@@ -490,6 +591,8 @@ class CoreWorker:
             time.sleep(0.05)
         if self.envs is not None:
             self.envs.close()
+        if self.watch is not None:
+            self.watch.close()
         try:
             # the events and log records of the last jobs, before leaving
             if self.events is not None:

@@ -10,6 +10,7 @@ the worker records. It opens a database connection of its own only if the
 job reports progress.
 """
 
+import datetime
 import gc
 import json
 import os
@@ -30,9 +31,14 @@ def encode_doc(doc):
     return json_util.dumps(doc, json_options=json_util.CANONICAL_JSON_OPTIONS)
 
 
+#: times decode as aware UTC datetimes, as pymongo reads them in core4
+_DECODE = json_util.CANONICAL_JSON_OPTIONS.with_options(
+    tz_aware=True, tzinfo=datetime.timezone.utc)
+
+
 def decode_doc(text):
     """Inverse of :func:`encode_doc`."""
-    return json_util.loads(text)
+    return json_util.loads(text, json_options=_DECODE)
 
 
 def write_result(path, outcome):

@@ -1,0 +1,211 @@
+"""Fixes for gaps of the embedded NX-27017 server, applied inside the server
+process when core4 starts it (see :mod:`core4.mongo.embedded`).
+
+core4 pins the exact versions of ``nx-27017`` and ``neosqlite``; each fix
+below wraps one function of those versions, so that the data core4 writes
+looks the same as on a real MongoDB server. ``tests/test_nxpatch.py`` shows
+each gap on a plain NX server and that it is gone on a server core4 started,
+so a release that fixes a gap upstream is noticed.
+
+1. ``$set`` (and ``find_one_and_update``, ``update_many``) of a datetime
+   stored a *string*: neosqlite's SQL tier passes the value to SQLite,
+   whose default adapter turns it into text. The fix hands a datetime to the
+   SQL tier in neosqlite's own JSON form (``{"$date": ...}``, what an insert
+   stores), and sends updates that use a datetime with any other operator
+   (``$min``, ``$max``, ...) to neosqlite's Python tier.
+2. Comparisons of datetimes (``$lt``, ``$lte``, ...) ran through SQLite's
+   ``datetime()``, which drops the fraction of a second: a job due in
+   0.5 s matched ``query_at <= now``. The fix compares at millisecond
+   precision (BSON's own) with ``strftime('%Y-%m-%d %H:%M:%f', ...)``.
+3. A change stream's ``$match`` knew no ``$or``/``$and`` (every event was
+   then filtered out). The fix evaluates them.
+4. A ``getMore`` on a change stream answered at once, ignoring
+   ``maxTimeMS`` (the await time a client asks for), so a client waiting
+   for events polled the server in a tight loop. The fix waits, outside the
+   server's lock, until a write reaches the database or the time is up.
+   Requests run on a thread pool whose default size (CPU count + 4) a few
+   waiting streams would use up; the pool is made large (threads start
+   only when needed).
+
+Never imported by core4 itself outside the server process.
+"""
+
+import asyncio
+import concurrent.futures
+import contextvars
+import datetime
+import functools
+import json
+import threading
+import time
+
+#: the SQLite expression that keeps milliseconds (``datetime()`` does not)
+MILLISECOND_TIME = "strftime('%Y-%m-%d %H:%M:%f', "
+#: commands after which a waiting change stream looks for new events
+WRITE_COMMANDS = ("insert", "update", "delete", "findAndModify",
+                  "findandmodify", "bulkWrite", "drop", "dropDatabase")
+#: most request threads of the server (they start only when needed)
+MAX_THREADS = 512
+
+
+def contains_datetime(value):
+    """True if ``value`` is or holds (in dicts and lists) a datetime."""
+    if isinstance(value, datetime.datetime):
+        return True
+    if isinstance(value, dict):
+        return any(contains_datetime(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(contains_datetime(item) for item in value)
+    return False
+
+
+def _fix_datetime_updates():
+    from neosqlite.collection.json_helpers import neosqlite_json_dumps
+    from neosqlite.collection.query_helper import _sql_updates
+
+    convert = _sql_updates._convert_bytes_to_binary
+    mixin = _sql_updates.SqlUpdatesMixin
+    can_use_sql = mixin._can_use_sql_updates
+
+    def convert_value(value):
+        if isinstance(value, datetime.datetime):
+            # a dict: the SQL tier stores it with json(), as an insert would
+            return json.loads(neosqlite_json_dumps(value))
+        return convert(value)
+
+    def can_use_sql_updates(self, update_spec, doc_id, original_doc=None):
+        if any(op != "$set" and contains_datetime(value)
+               for op, value in update_spec.items()):
+            return False
+        return can_use_sql(self, update_spec, doc_id, original_doc)
+
+    _sql_updates._convert_bytes_to_binary = convert_value
+    mixin._can_use_sql_updates = can_use_sql_updates
+
+
+def _fix_datetime_comparisons():
+    from neosqlite.collection import sql_translator_unified as translator
+
+    translate = translator.SQLOperatorTranslator.translate_operator
+
+    def translate_operator(self, *args, **kwargs):
+        clause, params = translate(self, *args, **kwargs)
+        if isinstance(clause, str) and "datetime(" in clause:
+            clause = clause.replace("datetime(", MILLISECOND_TIME)
+        return clause, params
+
+    translator.SQLOperatorTranslator.translate_operator = translate_operator
+
+
+def _fix_change_stream_match():
+    from nx_27017 import changestream
+
+    match_spec = changestream._match_spec
+    get_dotted = changestream._get_dotted
+
+    def spec_matches(change, spec):
+        for key, condition in spec.items():
+            if key == "$or":
+                if not any(spec_matches(change, part) for part in condition):
+                    return False
+            elif key == "$and":
+                if not all(spec_matches(change, part) for part in condition):
+                    return False
+            elif not match_spec(get_dotted(change, key), condition):
+                return False
+        return True
+
+    def pipeline_matches(change, pipeline):
+        for stage in pipeline:
+            if isinstance(stage, dict) and set(stage) == {"$match"} \
+                    and isinstance(stage["$match"], dict) \
+                    and not spec_matches(change, stage["$match"]):
+                return False
+        return True
+
+    changestream._pipeline_matches = pipeline_matches
+
+
+def _body(msg):
+    for kind, doc in msg.get("sections") or ():
+        if kind == "body" and isinstance(doc, dict):
+            return doc
+    return {}
+
+
+def _fix_change_stream_await():
+    from nx_27017 import handler as nxhandler
+
+    cls = nxhandler.NeoSQLiteHandler
+    handle_command = cls.handle_command
+    handle_insert = cls.handle_insert
+    written = threading.Condition()
+    writes = {}  # collection name -> number of write commands
+
+    def wrote(body):
+        # the command's name is the body's first key, its value the
+        # collection (a findAndModify body also holds an "update" key)
+        name = body.get(next(iter(body), None)) if body else None
+        if not isinstance(name, str):
+            name = None
+        with written:
+            writes[name] = writes.get(name, 0) + 1
+            written.notify_all()
+
+    def await_events(self, msg, body):
+        deadline = time.monotonic() + float(body["maxTimeMS"]) / 1000.0
+        name = body.get("collection")
+        while True:
+            with written:
+                seen = writes.get(name, 0), writes.get(None, 0)
+            request_id, reply = handle_command(self, msg)
+            remaining = deadline - time.monotonic()
+            batch = (reply.get("cursor") or {}).get("nextBatch")
+            if batch or remaining <= 0 or reply.get("ok") != 1:
+                return request_id, reply
+            with written:
+                # sleep until this collection (or an unnamed one) is written
+                if (writes.get(name, 0), writes.get(None, 0)) == seen:
+                    written.wait(min(remaining, 1.0))
+
+    def command(self, msg):
+        body = _body(msg)
+        if "getMore" in body and body.get("maxTimeMS"):
+            try:
+                stream = self._change_stream_manager.get_stream(
+                    int(body["getMore"]))
+            except (TypeError, ValueError):
+                stream = None
+            if stream is not None:
+                return await_events(self, msg, body)
+        result = handle_command(self, msg)
+        if next(iter(body), None) in WRITE_COMMANDS:
+            wrote(body)
+        return result
+
+    def insert(self, msg):
+        result = handle_insert(self, msg)
+        wrote(_body(msg))
+        return result
+
+    cls.handle_command = command
+    cls.handle_insert = insert
+
+    pool = concurrent.futures.ThreadPoolExecutor(
+        max_workers=MAX_THREADS, thread_name_prefix="nx-request")
+
+    async def to_thread(func, /, *args, **kwargs):
+        loop = asyncio.get_running_loop()
+        call = functools.partial(contextvars.copy_context().run, func,
+                                 *args, **kwargs)
+        return await loop.run_in_executor(pool, call)
+
+    asyncio.to_thread = to_thread
+
+
+def apply():
+    """Apply every fix (in the NX server process, before it serves)."""
+    _fix_datetime_updates()
+    _fix_datetime_comparisons()
+    _fix_change_stream_match()
+    _fix_change_stream_await()
