@@ -17,12 +17,15 @@ import time
 import zoneinfo
 
 import croniter
+import pymongo
 import pytest
 
 from core4.base import hostname
 from core4.config import get_config, reset_config
 from core4.error import Core4UserError
+from core4.mongo import now as wall_now, seconds, to_datetime
 from core4.queue.registry import collect, describe
+from core4.queue.scheduler.lease import RELEASED
 from core4.queue.scheduler.schedule import due, fire_times
 from core4.queue.scheduler.scheduler import CoreScheduler, LEADER_ID
 from tests.sjobs import jobs
@@ -38,6 +41,11 @@ BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
 def at(*args, tz=UTC):
     """Epoch seconds of a wall time in ``tz``."""
     return datetime.datetime(*args, tzinfo=tz).timestamp()
+
+
+def dt(*args, tz=UTC):
+    """A wall time in ``tz`` as stored: an aware UTC datetime."""
+    return datetime.datetime(*args, tzinfo=tz).astimezone(UTC)
 
 
 def croniter_times(expression, start, end, tz=UTC):
@@ -128,7 +136,8 @@ def markers(db, name=None):
     query = {"fire": {"$exists": True}}
     if name:
         query["name"] = name
-    return {doc["fire"]: doc for doc in db.sys_schedule.find(query)}
+    return {int(to_datetime(doc["fire"]).timestamp()): doc
+            for doc in db.sys_schedule.find(query)}
 
 
 def drain(db):
@@ -236,12 +245,12 @@ def test_new_job_starts_from_now(db, make):
     sched = make(registry=entries(HOURLY))
     sched.step(at(2024, 1, 1, 0, 59, 59))
     last = db.sys_schedule.find_one({"_id": "last:" + HOURLY})
-    assert last["at"] == at(2024, 1, 1, 0, 59, 59)
+    assert last["at"] == dt(2024, 1, 1, 0, 59, 59)
     assert last["schedule"] == "0 * * * *" and last["timezone"] == "UTC"
-    sched.step(at(2024, 1, 1, 1, 0, 0))
+    sched.step(dt(2024, 1, 1, 1, 0, 0))  # a datetime is taken as well
     assert list(markers(db)) == [int(at(2024, 1, 1, 1))]
     assert db.sys_schedule.find_one(
-        {"_id": "last:" + HOURLY})["at"] == at(2024, 1, 1, 1)
+        {"_id": "last:" + HOURLY})["at"] == dt(2024, 1, 1, 1)
 
 
 # catch-up ------------------------------------------------------------------
@@ -419,6 +428,7 @@ def test_interrupted_enqueue_is_completed_once(db, make, logs):
     sched = make(registry=entries(HOURLY))
     sched.step(at(2024, 1, 1, 0, 0, 30))
     fire = int(at(2024, 1, 1, 1))
+    # as written before core4 0.3: times in epoch seconds
     marker = {"_id": "%s@%d" % (HOURLY, fire), "name": HOURLY, "fire": fire,
               "state": "enqueuing", "holder": "dead@host", "token": "x",
               "at": at(2024, 1, 1, 1, 0, 1), "wall": time.time()}
@@ -435,8 +445,8 @@ def test_interrupted_enqueue_is_completed_once(db, make, logs):
     # the dead leader did enqueue before it died: no second job
     fire = int(at(2024, 1, 1, 2))
     db.sys_schedule.insert_one(dict(
-        marker, _id="%s@%d" % (HOURLY, fire), fire=fire,
-        at=at(2024, 1, 1, 2, 0, 1), wall=time.time() - 5))
+        marker, _id="%s@%d" % (HOURLY, fire), fire=dt(2024, 1, 1, 2),
+        at=dt(2024, 1, 1, 2, 0, 1), wall=wall_now() - seconds(5)))
     drain(db)
     job = sched.queue.enqueue(HOURLY)
     sched.step(at(2024, 1, 1, 2, 0, 30))
@@ -467,12 +477,90 @@ def test_at_most_once_even_without_the_lease(db, make):
     # both believe they lead and start from the same last fire time
     db.sys_schedule.delete_one({"_id": LEADER_ID})
     db.sys_schedule.update_one({"_id": "last:" + HOURLY},
-                               {"$set": {"at": at(2024, 1, 1, 0, 0, 30)}})
+                               {"$set": {"at": dt(2024, 1, 1, 0, 0, 30)}})
     assert second.step(at(2024, 1, 1, 1, 0, 31))
     assert db.sys_queue.count_documents({}) == 0
     assert list(markers(db)) == [int(at(2024, 1, 1, 1))]
     assert db.sys_schedule.find_one({"_id": "last:" + HOURLY})["at"] == \
-        at(2024, 1, 1, 1)
+        dt(2024, 1, 1, 1)
+
+
+# stored times ----------------------------------------------------------------
+
+def test_stored_times_are_datetimes(db, make, core4_env):
+    """Every time the scheduler and the registry store is a BSON datetime
+    (what a plain pymongo client, Compass or a TTL index sees)."""
+    from core4.queue.daemon import register
+    sched = make(registry=entries(HOURLY))
+    sched.step(at(2024, 1, 1, 0, 0, 30))
+    sched.step(at(2024, 1, 1, 1, 0, 30))
+    register(sched.sys, sched.identifier, sched.kind, sched.config)
+    sched.heartbeat()
+    plain = pymongo.MongoClient(core4_env.url)  # naive UTC datetimes
+    try:
+        raw = plain[core4_env.database]
+        naive = datetime.datetime
+        lease = raw.sys_schedule.find_one({"_id": LEADER_ID})
+        assert isinstance(lease["until"], naive)
+        assert isinstance(lease["since"], naive)
+        since = naive(2024, 1, 1, 0, 0, 30)
+        assert lease["since"] == since
+        renewed = naive(2024, 1, 1, 1, 0, 30) + datetime.timedelta(
+            seconds=sched.lease)
+        assert datetime.timedelta(0) <= lease["until"] - renewed < \
+            datetime.timedelta(seconds=sched.lease)
+        marker = raw.sys_schedule.find_one({"_id": "%s@%d" % (
+            HOURLY, at(2024, 1, 1, 1))})
+        assert marker["state"] == "done"
+        assert marker["fire"] == naive(2024, 1, 1, 1)
+        assert marker["at"] == naive(2024, 1, 1, 1, 0, 30)
+        for field in ("wall", "created", "finished"):
+            assert isinstance(marker[field], naive), field
+        assert marker["finished"] >= marker["at"]
+        last = raw.sys_schedule.find_one({"_id": "last:" + HOURLY})
+        assert last["at"] == naive(2024, 1, 1, 1)
+        job = raw.sys_job.find_one({"_id": HOURLY})
+        assert isinstance(job["updated_at"], naive)
+        assert isinstance(job["created_at"], naive)
+        assert isinstance(raw.sys_worker.find_one(
+            {"_id": sched.identifier})["heartbeat"], naive)
+        # queries by datetime, as a user writes them
+        assert raw.sys_schedule.count_documents(
+            {"fire": {"$gte": naive(2024, 1, 1, 0, 30)}}) == 1
+        assert raw.sys_schedule.find_one(
+            {"_id": LEADER_ID, "until": {"$gt": renewed - datetime.timedelta(
+                seconds=1)}}) is not None
+        sched._lease.release()
+        assert raw.sys_schedule.find_one({"_id": LEADER_ID})["until"] == \
+            naive(1970, 1, 1)
+    finally:
+        plain.close()
+
+
+def test_epoch_times_of_an_old_database_are_read(db, make, logs):
+    """A database not yet migrated (epoch seconds, as written before core4
+    0.3) does not stop the scheduler."""
+    t = at(2024, 1, 1, 5, 0, 30)
+    db.sys_schedule.insert_one({"_id": LEADER_ID, "holder": "old@host",
+                                "until": t + 5, "since": t - 100})
+    db.sys_schedule.insert_one({"_id": "last:" + HOURLY,
+                                "at": at(2024, 1, 1, 0, 0, 30),
+                                "schedule": "0 * * * *", "timezone": "UTC"})
+    sched = make(registry=entries(HOURLY))
+    # the old leader's lease still lasts: it is kept
+    assert not sched.step(t + 4.9)
+    assert db.sys_schedule.find_one({"_id": LEADER_ID}) == {
+        "_id": LEADER_ID, "holder": "old@host", "until": t + 5,
+        "since": t - 100}
+    # expired: taken over, and the job catches up from its last fire time
+    assert sched.step(t + 5.5)
+    lease = db.sys_schedule.find_one({"_id": LEADER_ID})
+    assert lease["holder"] == sched.identifier
+    assert lease["since"] == dt(2024, 1, 1, 5, 0, 35, 500000)
+    assert list(markers(db)) == [int(at(2024, 1, 1, 5))]
+    assert logs.count("coalesce into one run") == 1
+    assert db.sys_schedule.find_one({"_id": "last:" + HOURLY})["at"] == \
+        dt(2024, 1, 1, 5)
 
 
 # real processes ------------------------------------------------------------
@@ -547,7 +635,8 @@ def test_processes_standby_takes_over_after_kill(db, core4_env, tmp_path):
         assert third.proc.wait(15) == 0
         assert db.sys_worker.find_one({"_id": third.identifier})[
             "phase"] == "exit"
-        assert db.sys_schedule.find_one({"_id": LEADER_ID})["until"] == 0
+        assert db.sys_schedule.find_one({"_id": LEADER_ID})["until"] == \
+            RELEASED
     finally:
         for proc in started:
             proc.stop()

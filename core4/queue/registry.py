@@ -83,7 +83,8 @@ def collect_all(config):
 
 def register(system, entries):
     """Upsert ``entries`` into ``sys_job``; entries no longer found are
-    marked ``valid: False`` with ``exception: "not found"``."""
+    marked ``valid: False`` with ``exception: "not found"``. ``updated_at``
+    and ``created_at`` are BSON datetimes (UTC, :func:`core4.mongo.now`)."""
     at = now()
     seen = []
     for entry in entries:

@@ -1,7 +1,9 @@
 """The leader's work: enqueue the due fire times of the scheduled jobs.
 
 Per job, ``{_id: "last:<qual_name>", at, schedule, timezone}`` in
-``sys_schedule`` keeps the last handled fire time (``at``, epoch seconds).
+``sys_schedule`` keeps the last handled fire time (``at``, a BSON datetime;
+epoch seconds as written by core4 before 0.3 are read as well; the
+scheduler computes in epoch seconds and converts when it reads and writes).
 A job seen for the first time, or whose schedule or the time zone changed,
 starts from *now* (no catch-up for a new schedule); a schedule removed and
 later restored unchanged catches up by its policy (see
@@ -14,6 +16,7 @@ once. A fire time whose previous run is still queued is not enqueued again
 import datetime
 
 from core4.error import CoreJobExists
+from core4.mongo import from_datetime, to_datetime
 from core4.mongo.connection import TRANSIENT
 from core4.queue.job import args_hash
 from core4.queue.scheduler.markers import (DONE, FAILED, SKIPPED, WAIT,
@@ -85,14 +88,16 @@ class ScheduleEnqueuer:
         for doc in self.sys.schedule.find(
                 {"_id": {"$in": [LAST_PREFIX + n for n in missing]}}):
             self.jobs[doc["_id"][len(LAST_PREFIX):]] = {
-                "at": doc.get("at"), "schedule": doc.get("schedule"),
+                "at": _epoch(doc.get("at")), "schedule": doc.get("schedule"),
                 "timezone": doc.get("timezone"), "next": None}
 
     def _set_last(self, name, at, expression):
+        stored = from_datetime(at)
         self.sys.schedule.update_one(
             {"_id": LAST_PREFIX + name},
-            {"$set": {"at": at, "schedule": expression,
+            {"$set": {"at": stored, "schedule": expression,
                       "timezone": self.timezone}}, upsert=True)
+        at = stored.timestamp()  # what the next leader reads
         state = {"at": at, "schedule": expression,
                  "timezone": self.timezone,
                  "next": next_fire(expression, at, self.tz)}
@@ -209,3 +214,12 @@ class ScheduleEnqueuer:
     def _iso(self, epoch):
         return datetime.datetime.fromtimestamp(
             float(epoch), tz=self.tz).isoformat()
+
+
+def _epoch(value):
+    """A stored time (a datetime, or epoch seconds of core4 before 0.3) as
+    epoch seconds; None if there is none (or it is no time)."""
+    if isinstance(value, bool) or not isinstance(
+            value, (int, float, datetime.datetime)):
+        return None
+    return to_datetime(value).timestamp()

@@ -5,13 +5,29 @@ several schedulers enqueues: the holder renews ``until`` every
 ``scheduler.interval`` seconds for ``scheduler.lease`` seconds; the others
 stand by and take it over once ``until`` passed. A holder that cannot
 renew in time stops enqueuing (see :meth:`ScheduleLease.holding`).
+
+``until`` and ``since`` are BSON datetimes (UTC, milliseconds); the methods
+take epoch seconds (the scheduler's clock) and convert at the boundary. A
+released lease has ``until`` 1970-01-01. A lease written by core4 before
+0.3 (epoch seconds) is converted when it is found expired.
 """
 
+import datetime
 import time
 
 import pymongo.errors
 
+from core4.mongo import from_datetime, to_datetime
+
 LEADER_ID = "__leader__"
+
+#: ``until`` of a released lease
+RELEASED = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def stored(epoch):
+    """Epoch seconds as stored: an aware UTC datetime (milliseconds)."""
+    return from_datetime(float(epoch))
 
 
 class ScheduleLease:
@@ -32,24 +48,25 @@ class ScheduleLease:
     def acquire(self, now):
         """Renew the lease at ``now`` (epoch seconds) or take it over if it
         expired. Logs a change of leadership; returns True if held."""
-        until = now + self.lease
+        until, since = stored(now + self.lease), stored(now)
         mono = time.monotonic()
         coll = self.collection
         got = coll.update_one(
             {"_id": LEADER_ID, "holder": self.holder},
             {"$set": {"until": until}}).matched_count == 1
         if not got:
-            got = coll.find_one_and_update(
-                {"_id": LEADER_ID, "until": {"$lt": now}},
-                {"$set": {"holder": self.holder, "until": until,
-                          "since": now}}) is not None
-        if not got and coll.find_one({"_id": LEADER_ID}, {"_id": 1}) is None:
-            try:
-                coll.insert_one({"_id": LEADER_ID, "holder": self.holder,
-                                 "until": until, "since": now})
-                got = True
-            except pymongo.errors.DuplicateKeyError:
-                pass
+            got = self._take_over(since, until)
+        if not got:
+            doc = coll.find_one({"_id": LEADER_ID}, {"until": 1})
+            if doc is None:
+                try:
+                    coll.insert_one({"_id": LEADER_ID, "holder": self.holder,
+                                     "until": until, "since": since})
+                    got = True
+                except pymongo.errors.DuplicateKeyError:
+                    pass
+            elif self._legacy(doc, since):
+                got = self._take_over(since, until)
         if got and not self.held:
             self.log.info("leading: enqueuing scheduled jobs")
         elif self.held and not got:
@@ -58,6 +75,27 @@ class ScheduleLease:
         if got:
             self._mono = mono
         return got
+
+    def _take_over(self, since, until):
+        """Take the lease if its ``until`` is before ``since`` (a datetime
+        comparison in the database: one scheduler wins)."""
+        return self.collection.find_one_and_update(
+            {"_id": LEADER_ID, "until": {"$lt": since}},
+            {"$set": {"holder": self.holder, "until": until,
+                      "since": since}}) is not None
+
+    def _legacy(self, doc, since):
+        """True if lease ``doc`` holds an expired ``until`` in epoch seconds
+        (core4 before 0.3): it is converted to a datetime (only while the
+        old value is still there), to be taken over like any other."""
+        old = doc.get("until")
+        if isinstance(old, bool) or not isinstance(old, (int, float)):
+            return False
+        if to_datetime(old) >= since:
+            return False
+        self.collection.update_one({"_id": LEADER_ID, "until": old},
+                                   {"$set": {"until": from_datetime(old)}})
+        return True
 
     def holding(self, now):
         """True if the lease surely lasts; renewed (until ``now()`` plus a
@@ -70,7 +108,7 @@ class ScheduleLease:
         mono = time.monotonic()
         result = self.collection.update_one(
             {"_id": LEADER_ID, "holder": self.holder},
-            {"$set": {"until": now() + self.lease}})
+            {"$set": {"until": stored(now() + self.lease)}})
         if result.matched_count == 1:
             self._mono = mono
             return True
@@ -85,7 +123,7 @@ class ScheduleLease:
         try:
             self.collection.update_one(
                 {"_id": LEADER_ID, "holder": self.holder},
-                {"$set": {"until": 0.0}})
+                {"$set": {"until": RELEASED}})
         except pymongo.errors.PyMongoError as exc:
             self.log.error("cannot release the lease: %s", exc)
         self.held = False

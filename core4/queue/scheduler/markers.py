@@ -9,6 +9,13 @@ run is still queued) or ``failed`` (with ``reason``). A marker left in
 enqueued again unless a job of that name was enqueued since the
 interrupted attempt (in the queue or journal). Markers expire after
 :data:`MARKER_TTL` seconds (a TTL index on ``created``).
+
+Every time in a marker is a BSON datetime (UTC, milliseconds): ``fire``
+(the fire time), ``at`` (the scheduler's step time of the attempt),
+``wall`` (the wall clock of the attempt), ``created`` and ``finished``.
+The methods take epoch seconds (the scheduler's clock) and convert them;
+the ``_id`` keeps the fire time in whole epoch seconds. Markers written by
+core4 before 0.3 (epoch seconds) are read as well.
 """
 
 import datetime
@@ -16,7 +23,8 @@ import uuid
 
 import pymongo.errors
 
-from core4.mongo import ensure_index, now as wall_now
+from core4.mongo import (ensure_index, from_datetime, now as wall_now,
+                         seconds, to_datetime)
 
 #: seconds a fire-time marker is kept in sys_schedule
 MARKER_TTL = 30 * 86400
@@ -27,6 +35,10 @@ DONE, SKIPPED, FAILED, HANDLED, WAIT = (
 
 #: state of a marker whose job is being enqueued
 ENQUEUING = "enqueuing"
+
+#: a job enqueued this long before an interrupted attempt's wall time still
+#: counts as enqueued by it (clocks of the hosts differ a little)
+_SLACK = seconds(1.0)
 
 
 def marker_id(name, fire):
@@ -67,12 +79,13 @@ class FireMarkers:
         marker carries ``token``), else ``(token, outcome)``."""
         mid = marker_id(name, at)
         token = uuid.uuid4().hex
+        wall = wall_now()
         try:
             self.sys.schedule.insert_one({
-                "_id": mid, "name": name, "fire": at,
+                "_id": mid, "name": name, "fire": from_datetime(at),
                 "state": ENQUEUING, "holder": self.holder,
-                "token": token, "at": now, "wall": wall_now(),
-                "created": datetime.datetime.now(datetime.timezone.utc)})
+                "token": token, "at": from_datetime(now), "wall": wall,
+                "created": wall})
         except pymongo.errors.DuplicateKeyError:
             outcome = self.interrupted(mid, name, label, token, now)
             if outcome is not None:
@@ -89,13 +102,15 @@ class FireMarkers:
         if old.get("state") != ENQUEUING:
             return HANDLED
         mine = old.get("token") in self.tokens
-        if not mine and old.get("at", 0) >= now - self.lease:
+        attempt = to_datetime(old.get("at"))
+        if not mine and attempt is not None and \
+                attempt >= from_datetime(now - self.lease):
             return WAIT  # another scheduler is enqueuing it right now
         claimed = self.sys.schedule.find_one_and_update(
             {"_id": mid, "state": ENQUEUING,
              "token": old.get("token")},
             {"$set": {"holder": self.holder, "token": token,
-                      "at": now, "wall": wall_now()}})
+                      "at": from_datetime(now), "wall": wall_now()}})
         if claimed is None:
             return WAIT
         self.tokens.discard(old.get("token"))
@@ -110,11 +125,14 @@ class FireMarkers:
         return None
 
     def enqueued_since(self, name, wall):
-        """The id of a job ``name`` enqueued at or after ``wall`` (epoch),
-        in the queue or the journal, or None."""
-        if not isinstance(wall, (int, float)):
+        """The id of a job ``name`` enqueued at or after ``wall`` (a
+        datetime, or epoch seconds of a marker of core4 before 0.3), in the
+        queue or the journal, or None."""
+        if isinstance(wall, bool) or \
+                not isinstance(wall, (int, float, datetime.datetime)):
             return None
-        query = {"name": name, "enqueued.at": {"$gte": float(wall) - 1.0}}
+        query = {"name": name,
+                 "enqueued.at": {"$gte": from_datetime(wall) - _SLACK}}
         for coll in (self.sys.queue, self.sys.journal):
             doc = coll.find_one(query, {"_id": 1})
             if doc is not None:
@@ -124,7 +142,7 @@ class FireMarkers:
     def finish(self, mid, token, state, **fields):
         """Set the final ``state`` (and ``fields``) of marker ``mid`` if it
         still carries ``token``."""
-        fields.update(state=state, finished=self.clock())
+        fields.update(state=state, finished=from_datetime(self.clock()))
         self.sys.schedule.update_one({"_id": mid, "token": token},
                                      {"$set": fields})
         self.tokens.discard(token)

@@ -8,22 +8,26 @@ expressions are evaluated by ``croniter`` in ``scheduler.timezone``
 times and the catch-up policies.
 
 Several schedulers may run at once (one per host, say). All keep
-everything in ``sys_schedule``:
+everything in ``sys_schedule``, every time as a BSON datetime (UTC,
+milliseconds; the scheduler computes in epoch seconds and converts when it
+reads and writes, reading the epoch seconds of core4 before 0.3 as well):
 
-* ``{_id: "__leader__", holder, until}`` — the lease. One scheduler holds
-  it and enqueues; it renews it every ``scheduler.interval`` seconds for
-  ``scheduler.lease`` seconds. The others stand by, try again every
-  interval, and take over once ``until`` passed — within one lease (plus
-  one interval) after the leader died. A leader that cannot renew in time
-  stops enqueuing. Clocks of the hosts must agree to well within a lease.
+* ``{_id: "__leader__", holder, until, since}`` — the lease. One
+  scheduler holds it and enqueues; it renews it every ``scheduler.interval``
+  seconds for ``scheduler.lease`` seconds. The others stand by, try again
+  every interval, and take over once ``until`` passed — within one lease
+  (plus one interval) after the leader died. A leader that cannot renew in
+  time stops enqueuing. Clocks of the hosts must agree to well within a
+  lease.
 * ``{_id: "last:<qual_name>", at, schedule, timezone}`` — the job's last
-  handled fire time (``at``, epoch seconds). A job seen for the first time,
-  or whose schedule or the time zone changed, starts from *now* (no
-  catch-up for a new schedule); a schedule removed and later restored
-  unchanged catches up by its policy.
-* ``{_id: "<qual_name>@<fire epoch>", state, ...}`` — one marker per fire
-  time, inserted *before* the job is enqueued: its unique ``_id`` makes a
-  fire time enqueued at most once, whichever scheduler runs. ``state`` is
+  handled fire time (``at``). A job seen for the first time, or whose
+  schedule or the time zone changed, starts from *now* (no catch-up for a
+  new schedule); a schedule removed and later restored unchanged catches up
+  by its policy.
+* ``{_id: "<qual_name>@<fire epoch>", fire, state, ...}`` — one marker per
+  fire time ``fire`` (the ``_id`` has it in whole epoch seconds), inserted
+  *before* the job is enqueued: its unique ``_id`` makes a fire time
+  enqueued at most once, whichever scheduler runs. ``state`` is
   ``enqueuing``, then ``done`` (with ``job_id``), ``skipped`` (the previous
   run is still queued) or ``failed`` (with ``reason``). A marker left in
   ``enqueuing`` by a dead leader is taken over after one lease: the job is
@@ -53,6 +57,7 @@ change and not scheduled. If a project or module fails to introspect, its
 jobs keep their previous schedules until it is fixed.
 """
 
+import datetime
 import logging
 import os
 import signal
@@ -65,7 +70,7 @@ from core4.base import hostname, project_of
 from core4.config import class_config, get_config
 from core4.error import Core4UserError
 from core4.logger import get_logger, setup_logging
-from core4.mongo import now as wall_now
+from core4.mongo import now as wall_now, to_datetime
 from core4.mongo.connection import TRANSIENT
 from core4.queue.daemon import register, set_phase, unregister
 from core4.queue.queue import CoreQueue
@@ -85,7 +90,8 @@ class CoreScheduler:
 
     ``clock`` returns the current epoch seconds; ``registry`` returns the
     registry entries (default :func:`core4.queue.registry.collect_all`).
-    Tests drive :meth:`step` with their own ``now``.
+    Tests drive :meth:`step` with their own ``now`` (epoch seconds or a
+    datetime).
     """
 
     kind = "scheduler"
@@ -252,10 +258,15 @@ class CoreScheduler:
         self.markers.ensure_index()
 
     def step(self, now=None):
-        """One pass at ``now`` (epoch seconds, default the clock): refresh
-        the registry when due, hold or seek the lease, and if leading
-        enqueue every due fire time. Returns True if leading."""
-        now = self.clock() if now is None else float(now)
+        """One pass at ``now`` (epoch seconds or a datetime, naive = UTC;
+        default the clock): refresh the registry when due, hold or seek the
+        lease, and if leading enqueue every due fire time. Returns True if
+        leading."""
+        if now is None:
+            now = self.clock()
+        if isinstance(now, datetime.datetime):
+            now = to_datetime(now).timestamp()
+        now = float(now)
         self._step_now, self._step_mono = now, time.monotonic()
         self.setup()
         self._take_registry(now)
