@@ -33,6 +33,24 @@ def resolve_url(url, config):
     return embedded.ensure_server(embedded_data_dir(config))
 
 
+def revive(config, log=None):
+    """After a connection error: if the system collections live on the
+    embedded server and its process is gone, start it again, on its own
+    port, so that every client reconnects by itself. The server's lock
+    makes sure only one process starts it. A configured ``mongo_url`` is
+    never started, and a live server that does not answer (stalled) is
+    never killed. Never raises; returns True if the server runs."""
+    if config.sys.queue.url:
+        return False
+    try:
+        embedded.ensure_server(embedded_data_dir(config), kill_hung=False)
+        return True
+    except CoreDatabaseUnreachable as exc:
+        if log is not None:
+            log.debug("embedded server not started: %s", exc)
+        return False
+
+
 def get_client(url, config):
     """Return this process' :class:`pymongo.MongoClient` for ``url``."""
     key = (url, os.getpid())
@@ -120,6 +138,15 @@ class SystemCollections:
 
 #: errors after which an operation may succeed when tried again
 TRANSIENT = (pymongo.errors.ConnectionFailure,)
+
+
+def short_error(exc):
+    """The first part of a pymongo connection error's text: without the
+    configured timeouts and the topology description that follow it."""
+    text = str(exc)
+    for tail in (" (configured timeouts", ", Timeout:"):
+        text = text.split(tail)[0]
+    return text
 
 
 def retrying(call, *args, timeout=3600.0, **kwargs):

@@ -4,6 +4,9 @@ One data directory holds one server. Files inside ``data_dir``:
 
 - ``server.json``: the recorded state ``{"pid", "port", "url", "started_at",
   "python"}`` (``started_at`` in epoch seconds), written atomically
+- ``port``: the server's TCP port on 127.0.0.1, chosen once (a free port)
+  and reused at every start, so that clients reconnect by themselves when
+  the server restarts
 - ``server.lock``: ``flock``-ed around every check-and-start and stop
 - ``nx.pid``, ``nx.log``: NX-27017's own pid and log file
 - ``nx.out``: stdout/stderr of the latest start (truncated at each start)
@@ -32,6 +35,7 @@ LOCK_FILE = "server.lock"
 PID_FILE = "nx.pid"
 LOG_FILE = "nx.log"
 OUT_FILE = "nx.out"
+PORT_FILE = "port"
 #: seconds a recorded, live server may stay silent before it is killed
 HUNG_AFTER = 5.0
 #: how many ports are tried when the chosen one was taken meanwhile
@@ -112,13 +116,18 @@ def _read_state(data_dir):
     return state
 
 
-def _write_state(data_dir, state):
-    """Write ``server.json`` atomically (tmp file + os.replace)."""
-    path = os.path.join(data_dir, STATE_FILE)
+def _write_file(data_dir, name, text):
+    """Write ``data_dir/name`` atomically (tmp file + os.replace)."""
+    path = os.path.join(data_dir, name)
     tmp = "%s.%d.tmp" % (path, os.getpid())
     with open(tmp, "w") as handle:
-        json.dump(state, handle)
+        handle.write(text)
     os.replace(tmp, path)
+
+
+def _write_state(data_dir, state):
+    """Write ``server.json`` atomically."""
+    _write_file(data_dir, STATE_FILE, json.dumps(state))
 
 
 def _exited(proc, timeout):
@@ -189,13 +198,42 @@ def _locked(data_dir, timeout):
         os.close(fd)
 
 
+def _free_port():
+    """A port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _port_user(port):
+    """Describe the process listening on ``port`` (or None if none)."""
+    try:
+        for conn in psutil.net_connections("tcp"):
+            if conn.laddr and conn.laddr.port == port \
+                    and conn.status == psutil.CONN_LISTEN:
+                try:
+                    return "pid %d, %s" % (conn.pid, psutil.Process(
+                        conn.pid).name()) if conn.pid else "another process"
+                except psutil.Error:
+                    return "pid %s" % conn.pid
+    except (psutil.Error, OSError):
+        pass
+    return None
+
+
 def _start(data_dir, timeout):
-    """Start a detached NX-27017 server on ``data_dir``; return its state."""
+    """Start a detached NX-27017 server on ``data_dir`` at its port (chosen
+    once, see ``PORT_FILE``); return its state."""
     deadline = time.monotonic() + timeout
-    for _ in range(PORT_ATTEMPTS):
-        with socket.socket() as probe:  # a port that was free a moment ago
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+    stored = _read(data_dir, PORT_FILE, int)
+    for _ in range(1 if stored else PORT_ATTEMPTS):
+        port = stored or _free_port()
+        user = _port_user(port)
+        if user is not None:
+            raise _unreachable(data_dir, "its port %d is taken by %s; stop "
+                               "that, or delete %s to choose another port"
+                               % (port, user, os.path.join(data_dir,
+                                                           PORT_FILE)))
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(data_dir, PID_FILE))
         cmd = [sys.executable, "-c", _NX_CODE, "--data-dir", data_dir,
@@ -213,6 +251,8 @@ def _start(data_dir, timeout):
         pause = 0.01
         while child.poll() is None:
             if ping(port, 0.5) and child.poll() is None:
+                if not stored:
+                    _write_file(data_dir, PORT_FILE, "%d\n" % port)
                 state = {"pid": child.pid, "port": port,
                          "url": "mongodb://127.0.0.1:%d/" % port,
                          "started_at": time.time(), "python": sys.executable}
@@ -227,26 +267,31 @@ def _start(data_dir, timeout):
             time.sleep(pause)
             pause = min(pause * 1.5, 0.1)
         output = _tail(data_dir)
-        if "address already in use" not in output.lower():
+        if stored or "address already in use" not in output.lower():
             raise _unreachable(data_dir, "exited with %s: %s"
                                % (child.returncode, output))
     raise _unreachable(data_dir, "no free port after %d attempts (%s)"
                        % (PORT_ATTEMPTS, _tail(data_dir)))
 
 
-def ensure_server(data_dir: str, timeout: float = 30.0) -> str:
+def ensure_server(data_dir: str, timeout: float = 30.0,
+                  kill_hung: bool = True) -> str:
     """Return ``mongodb://127.0.0.1:PORT/`` of a live server for ``data_dir``.
 
     ``data_dir`` is created if missing. A recorded, live, answering server is
     returned at once (no lock); otherwise, under ``server.lock``, a stale or
     silent server is killed and a new one started (waiting up to ``timeout``
-    seconds for it to answer). Raises :class:`CoreDatabaseUnreachable` with a
+    seconds for it to answer). Without ``kill_hung`` a live server that does
+    not answer (stalled, stopped) is left alone: :class:`CoreDatabaseUnreachable`
+    is raised instead. Raises :class:`CoreDatabaseUnreachable` with a
     one-line message if no server can be started.
     """
     data_dir = os.path.realpath(os.path.expanduser(data_dir))
     state = _read_state(data_dir)
     if state and _nx_process(state["pid"], data_dir, state["port"]) \
             and ping(state["port"], 1.0):
+        if not os.path.exists(os.path.join(data_dir, PORT_FILE)):
+            _write_file(data_dir, PORT_FILE, "%d\n" % state["port"])
         return state["url"]
     try:
         os.makedirs(data_dir, exist_ok=True)
@@ -255,6 +300,9 @@ def ensure_server(data_dir: str, timeout: float = 30.0) -> str:
     with _locked(data_dir, timeout):
         state = _read_state(data_dir)
         proc = state and _nx_process(state["pid"], data_dir, state["port"])
+        if proc and not kill_hung:
+            raise _unreachable(data_dir, "the server (pid %d) runs but does "
+                               "not answer" % proc.pid)
         if proc:  # recorded and alive: give it HUNG_AFTER s to answer
             deadline = time.monotonic() + HUNG_AFTER
             while time.monotonic() < deadline and not _exited(proc, 0):

@@ -75,14 +75,15 @@ def _update(queue, doc, update):
         fence(doc), update, return_document=pymongo.ReturnDocument.AFTER)
 
 
-def set_complete(queue, doc):
-    """Running → complete: the document moves to ``sys_journal``."""
+def set_complete(queue, doc, move=True):
+    """Running → complete: the document moves to ``sys_journal`` (with
+    ``move``; else the caller moves it, see :func:`journal_many`)."""
     at = now()
     fields = _finish(doc, at)
     fields.update({"state": states.COMPLETE, "prog.value": 1.0})
     after = _update(queue, doc, {"$set": fields, "$unset": {"locked": ""},
                                  "$inc": {"attempts_left": -1}})
-    if after is not None:
+    if after is not None and move:
         journal(queue, after)
     return after
 
@@ -133,7 +134,7 @@ def set_deferred(queue, doc, message):
     return _update(queue, doc, {"$set": fields, "$unset": {"locked": ""}})
 
 
-def apply_outcome(queue, doc, outcome):
+def apply_outcome(queue, doc, outcome, move=True):
     """Record what a job process reported (see
     :mod:`core4.queue.launcher.runner`): ``{"state":
     complete|failed|error|deferred, "error": last_error,
@@ -141,7 +142,7 @@ def apply_outcome(queue, doc, outcome):
     was lost meanwhile."""
     state = outcome["state"]
     if state == states.COMPLETE:
-        return set_complete(queue, doc)
+        return set_complete(queue, doc, move)
     if state == states.DEFERRED:
         return set_deferred(queue, doc, outcome.get("message"))
     if state == states.ERROR:
@@ -190,6 +191,27 @@ def record_progress(queue, doc, value, message):
     queue.sys.queue.update_one(fence(doc), {"$set": {
         "prog": {"value": value, "message": message, "at": now()},
         "locked.heartbeat": now()}})
+
+
+def journal_many(queue, docs):
+    """Move the completed ``docs`` to ``sys_journal`` in two round trips
+    (idempotent: a document journaled before is replaced). A crash in
+    between leaves them ``complete`` in the queue, where recovery finds and
+    journals them."""
+    if not docs:
+        return
+    try:
+        queue.sys.journal.insert_many(docs, ordered=False)
+    except pymongo.errors.BulkWriteError as exc:
+        again = {error["index"] for error in exc.details["writeErrors"]
+                 if error.get("code") == 11000}
+        if len(again) != len(exc.details["writeErrors"]):
+            raise
+        for index in again:
+            queue.sys.journal.replace_one({"_id": docs[index]["_id"]},
+                                          docs[index], upsert=True)
+    queue.sys.queue.delete_many({"_id": {"$in": [d["_id"] for d in docs]},
+                                 "state": states.COMPLETE})
 
 
 def journal(queue, doc):

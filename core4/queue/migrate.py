@@ -24,7 +24,8 @@ TIME_FIELDS = frozenset((
     "query_at", "started_at", "finished_at", "first_started_at",
     "killed_at", "removed_at", "zombie_at", "wall_at", "inactive_at",
     "heartbeat", "at", "timestamp", "created", "updated", "last_login",
-    "updated_at", "until", "since", "wall"))
+    "updated_at", "created_at", "until", "since", "wall", "fire",
+    "finished"))
 SUB_DOCUMENTS = ("enqueued", "locked", "prog", "last_error")
 #: the sys collections that hold times
 COLLECTIONS = ("queue", "journal", "worker", "schedule", "role", "job")

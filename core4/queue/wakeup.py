@@ -21,6 +21,7 @@ import threading
 import pymongo.errors
 
 from core4.mongo import to_datetime
+from core4.mongo.connection import short_error
 from core4.queue import states
 
 #: milliseconds a getMore waits on the server for new events
@@ -185,6 +186,6 @@ class QueueWatch:
     def _failed(self, exc, failing):
         if not failing:
             self.log.warning("change stream on %s lost: %s",
-                             self.collection.name, exc)
+                             self.collection.name, short_error(exc))
         self.closed.wait(RETRY_SECONDS)
         return True

@@ -40,7 +40,7 @@ from core4.error import Core4UserError, CoreJobExists
 from core4.logger import get_logger, setup_logging
 from core4.logger.forward import LogForwarder
 from core4.mongo import now, seconds, to_datetime
-from core4.mongo.connection import TRANSIENT
+from core4.mongo.connection import TRANSIENT, revive, short_error
 from core4.queue.launcher.process import read_result
 from core4.queue import dependency, events, lifecycle, recovery, states
 from core4.queue.claim import Claimer
@@ -100,6 +100,7 @@ class CoreWorker:
         self.poll_interval = self.plan["work_jobs"]
         self.poll_max = max(float(wcfg.poll_max), self.poll_interval)
         self.dependents_waiting = True
+        self.completed = []         # complete jobs still to be journaled
         self.connected_since = None
         self.outage_until = 0.0
         self.kill_grace = float(wcfg.kill_grace)
@@ -200,8 +201,10 @@ class CoreWorker:
         except TRANSIENT as exc:
             backoff = min(max(self.heartbeat, 1.0), 5.0)
             if self.connected_since is not None:
-                self.log.error("database unreachable in %s: %s", name, exc)
+                self.log.error("database unreachable in %s: %s", name,
+                               short_error(exc))
             self.connected_since = None
+            revive(self.config, self.log)  # the embedded server, if it died
             self.outage_until = time.monotonic() + backoff
         except Exception:
             self.log.exception("step %s failed", name)
@@ -477,6 +480,14 @@ class CoreWorker:
                     self.next_run["flag_jobs"] = min(
                         self.next_run.get("flag_jobs", 0),
                         time.monotonic() + 1.0)
+        if self.completed:
+            self.guarded("journal", self.journal_completed)
+
+    def journal_completed(self):
+        """Move the jobs completed since the last pass to the journal, all
+        at once."""
+        lifecycle.journal_many(self.queue, self.completed)
+        self.completed = []
 
     def forward_logs(self):
         """Forward new log records of the running jobs to sys_log."""
@@ -500,8 +511,10 @@ class CoreWorker:
             proc.remove_files()
             return
         if outcome is not None and proc.reason is None:
-            after = lifecycle.apply_outcome(self.queue, proc.doc, outcome)
+            after = lifecycle.apply_outcome(self.queue, proc.doc, outcome,
+                                            move=False)
             if after is not None and after["state"] == states.COMPLETE:
+                self.completed.append(after)
                 self.enqueue_chain(after, outcome.get("chain") or [])
         elif getattr(event, "reason", None):
             after = lifecycle.set_error(self.queue, proc.doc,
@@ -589,6 +602,8 @@ class CoreWorker:
                           self.kill_grace)
             self.handle_events()
             time.sleep(0.05)
+        if self.completed:
+            self.guarded("journal", self.journal_completed)
         if self.envs is not None:
             self.envs.close()
         if self.watch is not None:

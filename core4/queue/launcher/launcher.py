@@ -27,6 +27,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 import tempfile
 import traceback
 
@@ -185,7 +186,9 @@ class ForkLauncher:
         """Ask the launcher to fork the job process of ``doc``."""
         self._ensure()
         line = json.dumps({"doc": encode_doc(doc), "out": out_path,
-                           "result": result_path, "log": log_path})
+                           "result": result_path, "log": log_path,
+                           "project": _project(doc),
+                           "job_id": encode_doc(doc["_id"])})
         self.pending[doc["_id"]] = None
         try:
             self.proc.stdin.write(line.encode() + b"\n")
@@ -333,6 +336,10 @@ def _read_line(fd):
     return data
 
 
+#: seconds between handing a job to the spare and forking the next spare
+SPARE_DELAY = 0.02
+
+
 class Spare:
     """A child forked ahead of its job: prepared, it waits for its command
     (one line on ``command``), so that a job starts without a fork."""
@@ -418,6 +425,7 @@ class Server:
         self.children = {}     # pid -> job id
         self.dones = {}        # read end of a child's done pipe -> pid, job id
         self.spare = None
+        self.spare_at = 0.0    # monotonic time to fork the next spare
         self.retired = False
 
     def serve(self):
@@ -425,7 +433,8 @@ class Server:
         buffer = b""
         _emit({"event": "ready", "pid": os.getpid()})
         while not (self.retired and not self.children):
-            if self.spare is None and not self.retired:
+            wait = max(0.0, self.spare_at - time.monotonic())
+            if self.spare is None and not self.retired and not wait:
                 try:
                     self.spare = Spare(self.configs, self._inherited())
                 except OSError:
@@ -434,8 +443,10 @@ class Server:
             for fd in (self.wake[0], *self.dones,
                        *(() if self.retired else (0,))):
                 poller.register(fd, select.POLLIN)
+            timeout = 1000 if self.spare is not None or self.retired \
+                else wait * 1000
             try:
-                ready = [fd for fd, _ in poller.poll(1000)]
+                ready = [fd for fd, _ in poller.poll(timeout)]
             except InterruptedError:
                 ready = []
             if self.wake[0] in ready:
@@ -480,9 +491,10 @@ class Server:
                 self.spare.discard()
                 self.spare = None
             return
-        doc = decode_doc(command["doc"])
-        self.configs.get(_project(doc))  # loaded anew if a file changed
-        job_id = encode_doc(doc["_id"])
+        # the job's document is decoded by its process, not here
+        doc = None
+        self.configs.get(command["project"])  # loaded anew if a file changed
+        job_id = command["job_id"]
         spare, self.spare = self.spare, None
         if spare is not None and (
                 spare.generation != self.configs.generation
@@ -491,6 +503,9 @@ class Server:
             spare = None
         if spare is not None:
             pid, done_r = spare.pid, spare.done
+            # the next spare waits a moment: its fork would compete for the
+            # CPU with the job that starts now (unless another job comes)
+            self.spare_at = time.monotonic() + SPARE_DELAY
         else:
             done_r, done_w = os.pipe()
             close = self._inherited() + (done_r,)
@@ -542,4 +557,5 @@ class Server:
 def serve(preload):
     """The launcher process: serve commands until stdin closes."""
     return Server(preload).serve()
+
 

@@ -71,7 +71,7 @@ from core4.config import class_config, get_config
 from core4.error import Core4UserError
 from core4.logger import get_logger, setup_logging
 from core4.mongo import now as wall_now, to_datetime
-from core4.mongo.connection import TRANSIENT
+from core4.mongo.connection import TRANSIENT, revive, short_error
 from core4.queue.daemon import register, set_phase, unregister
 from core4.queue.queue import CoreQueue
 from core4.queue.scheduler.enqueue import ScheduleEnqueuer
@@ -209,8 +209,10 @@ class CoreScheduler:
         except TRANSIENT as exc:
             self.enqueuer.reset()
             if not self._outage:
-                self.log.error("database unreachable in %s: %s", name, exc)
+                self.log.error("database unreachable in %s: %s", name,
+                               short_error(exc))
             self._outage = True
+            revive(self.config, self.log)  # the embedded server, if it died
             return False
         except Exception:
             self.enqueuer.reset()

@@ -1,0 +1,96 @@
+"""The change stream that wakes workers (core4.queue.wakeup.QueueWatch),
+on every backend: which events become hints, and what a hint carries."""
+
+import datetime
+import logging
+import select
+
+import pytest
+from bson import ObjectId
+
+from core4.mongo import now, seconds
+from core4.queue.wakeup import QueueWatch
+from tests.support import wait_for
+
+LOG = logging.getLogger("tests.queuewatch")
+
+
+@pytest.fixture
+def watch(fidelity_env):
+    """A QueueWatch on the test database's sys_queue, open and idle."""
+    coll = fidelity_env.client()[fidelity_env.database].sys_queue
+    coll.insert_one({"_id": "init"})  # the collection exists
+    queue_watch = QueueWatch(coll, LOG)
+    queue_watch.start()
+    wait_for(lambda: queue_watch.open, 30, message="the change stream")
+    queue_watch.take()
+    yield coll, queue_watch
+    queue_watch.close()
+
+
+def hints_for(queue_watch, key, count=1, timeout=30):
+    """Wait (on the wake-up descriptor) for ``count`` hints of job ``key``."""
+    found = []
+
+    def arrived():
+        select.select([queue_watch.fileno()], [], [], 0.2)
+        found.extend(h for h in queue_watch.take() if h.id == key)
+        return len(found) >= count
+    wait_for(arrived, timeout, message="%d hint(s) of %s" % (count, key))
+    return found
+
+
+def job(**fields):
+    doc = {"_id": ObjectId(), "name": "p.m.Job", "state": "pending",
+           "trial": 0, "priority": 0, "force": False, "query_at": now()}
+    doc.update(fields)
+    return doc
+
+
+def test_insert_of_a_pending_job_is_a_hint(watch):
+    coll, queue_watch = watch
+    doc = job(priority=5, force=True)
+    coll.insert_one(doc)
+    hint = hints_for(queue_watch, doc["_id"])[0]
+    assert hint.state == "pending" and hint.trial == 0
+    assert hint.priority == 5 and hint.force is True
+    assert hint.name == "p.m.Job"
+    assert abs((hint.query_at - doc["query_at"]).total_seconds()) < 0.002
+
+
+def test_only_claimable_changes_wake(watch):
+    coll, queue_watch = watch
+    doc = job()
+    coll.insert_one(doc)
+    hints_for(queue_watch, doc["_id"])
+    # running, its heartbeat renewed, its progress stored: no hints
+    coll.update_one({"_id": doc["_id"]}, {"$set": {"state": "running"}})
+    coll.update_one({"_id": doc["_id"]},
+                    {"$set": {"locked.heartbeat": now(), "prog.value": 0.5}})
+    # failed with a retry in 10 minutes: a hint that says when
+    retry = now() + seconds(600)
+    coll.update_one({"_id": doc["_id"]},
+                    {"$set": {"state": "failed", "query_at": retry}})
+    hint = hints_for(queue_watch, doc["_id"])[0]
+    # the first hint after the claimable insert is the retry, not the
+    # updates of the running job
+    assert hint.query_at is None or \
+        abs((hint.query_at - retry).total_seconds()) < 0.002
+    assert hint.state in (None, "failed")
+    # a job inserted in a final state never wakes a worker
+    done = job(state="complete")
+    coll.insert_one(done)
+    marker = job()
+    coll.insert_one(marker)
+    seen = hints_for(queue_watch, marker["_id"])
+    assert seen and all(h.id != done["_id"] for h in seen)
+
+
+def test_a_restarted_job_wakes(watch):
+    coll, queue_watch = watch
+    doc = job(state="deferred", query_at=now() + datetime.timedelta(days=1))
+    coll.insert_one(doc)
+    hints_for(queue_watch, doc["_id"])
+    coll.update_one({"_id": doc["_id"]}, {"$set": {"query_at": now()}})
+    hint = hints_for(queue_watch, doc["_id"])[0]
+    assert hint.query_at is None or hint.query_at <= now()
