@@ -165,7 +165,7 @@ def test_failed_job_writes_its_debug_records(env, monkeypatch):
     failed_docs = job_records(system, failed["_id"])
     assert [d["message"] for d in failed_docs] == [
         "start execution", "debug step 0", "debug step 1", "debug step 2",
-        "info of DebugJob", "done execution with [failed]"]
+        "info of DebugJob", "done execution with [error]"]
     assert [d["level"] for d in failed_docs[1:4]] == ["DEBUG"] * 3
     last = failed_docs[-1]
     assert last["level"] == "CRITICAL"

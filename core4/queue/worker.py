@@ -373,6 +373,8 @@ class CoreWorker:
                            proc.log_path)
             self.events.add(events.job_event("start_job", doc,
                                              worker=self.identifier))
+            self.log.info("job [%s] %s started (trial %d)", doc["_id"],
+                          doc["name"], doc.get("trial", 1))
         except (EnvironmentProblem, LauncherError) as exc:
             self.jobs.pop(doc["_id"], None)
             lifecycle.set_error(self.queue, doc, message=str(exc))
@@ -532,9 +534,16 @@ class CoreWorker:
                                              after))
         if after is None:
             self.settle_interrupted(proc.doc["_id"])
-        elif after["state"] != states.COMPLETE:
-            self.log.error("done execution with [%s]: %s", after["state"],
-                           (after.get("last_error") or {}).get("exception"))
+        elif after["state"] == states.COMPLETE:
+            self.log.info("job [%s] %s complete after %.2f s", after["_id"],
+                          after["name"], after.get("runtime") or 0.0)
+        else:
+            level = logging.INFO if after["state"] == states.DEFERRED \
+                else logging.ERROR
+            self.log.log(level, "job [%s] %s %s after %.2f s: %s",
+                         after["_id"], after["name"], after["state"],
+                         after.get("runtime") or 0.0,
+                         (after.get("last_error") or {}).get("exception"))
             if after.get("removed_at"):
                 lifecycle.journal(self.queue, after)
                 self.events.add(events.job_event("remove_job", after))

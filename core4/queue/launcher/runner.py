@@ -73,7 +73,10 @@ def execute_claimed(doc, queue_factory):
         log.info("done execution with [deferred]: %s", exc)
         return {"state": states.DEFERRED, "message": str(exc)}
     except Exception:
-        log.critical("done execution with [failed]", exc_info=True)
+        # the job fails for good when this was its last attempt
+        final = states.ERROR if doc.get("attempts_left", 1) <= 1 \
+            else states.FAILED
+        log.critical("done execution with [%s]", final, exc_info=True)
         return {"state": states.FAILED,
                 "error": lifecycle.error_document(sys.exc_info())}
     log.info("done execution with [complete]")
