@@ -141,6 +141,8 @@ def apply_outcome(queue, doc, outcome, move=True):
     "message": text}``. Returns the updated document, or None if the lease
     was lost meanwhile."""
     state = outcome["state"]
+    if state == "lost":  # fenced by its watchdog (see launcher.watchdog)
+        return set_lost(queue, doc, outcome.get("message") or "lost")
     if state == states.COMPLETE:
         return set_complete(queue, doc, move)
     if state == states.DEFERRED:

@@ -48,6 +48,7 @@ from core4.queue.daemon import register, set_phase, unregister
 from core4.queue.launcher.jobprocess import (JobProcess, publish_output,
                                              store_output)
 from core4.queue.launcher.environments import Environments, EnvironmentProblem
+from core4.queue.launcher.watchdog import write_renewal
 from core4.queue.launcher.launcher import Done, LauncherError, Started
 from core4.queue.queue import CoreQueue
 from core4.queue.resources import ResourceMonitor
@@ -77,6 +78,15 @@ class CoreWorker:
             raise Core4UserError("worker.start_method must be fork or spawn, "
                                  "got %r" % self.start_method)
         self.heartbeat = float(self.config.daemon.heartbeat)
+        self.lease = 2 * self.heartbeat
+        margin = self.config.daemon.lease_margin
+        self.margin = self.heartbeat / 2 if margin is None else float(margin)
+        if not 0 < self.margin < self.heartbeat:
+            raise Core4UserError(
+                "daemon.lease_margin must be > 0 and < daemon.heartbeat "
+                "(%s), got %r" % (self.heartbeat, margin))
+        self.lease_file = None
+        self.renewed_at = time.monotonic()   # last successful renewal
         self.plan = {step: float(wcfg.execution_plan[step]) for step in (
             "work_jobs", "check_requests", "flag_jobs", "recover_jobs",
             "collect_stats", "publish_output")}
@@ -118,6 +128,8 @@ class CoreWorker:
         register(self.queue.sys, self.identifier, self.kind, self.config,
                  max_jobs=self.config.worker.max_jobs)
         self.out_dir = tempfile.mkdtemp(prefix="core4-worker-")
+        self.lease_file = os.path.join(self.out_dir, "lease")
+        write_renewal(self.lease_file, time.monotonic())
         self.envs = Environments(self.config, self.start_method)
         self.events = events.EventBuffer(self.queue.sys)
         if self.config.logging.get("mongodb"):
@@ -170,9 +182,7 @@ class CoreWorker:
                 if due and at >= self.outage_until:
                     if name == "work_jobs" and not self.work_now:
                         self.claimer.scan_wanted = True  # the fallback poll
-                    self.next_run[name] = at + (
-                        self.poll_interval if name == "work_jobs"
-                        else self.plan[name])
+                    self.next_run[name] = at + self.interval(name)
                     self.guarded(name, step)
             if time.monotonic() >= self.next_run.get("flush", 0):
                 # events and log records are written a few times a second,
@@ -181,6 +191,16 @@ class CoreWorker:
                 self.events.flush()
                 self.forward_logs()
             self.wait()
+
+    def interval(self, name):
+        """Seconds until step ``name`` runs again: the work step's is the
+        fallback poll's; leases are renewed every half heartbeat while jobs
+        run (their watchdogs stop them at ``lease - margin``)."""
+        if name == "work_jobs":
+            return self.poll_interval
+        if name == "heartbeat" and self.jobs:
+            return self.heartbeat / 2
+        return self.plan[name]
 
     def guarded(self, name, step):
         """Run one step; a database outage backs off, never stops the loop.
@@ -370,18 +390,27 @@ class CoreWorker:
             launcher = self.envs.launcher_for(doc)
             self.jobs[doc["_id"]] = proc
             launcher.start(doc, proc.out_path, proc.result_path,
-                           proc.log_path)
+                           proc.log_path, watch={
+                               "lease_file": self.lease_file,
+                               "deadline": self.lease - self.margin,
+                               "grace": self.kill_grace})
             self.events.add(events.job_event("start_job", doc,
                                              worker=self.identifier))
             self.log.info("job [%s] %s started (trial %d)", doc["_id"],
                           doc["name"], doc.get("trial", 1))
+            # running jobs have their leases renewed every half heartbeat
+            self.next_run["heartbeat"] = min(
+                self.next_run.get("heartbeat", 0),
+                self.renewed_at + self.heartbeat / 2)
         except (EnvironmentProblem, LauncherError) as exc:
             self.jobs.pop(doc["_id"], None)
             lifecycle.set_error(self.queue, doc, message=str(exc))
             self.log.error("cannot start job [%s]: %s", doc["_id"], exc)
 
     def renew(self):
-        """Renew this worker's heartbeat and the leases of its jobs."""
+        """Renew this worker's heartbeat and the leases of its jobs; then
+        tell the jobs' watchdogs (the lease file)."""
+        began = time.monotonic()
         at = now()
         self.queue.sys.worker.update_one(
             {"_id": self.identifier},
@@ -392,6 +421,8 @@ class CoreWorker:
                 {"locked.worker": self.identifier,
                  "state": states.RUNNING},
                 {"$set": {"locked.heartbeat": at}})
+        write_renewal(self.lease_file, began)
+        self.renewed_at = began
 
     def check(self):
         """Process halt, maintenance, kill and removal requests."""
@@ -444,7 +475,7 @@ class CoreWorker:
 
     def recover(self):
         """Recover jobs whose lease expired (their worker is gone)."""
-        grace = 2 * self.heartbeat
+        grace = self.lease + self.margin
         if self.connected_since is None or \
                 time.monotonic() - self.connected_since < grace:
             return  # after an outage or stall, give live workers time

@@ -33,6 +33,7 @@ import traceback
 
 import psutil
 
+from core4.queue.launcher.process import start_watchdog
 from core4.queue.launcher.process import (EXIT_DONE, EXIT_LOST,
                                           ConfigCache, decode_doc,
                                           encode_doc, run_job)
@@ -62,8 +63,9 @@ class SpawnLauncher:
         self.procs = {}
         self.events = []
 
-    def start(self, doc, out_path, result_path, log_path=None):
-        """Start the job process of the claimed job ``doc``."""
+    def start(self, doc, out_path, result_path, log_path=None, watch=None):
+        """Start the job process of the claimed job ``doc`` (``watch``: the
+        settings of its watchdog, see :func:`start_watchdog`)."""
         with open(out_path, "wb") as out:
             proc = subprocess.Popen(
                 [self.python, *self.flags, "-m",
@@ -71,7 +73,7 @@ class SpawnLauncher:
                 stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True, env=self.env)
         command = {"doc": encode_doc(doc), "result": result_path,
-                   "log": log_path}
+                   "log": log_path, "watch": watch}
         proc.stdin.write((json.dumps(command) + "\n").encode())
         proc.stdin.close()
         self.procs[doc["_id"]] = proc
@@ -182,12 +184,13 @@ class ForkLauncher:
         return self.retired and not self.pending and not self.orphans and (
             self.proc is None or self.proc.poll() is not None)
 
-    def start(self, doc, out_path, result_path, log_path=None):
-        """Ask the launcher to fork the job process of ``doc``."""
+    def start(self, doc, out_path, result_path, log_path=None, watch=None):
+        """Ask the launcher to fork the job process of ``doc`` (``watch``:
+        the settings of its watchdog, see :func:`start_watchdog`)."""
         self._ensure()
         line = json.dumps({"doc": encode_doc(doc), "out": out_path,
                            "result": result_path, "log": log_path,
-                           "project": _project(doc),
+                           "watch": watch, "project": _project(doc),
                            "job_id": encode_doc(doc["_id"])})
         self.pending[doc["_id"]] = None
         try:
@@ -268,8 +271,15 @@ def _running(pid):
 SPARE_MAX = 32768
 
 
+class WorkerGone(Exception):
+    """The worker's end of the launcher's pipe is closed."""
+
+
 def _emit(event):
-    os.write(1, json.dumps(event).encode() + b"\n")
+    try:
+        os.write(1, json.dumps(event).encode() + b"\n")
+    except OSError:  # BrokenPipeError: the worker died
+        raise WorkerGone() from None
 
 
 def _prepare(close):
@@ -308,6 +318,7 @@ def _run(command, configs, done, doc=None):
         os.dup2(out, 2)
         os.close(out)
         sys.stdout.reconfigure(line_buffering=True)
+        start_watchdog(command)
         if doc is None:
             doc = decode_doc(command["doc"])
         entry = configs.entries.get(_project(doc))
@@ -429,7 +440,26 @@ class Server:
         self.retired = False
 
     def serve(self):
-        """Run until stdin closes, or until retired and all jobs ended."""
+        """Run until stdin closes, or until retired and all jobs ended. When
+        the worker is gone (stdin closed, or its pipe broken when the
+        launcher reports to it), the job process groups are killed: they
+        must not run on unsupervised."""
+        try:
+            self._serve()
+        except WorkerGone:
+            self._kill_children()
+        if self.spare is not None:
+            self.spare.discard()
+        return 0
+
+    def _kill_children(self):
+        for pid in self.children:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def _serve(self):
         buffer = b""
         _emit({"event": "ready", "pid": os.getpid()})
         while not (self.retired and not self.children):
@@ -463,20 +493,11 @@ class Server:
                 continue
             data = os.read(0, 1 << 20)
             if not data:
-                # the worker is gone: its jobs must not run on unsupervised
-                for pid in self.children:
-                    try:
-                        os.killpg(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
-                break
+                raise WorkerGone()
             buffer += data
             while b"\n" in buffer and not self.retired:
                 line, buffer = buffer.split(b"\n", 1)
                 self._command(line)
-        if self.spare is not None:
-            self.spare.discard()
-        return 0
 
     def _inherited(self):
         """The launcher's descriptors a new child must close."""

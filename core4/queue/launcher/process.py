@@ -15,8 +15,6 @@ import gc
 import json
 import os
 import sys
-import threading
-import time
 
 from bson import json_util
 
@@ -145,17 +143,15 @@ def run_job(doc, result_path, log_path=None, config=None):
     return EXIT_DONE
 
 
-def die_with_parent(interval=0.5):
-    """Kill this process group when the parent (the worker) goes away, so
-    a job never runs on after its worker died (and was recovered)."""
-    parent = os.getppid()
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(interval)
-        os.killpg(0, 9)
-
-    threading.Thread(target=watch, daemon=True).start()
+def start_watchdog(command):
+    """Start the job's watchdog (:mod:`core4.queue.launcher.watchdog`) with
+    the settings the worker sent: ``{"lease_file", "deadline", "grace"}``;
+    none without them (a job run by ``execute()``)."""
+    watch = command.get("watch")
+    if watch:
+        from core4.queue.launcher.watchdog import Watchdog
+        Watchdog(watch["lease_file"], watch["deadline"], watch["grace"],
+                 command["result"], write_result).start()
 
 
 def main():
@@ -165,7 +161,7 @@ def main():
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    die_with_parent()
+    start_watchdog(command)
     return run_job(decode_doc(command["doc"]), command["result"],
                    command.get("log"))
 
