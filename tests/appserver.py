@@ -169,7 +169,11 @@ def worker_for(server, name, log_dir):
     block; yield it once its loop runs."""
     worker = WorkerProcess(name, env=server.env, log_dir=log_dir)
     try:
-        worker.wait_registered(server.db)
+        try:
+            worker.wait_registered(server.db)
+        except AssertionError as exc:
+            raise AssertionError("%s; its output:\n%s" % (
+                exc, worker.output()[-3000:])) from None
         yield worker
     finally:
         worker.stop()

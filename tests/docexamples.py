@@ -185,8 +185,10 @@ def pages():
 # --- comparing output ------------------------------------------------------
 
 OID = re.compile(r"\b[0-9a-f]{24}\b")
-STAMP = re.compile(r"datetime\.datetime\([\d, ]+(?:tzinfo=datetime\.timezone"
-                   r"\.utc)?\)")
+#: a datetime's repr: naive, or UTC (as made, or as pymongo reads it back)
+STAMP = re.compile(r"datetime\.datetime\([\d, ]+(?:tzinfo=(?:"
+                   r"datetime\.timezone\.utc|"
+                   r"FixedOffset\(datetime\.timedelta\(0\), 'UTC'\)))?\)")
 TIME = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?"
                   r"(?:Z|[+-]\d\d:\d\d)?")
 DURATION = re.compile(r"\b(?:\d+d )?\d\d:\d\d:\d\d\b")

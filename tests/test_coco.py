@@ -156,6 +156,17 @@ def test_detail_by_id_shows_job_and_stdout(core4_env):
     assert log.strip() == ""  # a pending job has no log records yet
 
 
+def test_detail_shows_times_and_lost_workers(core4_env):
+    _id = api_enqueue(sleep=1)
+    core4_env.db().sys_queue.update_one({"_id": _id}, {"$set": {
+        "lost": 1, "lost_by": ["w1@host1"]}})
+    out = ok("--detail", str(_id))
+    assert "'lost': 1" in out and "'lost_by': ['w1@host1']" in out
+    # stored times are shown as UTC datetimes
+    assert re.search(r"'query_at': datetime\.datetime\(\d{4}, .*tzinfo="
+                     r"datetime\.timezone\.utc\)", out), out
+
+
 def test_detail_shows_the_job_log(core4_env):
     from core4.queue.queue import CoreQueue
     queue = CoreQueue()
@@ -301,15 +312,31 @@ def test_pause_resume_and_mode(core4_env):
 
 
 def test_halt_writes_halt_document(core4_env):
-    before = time.time()
+    before = datetime.datetime.now(datetime.timezone.utc)
     assert ok("--halt").strip() == "system halt"
     doc = core4_env.db().sys_worker.find_one({"_id": "__halt__"})
     assert doc is not None
-    assert before - 1 <= doc["at"] <= time.time() + 1
+    assert isinstance(doc["at"], datetime.datetime)
+    second = datetime.timedelta(seconds=1)
+    assert before - second <= doc["at"] <= datetime.datetime.now(
+        datetime.timezone.utc) + second
 
 
 def test_alive_without_daemons(core4_env):
     assert ok("--alive").strip() == "no daemon."
+
+
+def test_alive_lists_a_daemon_with_its_local_heartbeat(core4_env):
+    from core4.mongo import now
+    at = now()
+    core4_env.db().sys_worker.insert_one({
+        "_id": "w1@host1", "kind": "worker", "pid": 4321, "phase": "loop",
+        "hostname": "host1", "heartbeat": at, "started_at": at})
+    lines = ok("--alive").splitlines()
+    assert lines[0].split() == ["_id", "kind", "pid", "phase", "heartbeat"]
+    row = lines[2].split()
+    assert row[:4] == ["w1@host1", "worker", "4321", "loop"]
+    assert " ".join(row[4:]) == at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def test_version(core4_env):
@@ -321,6 +348,46 @@ def test_who_names_the_database(core4_env):
     assert core4_env.url in out
     assert core4_env.database in out
     assert "sys.queue: %s.sys_queue" % core4_env.database in out
+
+
+# migrate -------------------------------------------------------------------
+
+def test_migrate_converts_float_times_of_core4_before_0_3(core4_env):
+    """A database written by core4 < 0.3 (times as epoch seconds, no schema
+    marker) is converted in place; a second run has nothing to do."""
+    from core4.queue.queue import CoreQueue
+    CoreQueue().setup()  # the collections and the schema marker of today
+    db = core4_env.db()
+    utc = datetime.timezone.utc
+    legacy = {"_id": ObjectId(), "name": DUMMY_QUAL, "state": "pending",
+              "args": {}, "query_at": 1795453745.25,
+              "enqueued": {"at": 1795453700.5, "username": "old"},
+              "attempts_left": 1, "priority": 0}
+    db.sys_queue.insert_one(legacy)
+    done = {"_id": ObjectId(), "name": DUMMY_QUAL, "state": "complete",
+            "started_at": 1795453746.0, "finished_at": 1795453747.125,
+            "enqueued": {"at": 1795453700.5}, "runtime": 1.125}
+    db.sys_journal.insert_one(done)
+    db.sys_worker.delete_one({"_id": "__schema__"})
+    out = ok("--migrate")
+    assert out.splitlines() == ["sys_queue: 1 document(s) converted",
+                                "sys_journal: 1 document(s) converted"], out
+    doc = db.sys_queue.find_one({"_id": legacy["_id"]})
+    assert doc["query_at"] == datetime.datetime(2026, 11, 23, 17, 9, 5,
+                                                250000, tzinfo=utc)
+    assert doc["enqueued"] == {
+        "at": datetime.datetime.fromtimestamp(1795453700.5, utc),
+        "username": "old"}
+    journaled = db.sys_journal.find_one({"_id": done["_id"]})
+    assert journaled["finished_at"] == datetime.datetime.fromtimestamp(
+        1795453747.125, utc)
+    assert journaled["runtime"] == 1.125  # durations stay seconds
+    assert db.sys_worker.find_one({"_id": "__schema__"})["version"] == 2
+    # the converted job is shown like any other
+    listing = ok("--listing")
+    assert str(legacy["_id"]) in listing
+    assert "2026-11-2" in listing  # its local enqueue date
+    assert ok("--migrate").strip() == "nothing to migrate (schema 2)"
 
 
 # user mistakes -------------------------------------------------------------
@@ -340,6 +407,8 @@ MISTAKES = [
     (["--enqueue", DUMMY, "x=NaN"], "NaN"),
     (["--enqueue", DUMMY, "x=99999999999999999999999"], None),
     (["--listing", "nonsense"], "nonsense"),
+    (["--migrate", "now"], "now"),
+    (["--migrate", "--listing"], "--listing"),
     (["--kill", "nope.Nope"], "nope.Nope"),
 ]
 

@@ -59,6 +59,9 @@ def build_parser():
     add("-x", "--halt", action="store_true",
         help="stop all running daemons gracefully")
     add("-a", "--alive", action="store_true", help="list live daemons")
+    add("--migrate", action="store_true",
+        help="convert the times of a database written by core4 < 0.3 "
+        "(epoch seconds) to datetimes")
     add("-o", "--who", action="store_true",
         help="show which database and configuration are in use")
     add("-v", "--version", action="store_true", help="print the version")
@@ -379,6 +382,20 @@ def cmd_who():
     print("sys.queue: %s.%s" % (connect.database, connect.collection))
 
 
+def cmd_migrate():
+    """``--migrate``: convert the float times of a database written by
+    core4 < 0.3 to datetimes; one line per collection changed."""
+    from core4.logger import get_logger
+    from core4.queue import migrate
+    system = _queue().sys
+    log = get_logger("core4.queue.migrate")
+    changed = migrate.migrate(system, log)
+    if not changed:
+        print("nothing to migrate (schema %d)" % migrate.SCHEMA)
+    for name, number in changed.items():
+        print("%s: %d document(s) converted" % (name, number))
+
+
 def _local_config_file():
     for path in (os.path.expanduser("~/.core4/local.yaml"),
                  "/etc/core4/local.yaml"):
@@ -438,6 +455,8 @@ def dispatch(ns, parser):
         cmd_alive()
     elif ns.who:
         cmd_who()
+    elif ns.migrate:
+        cmd_migrate()
     else:
         parser.exit(2, "coco: nothing to do (see coco --help)\n")
     return 0

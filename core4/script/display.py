@@ -3,25 +3,30 @@
 import datetime
 import pprint
 
-from core4.mongo import to_datetime, now
+from core4.mongo import elapsed, now, to_datetime
 
-#: fields of job documents stored as epoch seconds
+#: time fields of job and daemon documents (datetimes; epoch seconds in a
+#: database written by core4 < 0.3 that is not migrated yet)
 TIME_FIELDS = ("started_at", "finished_at", "query_at", "zombie_at",
                "wall_at", "killed_at", "removed_at", "inactive_at",
                "heartbeat", "at", "timestamp", "first_started_at")
 
 
 def iso(value):
-    """Format an epoch timestamp as a local ISO time, '' for None."""
+    """Format a stored time (a datetime, or legacy epoch seconds) as local
+    time ``YYYY-MM-DD HH:MM:SS``, '' for None."""
     if value is None:
         return ""
     return to_datetime(value).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def duration(seconds):
-    """Format seconds as ``1d 02:03:04`` / ``02:03:04``, '' for None."""
+    """Format seconds (or a timedelta) as ``1d 02:03:04`` / ``02:03:04``,
+    '' for None."""
     if seconds is None:
         return ""
+    if isinstance(seconds, datetime.timedelta):
+        seconds = seconds.total_seconds()
     seconds = int(round(seconds))
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
@@ -31,7 +36,8 @@ def duration(seconds):
 
 
 def readable(doc):
-    """Return a copy of a document with its epoch times as datetimes."""
+    """Return a copy of a document with its times as UTC datetimes (also
+    the epoch seconds of a database not migrated yet)."""
     if isinstance(doc, dict):
         return {key: (to_datetime(value) if key in TIME_FIELDS
                       and isinstance(value, (int, float))
@@ -40,6 +46,9 @@ def readable(doc):
                 for key, value in doc.items()}
     if isinstance(doc, list):
         return [readable(item) for item in doc]
+    if isinstance(doc, datetime.datetime):
+        # as read (tzinfo bson's FixedOffset), shown as plain UTC
+        return to_datetime(doc).astimezone(datetime.timezone.utc)
     return doc
 
 
@@ -83,7 +92,8 @@ def job_rows(docs):
                       else ""),
             "%d/%d" % (doc.get("trial", 0), doc.get("attempts", 0)),
             enq.get("username", ""), iso(enq.get("at")),
-            duration(at - enq["at"]) if enq.get("at") else "",
+            duration(max(0.0, elapsed(enq["at"], at))) if enq.get("at")
+            else "",
             duration(doc.get("runtime")),
             (doc.get("locked") or {}).get("worker", ""), doc["name"]])
     return rows

@@ -94,7 +94,7 @@ def test_late_records_of_a_failing_job_are_streamed(api, api_worker,
     logs = [(data["level"], data["message"]) for name, data in stream
             if name == "log"]
     assert ("DEBUG", "context of the failure") in logs, logs
-    assert ("CRITICAL", "done execution with [failed]") in logs, logs
+    assert ("CRITICAL", "done execution with [error]") in logs, logs
     assert stream[-1] == ("close", {"_id": job["_id"], "state": "error",
                                     "timeout": False})
     failed = [data for name, data in stream if name == "log"

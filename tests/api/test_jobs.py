@@ -2,7 +2,6 @@
 enqueue, listing, detail, kill, restart, remove and the job registry."""
 
 import datetime
-import math
 import os
 import subprocess
 import sys
@@ -32,12 +31,12 @@ def action(api, method, _id, verb="", token=None):
     return api.request(method, path, token=token or api.admin)
 
 
-def iso(epoch, up=False):
-    """ISO 8601 text of epoch seconds, rounded down (``up``: up) to the
-    microsecond."""
-    micro = math.floor(epoch * 1e6) + (1 if up else 0)
-    return (datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
-            + datetime.timedelta(microseconds=micro)).isoformat()
+def iso(text, up=False):
+    """The ISO 8601 time ``text`` the API answered (UTC, with its offset),
+    ``up``: one millisecond (BSON's precision) later."""
+    at = datetime.datetime.fromisoformat(text)
+    assert at.utcoffset() == datetime.timedelta(0), text
+    return (at + datetime.timedelta(milliseconds=1 if up else 0)).isoformat()
 
 
 @pytest.fixture
@@ -92,6 +91,11 @@ def test_enqueue_answers_the_pending_job(api, api_worker):
     assert done["journaled"] is True and done["runtime"] > 0
     assert done["prog"]["value"] == 1.0
     assert done["enqueued"]["username"] == name
+    # times are ISO 8601 with their UTC offset, in order
+    enqueued_at, started, finished = (datetime.datetime.fromisoformat(iso(
+        text)) for text in (done["enqueued"]["at"], done["started_at"],
+                            done["finished_at"]))
+    assert enqueued_at <= started <= finished
 
 
 def test_enqueue_needs_execute_permission(api):
@@ -242,6 +246,11 @@ def test_listing_filters(api, parked):
     assert listed(until=iso(third)) == all_ids[:2]
     assert listed(since=iso(third), until=iso(third, up=True)) == [
         all_ids[2]]
+    # counted right too (an aggregation's $match on NX compares
+    # datetimes wrongly)
+    assert [page(api, token, user=user, **span)["total_count"] for span in (
+        {"since": iso(third)}, {"until": iso(third)},
+        {"since": iso(third), "until": iso(third, up=True)})] == [3, 2, 1]
     assert ids(page(api, token, user=unique("nobody"))) == []
 
 
@@ -308,7 +317,9 @@ def test_detail(api, parked):
 
 def test_kill_a_running_job_and_remove_it(api, api_worker):
     job = enqueue(api, DUMMY, sleep=30, loop_time=0.2, tag=unique())
-    wait_job(api, job["_id"], "running")
+    running = wait_job(api, job["_id"], "running")
+    # a running job's runtime and age are seconds so far
+    assert 0 <= running["runtime"] <= running["age"] < 30
     response = action(api, "PUT", job["_id"], "kill")
     assert response.status_code == 200, response.text
     assert response.json()["data"] == {"_id": job["_id"], "killed": True}

@@ -179,6 +179,11 @@ CHECKS = [not_a_server_error, status_code_conformance,
           content_type_conformance, response_schema_conformance]
 #: examples per operation and generation mode
 EXAMPLES = 20
+#: headers that frame the HTTP message: a malformed one (Hypothesis draws
+#: strings like "content-length" from the constants of core4's modules) is
+#: answered by Tornado's HTTP layer with a bare 400 before any core4 code
+#: runs, so the fuzzer never sends them
+FRAMING = {"content-length", "transfer-encoding", "host", "connection"}
 
 
 @pytest.fixture(scope="module")
@@ -219,6 +224,9 @@ def _run(server, operation, headers, mode, path_parameters=None,
     @hypothesis.given(case=operation.as_strategy(
         mode, path_parameters=path_parameters))
     def run(case):
+        for name in list(case.headers or ()):
+            if name.strip().lower() in FRAMING:
+                del case.headers[name]
         response = case.call_and_validate(
             base_url=server.url, headers=headers, checks=CHECKS, timeout=30)
         if answers is not None:

@@ -2,6 +2,7 @@
 create, read with ETag, update and delete with optimistic concurrency,
 roles including roles, and every refusal with a clear 400/409."""
 
+import datetime
 import json
 
 import pytest
@@ -111,6 +112,10 @@ def test_get_one_has_etag_and_no_secrets(api):
     data, etag = read(api, created["_id"])
     assert etag == '"%s"' % created["etag"] == '"%s"' % data["etag"]
     assert_no_secrets(data)
+    # times are ISO 8601 in UTC (datetimes in sys_role)
+    at = datetime.datetime.fromisoformat(data["created"])
+    assert at.utcoffset() == datetime.timedelta(0)
+    assert data["updated"] == data["created"] and data["last_login"] is None
     response = api.request("GET", ROLES, token=api.admin)
     assert response.status_code == 200
     listing = response.json()["data"]

@@ -5,6 +5,7 @@ the shell's static serving over plain HTTP.
 
 Screenshots of every page are saved as artefacts (see conftest)."""
 
+import datetime
 import re
 
 import json
@@ -77,6 +78,9 @@ def test_login_queue_and_logout(browse):
         "Jobs in the queue, last hour"))
     expect(chart).to_be_visible()
     expect(chart.locator("path.line")).to_have_count(1)
+    # a live sample (the stream's ISO time) is drawn: no NaN in the chart
+    expect(page.locator("#live-state")).to_have_text("live")
+    assert "NaN" not in chart.inner_html()
     expect(page.get_by_role("list", name="Jobs per state").get_by_role(
         "button")).to_have_count(8)
     assert session.expected == []
@@ -473,6 +477,11 @@ def test_queue_stream_masks_jobs_the_user_may_not_read(dash, dash_worker):
         data = first_event(dash, token, state="pending,running",
                            sort="-enqueued.at")
         assert data["total"] >= 1
+        # the time of the event: ISO 8601 in UTC, now
+        at = datetime.datetime.fromisoformat(data["at"])
+        assert at.utcoffset() == datetime.timedelta(0)
+        assert abs((datetime.datetime.now(datetime.timezone.utc) - at
+                    ).total_seconds()) < 60
         assert data["state"]["pending"] + data["state"]["running"] >= 1
         job = [doc for doc in data["jobs"] if doc["_id"] == _id][0]
         assert job["name"] == "UnauthorizedJob"

@@ -5,7 +5,7 @@
 per_page, source) and sends, every ``interval`` seconds, one ``queue``
 event::
 
-    {"at": <epoch seconds>, "total": <jobs in the queue>,
+    {"at": <ISO 8601 time>, "total": <jobs in the queue>,
      "state": {<state>: <jobs>}, "jobs": [<job documents>],
      "page": .., "per_page": .., "page_count": .., "total_count": ..,
      "count": ..}
@@ -25,7 +25,7 @@ from core4.api import envelope
 from core4.api.v1 import jobdoc
 from core4.api.v1.job import JobHandler
 from core4.api.dashboard.handler import DashboardHandler
-from core4.mongo import count_by
+from core4.mongo import count_by, now
 from core4.queue import states
 
 
@@ -72,7 +72,7 @@ class QueueStreamHandler(DashboardHandler):
         for (state,), number in count_by(system.queue, ["state"]).items():
             counts[state] = number
         docs, total = self.page_of(source, query, sort, page, per_page)
-        at = time.time()
+        at = now()
         return {"at": at, "total": sum(counts.values()), "state": counts,
                 "jobs": [jobdoc.visible(doc, self.permissions, at)
                          for doc in docs],

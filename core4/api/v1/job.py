@@ -7,14 +7,13 @@ Reading a job needs ``job://<name>/r`` (or ``/x``), changing it
 import datetime
 import math
 import re
-import time
 
 from bson import ObjectId
 
 from core4.api.errors import ApiError
 from core4.api.handler import CoreRequestHandler
 from core4.api.v1 import jobdoc
-from core4.mongo import count, from_datetime
+from core4.mongo import count, from_datetime, now
 from core4.queue import states
 
 ID = r"([0-9a-fA-F]{24})"
@@ -36,6 +35,18 @@ def _sort(value):
         raise ApiError(400, "cannot sort by %r (one of %s, with - for "
                        "descending)" % (value, ", ".join(jobdoc.SORT_FIELDS)))
     return field, direction
+
+
+def _total(collection, query):
+    """Return the number of documents matching ``query``.
+
+    An aggregation's ``$match`` on NX-27017 compares datetimes wrongly
+    (:func:`core4.mongo.count` then counts 0 for ``$lt`` and every document
+    for ``$gte``); ``count_documents`` counts them right, so a filter on
+    ``enqueued.at`` is counted with it."""
+    if "enqueued.at" in query:
+        return collection.count_documents(query)
+    return count(collection, query)
 
 
 def _state_filter(values):
@@ -62,7 +73,7 @@ class JobHandler(CoreRequestHandler):
         source, query, sort, page, per_page = self.listing_arguments()
         docs, total = await self.run(self.page_of, source, query, sort, page,
                                      per_page)
-        at = time.time()
+        at = now()
         self.reply([jobdoc.visible(doc, self.permissions, at)
                     for doc in docs], page=page, per_page=per_page,
                    total_count=total, count=len(docs),
@@ -117,7 +128,7 @@ class JobHandler(CoreRequestHandler):
     def page_of(self, source, query, sort, page, per_page):
         """Return ``(one page of documents, total)`` (blocking)."""
         collection = getattr(self.context.system, source)
-        total = count(collection, query)
+        total = _total(collection, query)
         if page * per_page >= total:
             return [], total  # past the end (also a page too big to skip)
         if sort[-1][0] != "_id":

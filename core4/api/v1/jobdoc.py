@@ -1,8 +1,7 @@
 """How job documents look over the API: with flags and runtime, masked
 for users who may not read them."""
 
-import time
-
+from core4.mongo import elapsed, now
 from core4.queue import states
 
 FLAG_FIELDS = (("zombie", "zombie_at"), ("nonstop", "wall_at"),
@@ -15,15 +14,16 @@ SORT_FIELDS = ("_id", "name", "state", "priority", "attempts_left",
 
 def present(doc, at=None):
     """Return ``doc`` with ``flags``, ``runtime`` (also of a running job)
-    and ``age`` (seconds since enqueued)."""
-    at = time.time() if at is None else at
+    and ``age`` (seconds since enqueued); ``at`` is the datetime they are
+    computed for (default: now)."""
+    at = now() if at is None else at
     doc = dict(doc)
     doc["flags"] = {name: bool(doc.get(field))
                     for name, field in FLAG_FIELDS}
     if doc.get("state") == states.RUNNING and doc.get("started_at"):
-        doc["runtime"] = max(0.0, at - doc["started_at"])
+        doc["runtime"] = max(0.0, elapsed(doc["started_at"], at))
     enqueued = (doc.get("enqueued") or {}).get("at")
-    doc["age"] = max(0.0, at - enqueued) if enqueued else None
+    doc["age"] = max(0.0, elapsed(enqueued, at)) if enqueued else None
     if "force" in doc:
         doc["force"] = bool(doc["force"])
     doc.pop("_hash", None)

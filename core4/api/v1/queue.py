@@ -1,11 +1,11 @@
 """The queue summary, its history, the daemons and maintenance."""
 
 import datetime
-import time
 
 from core4.api.errors import ApiError
 from core4.api.handler import CoreRequestHandler
-from core4.mongo import count as count_matching, count_by, to_datetime
+from core4.mongo import (count as count_matching, count_by, elapsed, now,
+                         to_datetime)
 from core4.queue import states
 from core4.queue.daemon import alive_daemons
 
@@ -53,8 +53,8 @@ class QueueHistoryHandler(CoreRequestHandler):
 
     async def get(self):
         """Answer ``[{at, size, events: {name: n}}]`` oldest first."""
-        now = datetime.datetime.now(datetime.timezone.utc)
-        until = self.get_argument("until", now, as_type=datetime.datetime)
+        at = now()
+        until = self.get_argument("until", at, as_type=datetime.datetime)
         since = self.get_argument("since", None, as_type=datetime.datetime)
         if since is None:
             try:
@@ -71,10 +71,10 @@ class QueueHistoryHandler(CoreRequestHandler):
             raise ApiError(400, "interval must be positive and give at "
                            "most %d buckets" % MAX_BUCKETS)
         interval = min(interval, span)  # one bucket at most spans it all
-        buckets = await self.run(self._history, since, until, interval, now)
+        buckets = await self.run(self._history, since, until, interval)
         self.reply(buckets)
 
-    def _history(self, since, until, interval, now):
+    def _history(self, since, until, interval):
         system = self.context.system
         size_now = count_matching(system.queue)
         count = int(-(-(until - since).total_seconds() // interval))
@@ -117,9 +117,10 @@ class SystemHandler(CoreRequestHandler):
         def collect():
             config = self.context.config
             daemons = alive_daemons(self.context.system, config)
-            at = time.time()
+            at = now()
             for doc in daemons:
-                doc["heartbeat_age"] = max(0.0, at - doc.get("heartbeat", at))
+                doc["heartbeat_age"] = max(0.0, elapsed(
+                    doc.get("heartbeat") or at, at))
             return {"daemons": daemons,
                     "maintenance": self.context.queue.maintenance()}
         self.reply(await self.run(collect))

@@ -62,7 +62,7 @@ export function uid(prefix = "id") {
 
 const pad = (n, width = 2) => String(n).padStart(width, "0");
 
-/** Epoch seconds (or an ISO string) as local "YYYY-MM-DD HH:MM:SS". */
+/** An ISO 8601 string (or epoch seconds) as local "YYYY-MM-DD HH:MM:SS". */
 export function fmtTime(value) {
   if (value === null || value === undefined || value === "") return "";
   const date = typeof value === "number" ? new Date(value * 1000)
@@ -73,7 +73,8 @@ export function fmtTime(value) {
     `${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
 }
 
-/** Epoch seconds or ISO as local "HH:MM:SS" (with milliseconds if asked). */
+/** ISO 8601 or epoch seconds as local "HH:MM:SS" (with milliseconds if
+ * asked). */
 export function fmtClock(value, millis = false) {
   const date = typeof value === "number" ? new Date(value * 1000)
     : new Date(value);

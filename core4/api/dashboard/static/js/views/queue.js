@@ -292,7 +292,7 @@ export async function render(ctx) {
       setText(live, "live");
       live.classList.add("on");
       showCounts(data);
-      chart.add(data.at, data.total);
+      chart.add(Date.parse(data.at) / 1000, data.total);
       showJobs(data);
     });
     source.addEventListener("error", () => {
