@@ -25,7 +25,8 @@ from bson import ObjectId
 
 from core4.config import get_config, reset_config
 from core4.error import CoreDatabaseUnreachable
-from core4.mongo import (SystemCollections, ensure_index, find_index, id_in,
+from core4.mongo import (SystemCollections, count, count_by, ensure_index,
+                         find_index, id_in,
                          now, to_datetime, from_datetime)
 from core4.queue.queue import CoreQueue
 
@@ -88,6 +89,34 @@ def test_portable_datetimes(fidelity_env):
     assert to_datetime(1577934245) == datetime.datetime(
         2020, 1, 2, 3, 4, 5, tzinfo=UTC)
     assert to_datetime(None) is None and from_datetime(None) is None
+
+
+def test_nx_gap_aggregate_match_datetime(core4_env):
+    """An aggregation's ``$match`` compares datetimes wrongly on NX (even
+    in a server core4 started): ``$lt`` matches nothing. When this fails NX
+    fixed the gap and count()/count_by() need no ``find`` for datetimes."""
+    coll = core4_env.db().times
+    base = datetime.datetime(2026, 1, 1, tzinfo=UTC)
+    coll.insert_many([{"_id": i, "t": base + datetime.timedelta(seconds=i)}
+                      for i in range(4)])
+    cut = base + datetime.timedelta(seconds=1.5)
+    counted = list(coll.aggregate([{"$match": {"t": {"$lt": cut}}},
+                                   {"$count": "n"}]))
+    assert counted in ([], [{"n": 0}])
+    assert coll.count_documents({"t": {"$lt": cut}}) == 2
+
+
+def test_portable_counts_with_datetimes(fidelity_env):
+    coll = fidelity_env.db().times
+    base = datetime.datetime(2026, 1, 1, tzinfo=UTC)
+    coll.insert_many([{"_id": i, "t": base + datetime.timedelta(seconds=i),
+                       "s": "ab"[i % 2]} for i in range(6)])
+    cut = base + datetime.timedelta(seconds=2.5)
+    assert count(coll, {"t": {"$lt": cut}}) == 3
+    assert count(coll, {"t": {"$gte": cut}}) == 3
+    assert count(coll, {"s": "a"}) == 3
+    assert count_by(coll, ["s"], {"t": {"$lt": cut}}) == {("a",): 2,
+                                                         ("b",): 1}
 
 
 # ObjectId equality -----------------------------------------------------------

@@ -26,6 +26,9 @@ notice when it is fixed:
 * ``count_documents`` and a ``$group`` on a compound ``_id`` read every
   document slowly (0.6 s for 10,000): :func:`count` uses ``$match`` +
   ``$count`` and :func:`count_by` groups on one ``$concat`` key.
+* an aggregation's ``$match`` compares datetimes wrongly (``$lt`` matches
+  nothing, ``$gt`` everything): :func:`count` and :func:`count_by` filter
+  with ``find`` when the query holds a datetime.
 """
 
 import datetime
@@ -104,9 +107,22 @@ def ensure_index(collection, keys, **options):
         collection.create_index(keys, **options)
 
 
+def _holds_datetime(value):
+    if isinstance(value, datetime.datetime):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_datetime(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_datetime(item) for item in value)
+    return False
+
+
 def count(collection, query=None):
     """Return the number of documents matching ``query`` (``$match`` +
-    ``$count``: as exact as ``count_documents``, fast on NX-27017)."""
+    ``$count``: as exact as ``count_documents``, fast on NX-27017; a query
+    with a datetime is counted with ``count_documents``)."""
+    if _holds_datetime(query):
+        return collection.count_documents(query)
     result = list(collection.aggregate([{"$match": query or {}},
                                         {"$count": "n"}]))
     return result[0]["n"] if result else 0
@@ -116,6 +132,13 @@ def count_by(collection, fields, query=None, separator="|"):
     """Return ``{(value, ...): n}`` of the documents matching ``query``
     grouped by the string ``fields`` (which must not contain
     ``separator``); documents missing a field count under ``""``."""
+    if _holds_datetime(query):
+        found = {}
+        for doc in collection.find(query, dict.fromkeys(fields, 1)):
+            value = tuple(str(doc.get(f, "") if doc.get(f) is not None
+                              else "") for f in fields)
+            found[value] = found.get(value, 0) + 1
+        return found
     key = []
     for field in fields:
         if key:

@@ -37,18 +37,6 @@ def _sort(value):
     return field, direction
 
 
-def _total(collection, query):
-    """Return the number of documents matching ``query``.
-
-    An aggregation's ``$match`` on NX-27017 compares datetimes wrongly
-    (:func:`core4.mongo.count` then counts 0 for ``$lt`` and every document
-    for ``$gte``); ``count_documents`` counts them right, so a filter on
-    ``enqueued.at`` is counted with it."""
-    if "enqueued.at" in query:
-        return collection.count_documents(query)
-    return count(collection, query)
-
-
 def _state_filter(values):
     """Return the states of ``?state=a&state=b`` or ``?state=a,b``."""
     wanted = []
@@ -128,7 +116,7 @@ class JobHandler(CoreRequestHandler):
     def page_of(self, source, query, sort, page, per_page):
         """Return ``(one page of documents, total)`` (blocking)."""
         collection = getattr(self.context.system, source)
-        total = _total(collection, query)
+        total = count(collection, query)
         if page * per_page >= total:
             return [], total  # past the end (also a page too big to skip)
         if sort[-1][0] != "_id":
