@@ -19,6 +19,8 @@ import pytest
 
 from core4.config import reset_config
 from core4.mongo import embedded
+from core4.mongo import now
+from tests.conftest import free_port
 from tests.support import ROOT, WorkerProcess, wait_for, worker_env
 
 DUMMY = "core4.queue.helper.job.DummyJob"
@@ -93,23 +95,29 @@ def all_complete_once(db, ids, worker):
 
 @pytest.fixture
 def daemons(home, tmp_path):
-    """A worker and a scheduler on the home's embedded server."""
+    """A worker, a scheduler and an app server on the home's embedded
+    server."""
     assert coco("--alive").returncode == 0  # starts the server
     worker = WorkerProcess("svc", env=worker_env(), log_dir=str(tmp_path))
-    scheduler = subprocess.Popen(
-        [sys.executable, "-m", "core4.script.coco", "--scheduler"],
-        env=worker_env(), stdout=open(tmp_path / "scheduler.log", "wb"),
+    others = [subprocess.Popen(
+        [sys.executable, "-m", "core4.script.coco", *args],
+        env=worker_env(), stdout=open(tmp_path / ("%s.log" % args[0][2:]),
+                                      "wb"),
         stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+        for args in (["--scheduler"],
+                     ["--application", "--port", str(free_port())])]
     client, db = database(home)
     worker.wait_registered(db, 60)
-    wait_for(lambda: db.sys_worker.find_one({"kind": "scheduler",
-                                             "phase": "loop"}), 60,
-             message="the scheduler to run")
+    for kind in ("scheduler", "app"):
+        wait_for(lambda: db.sys_worker.find_one({"kind": kind,
+                                                 "phase": "loop"}), 60,
+                 message="the %s to run" % kind)
     client.close()
-    yield worker, scheduler
+    yield worker, others
     worker.stop()
-    scheduler.kill()
-    scheduler.wait(10)
+    for proc in others:
+        proc.kill()
+        proc.wait(10)
 
 
 def test_killed_server_comes_back_on_its_port(home, daemons):
@@ -128,9 +136,16 @@ def test_killed_server_comes_back_on_its_port(home, daemons):
     client, db = database(home)
     ids = [ObjectId(i) for i in before + during + after]
     all_complete_once(db, ids, worker)
-    # both daemons are alive (their heartbeats go on) and say so
+    # every daemon's heartbeat goes on after the restart, and coco --alive
+    # lists them all
+    restarted = now()
+    wait_for(lambda: db.sys_worker.count_documents(
+        {"kind": {"$in": ["worker", "scheduler", "app"]},
+         "heartbeat": {"$gt": restarted}}) == 3, 60,
+        message="the heartbeats of worker, scheduler and app server")
     out = coco("--alive")
-    assert "svc@" in out.stdout and "scheduler" in out.stdout, out.stdout
+    for kind in ("worker", "scheduler", "app"):
+        assert kind in out.stdout, out.stdout
     # at most one line when it lost the server (not one a second)
     lost = worker.output().count("database unreachable")
     assert lost <= 1, worker.output()[-3000:]

@@ -29,6 +29,7 @@ from core4.api.context import ApiContext
 from core4.base import hostname
 from core4.error import Core4UserError
 from core4.mongo import now
+from core4.mongo.connection import TRANSIENT, revive, short_error
 from core4.queue.daemon import register, set_phase, unregister
 
 log = logging.getLogger("core4.api.server")
@@ -136,10 +137,22 @@ class AppServer:
         """Renew the heartbeat; stop when a halt is requested."""
         loop = asyncio.get_running_loop()
         interval = float(self.config.daemon.heartbeat)
+        lost = False
         while not self._stop.is_set():
             try:
                 halted = await loop.run_in_executor(
                     context.executor, self._beat, context, started)
+                if lost:
+                    log.warning("database reachable again")
+                    lost = False
+            except TRANSIENT as exc:
+                if not lost:  # one line when it is lost, one when back
+                    log.error("database unreachable: %s", short_error(exc))
+                    lost = True
+                # the embedded server, if it died, is started again
+                await loop.run_in_executor(context.executor, revive,
+                                           self.config)
+                halted = False
             except Exception as exc:
                 log.error("heartbeat failed: %s", exc)
                 halted = False
