@@ -18,6 +18,7 @@ import pytest
 
 from core4.queue.queue import CoreQueue
 from tests.support import WorkerProcess, find_job, wait_for, worker_env
+from tests.test_chaos import own_server  # noqa: F401 (a fixture)
 
 FENCE = "tests.fjobs.fence.FenceJob"
 
@@ -140,3 +141,46 @@ def test_launcher_killed_alone(core4_env, pair, tmp_path):
     assert not [e for e in seen if e[0] == "overlap"], seen
     assert done["state"] == "complete" and done["lost"] == 1, done
     assert done["attempts_left"] == 0
+
+
+def test_worker_cut_off_from_the_database(own_server, tmp_path):
+    """The database stalls (SIGSTOP: a network partition, a paused VM)
+    for longer than a lease: no worker can renew or recover anything, so
+    the job stops itself before its lease ends; afterwards it runs again,
+    once at a time, and completes without using up its attempt."""
+    db = own_server.db
+    started = []
+    try:
+        a = WorkerProcess("cuta", env=worker_env(), log_dir=str(tmp_path))
+        started.append(a)
+        a.wait_registered(db, 60)
+        witness = str(tmp_path / "witness")
+        job = CoreQueue().enqueue(FENCE, witness=witness, seconds=10,
+                                  attempts=1)
+        first = wait_for(lambda: [e for e in events(witness)
+                                  if e[0] == "start"], 60,
+                         message="the first start")[0][1]
+        b = WorkerProcess("cutb", env=worker_env(), log_dir=str(tmp_path))
+        started.append(b)
+        b.wait_registered(db, 60)
+        own_server.pause()
+        try:
+            # lease 4 s, margin 1 s: the watchdog stops the job after 3 s
+            wait_for(lambda: not alive(first), 15,
+                     message="the job to stop itself while the database "
+                     "is away")
+        finally:
+            own_server.resume()
+        done = wait_for(lambda: (lambda d: d if d and d["state"] in (
+            "complete", "error") else None)(find_job(db, job._id)), 120,
+            message="the job to end\n" + a.output()[-3000:])
+        seen = events(witness)
+        assert not [e for e in seen if e[0] == "overlap"], seen
+        starts = [e for e in seen if e[0] == "start"]
+        assert len(starts) == 2 and starts[0][1] == first, seen
+        assert done["state"] == "complete", done
+        assert done["attempts_left"] == 0 and done["lost"] == 1
+        assert "watchdog" in a.output() or "lost" in a.output()
+    finally:
+        for worker in started:
+            worker.stop()

@@ -569,8 +569,9 @@ class CoreWorker:
             self.log.info("job [%s] %s complete after %.2f s", after["_id"],
                           after["name"], after.get("runtime") or 0.0)
         else:
-            level = logging.INFO if after["state"] == states.DEFERRED \
-                else logging.ERROR
+            level = {states.DEFERRED: logging.INFO,
+                     states.PENDING: logging.WARNING}.get(after["state"],
+                                                          logging.ERROR)
             self.log.log(level, "job [%s] %s %s after %.2f s: %s",
                          after["_id"], after["name"], after["state"],
                          after.get("runtime") or 0.0,
