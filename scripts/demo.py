@@ -2,9 +2,11 @@
 
 Starts the embedded database (on demand) and a worker, enqueues
 ``core4.queue.helper.job.DummyJob``, shows its progress until it completes,
-prints its detail (with its captured output) and halts the worker.
+prints its detail (with its captured output) and halts the worker. The
+embedded database keeps running; the last line says how to stop it.
 """
 
+import os
 import subprocess
 import sys
 import time
@@ -22,10 +24,29 @@ def progress_bar(value, width=30):
                              round((value or 0) * 100))
 
 
+def embedded_hint(config):
+    """The closing line about the embedded database, or None if a
+    ``mongo_url`` is configured."""
+    from core4.mongo.connection import embedded_data_dir
+    from core4.mongo.embedded import server_status
+    if config.sys.queue.url:
+        return None
+    coco = os.path.join(os.path.dirname(sys.executable), "coco")
+    if coco.startswith(os.getcwd() + os.sep):
+        coco = os.path.relpath(coco)
+    status = server_status(embedded_data_dir(config))
+    if not (status and status["alive"]):
+        return None
+    return ("the embedded database keeps running (pid %d, data %s): "
+            "%s --db shows it, %s --db stop stops it" % (
+                status["pid"], status["data_dir"], coco, coco))
+
+
 def main():
     """Run DummyJob through a worker and print its final document."""
     sleep = float(sys.argv[1]) if len(sys.argv) > 1 else 3
-    queue = CoreQueue(get_config())
+    config = get_config()
+    queue = CoreQueue(config)
     print("core4 demo: database %s" % queue.sys.describe(), flush=True)
     queue.sys.ping()
     worker = subprocess.Popen([sys.executable, "-m", "core4.script.coco",
@@ -59,6 +80,9 @@ def main():
             worker.wait(30)
         except subprocess.TimeoutExpired:
             worker.kill()
+        hint = embedded_hint(config)
+        if hint:
+            print(hint, flush=True)
 
 
 if __name__ == "__main__":

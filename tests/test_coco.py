@@ -410,6 +410,11 @@ MISTAKES = [
     (["--migrate", "now"], "now"),
     (["--migrate", "--listing"], "--listing"),
     (["--kill", "nope.Nope"], "nope.Nope"),
+    (["--db", "restart"], "restart"),
+    (["--db"], "not embedded"),
+    (["--db", "stop"], "not embedded"),
+    (["--db", "start", "--yes"], "--yes"),
+    (["--db", "--who"], "--who"),
 ]
 
 

@@ -243,3 +243,32 @@ def test_missing_identity_rolls_back(repo, monkeypatch):
 
 def test_unknown_part(repo):
     refused(build, 1, "unknown version part 'huge'", str(repo), part="huge")
+
+
+@pytest.mark.parametrize("layout", ["new", "old"])
+def test_first_build_of_a_coco_init_project(tmp_path, ident, layout):
+    """A project as ``coco --init`` makes it (its files and repository; no
+    venv here) starts at 0.0.1: its first build makes release-0.0.2, as in
+    the tutorial; build and release push to its origin, ``.repos`` itself
+    (new) or ``.repos/mypro.git`` (made by older versions)."""
+    from core4.project.create import make_repository, write_files
+    work = tmp_path / "mypro"
+    work.mkdir()
+    quiet = lambda line: None  # noqa: E731
+    write_files(str(work), "mypro", "My project", quiet)
+    if layout == "old":
+        bare = work / ".repos" / "mypro.git"
+        git(tmp_path, "init", "--quiet", "--bare", "-b", "master", str(bare))
+        git(tmp_path, "init", "--quiet", "-b", "master", str(work))
+        git(work, "remote", "add", "origin", str(bare))
+    make_repository(str(work), "mypro", quiet)
+    bare = work / ".repos" / ("mypro.git" if layout == "old" else "")
+    assert git(work, "remote", "get-url", "origin") == str(bare).rstrip("/")
+    commit(work, "mypro/myjob.py", "x = 1\n")
+    assert build(str(work), out=quiet) == "0.0.2"
+    assert "release-0.0.2" in heads(bare).split()
+    merge(work, "release-0.0.2", "master", "develop")
+    assert release(str(work), out=quiet) == "0.0.2"
+    assert git(bare, "tag", "--list") == "0.0.2"
+    assert '__version__ = "0.0.2"' in git(bare, "show",
+                                          "master:mypro/__init__.py")

@@ -3,6 +3,8 @@ installed projects, introspected in each project's own environment (what
 ``coco --jobs`` lists and ``sys_job`` records: author, schedule, doc,
 valid and why not)."""
 
+import ast
+import importlib.util
 import inspect
 
 from core4.mongo import now
@@ -30,13 +32,39 @@ def describe(cls):
     return entry
 
 
+def may_define_jobs(name):
+    """True unless module ``name``'s source shows it defines no job: a
+    module that fails to import is listed only if it may hold jobs (a class
+    whose base is named ``...Job``, or source that does not parse)."""
+    try:
+        spec = importlib.util.find_spec(name)
+        origin = spec.origin if spec else None
+        with open(origin, "rb") as handle:
+            tree = ast.parse(handle.read(), origin)
+    except SyntaxError:
+        return True
+    except Exception:  # noqa: BLE001 - no readable source: assume jobs
+        return True
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            for base in node.bases:
+                base_name = getattr(base, "id", None) or getattr(
+                    base, "attr", "")
+                if base_name.endswith("Job"):
+                    return True
+    return False
+
+
 def collect(package):
     """Return the registry entries of every job class defined in
     ``package`` (abstract jobs left out), plus entries for modules that
-    fail to import (``valid`` False)."""
+    fail to import and may define jobs (``valid`` False; see
+    :func:`may_define_jobs`)."""
     found = {}
     for name, module in iter_modules(package):
         if isinstance(module, Exception):
+            if not may_define_jobs(name):
+                continue
             found[name] = {"_id": name, "name": name,
                            "project": package, "author": None, "doc": "",
                            "schedule": None, "tag": None, "valid": False,

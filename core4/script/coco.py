@@ -20,6 +20,8 @@ from core4.queue import states
 from core4.script import display
 
 GLOBAL = "__global__"
+#: exit code when the reader of the output went away (128 + SIGPIPE)
+PIPE_CLOSED = 141
 
 
 class CocoParser(argparse.ArgumentParser):
@@ -64,6 +66,10 @@ def build_parser():
         "(epoch seconds) to datetimes")
     add("-o", "--who", action="store_true",
         help="show which database and configuration are in use")
+    add("--db", nargs="?", const="status", choices=("status", "start",
+                                                    "stop"),
+        metavar="status|start|stop",
+        help="show (default), start or stop the embedded database")
     add("-v", "--version", action="store_true", help="print the version")
     add("-w", "--worker", nargs="?", const="worker", metavar="NAME",
         help="run a worker NAME@hostname in the foreground")
@@ -95,7 +101,8 @@ def build_parser():
                         help="with --application: serve only containers "
                         "whose qualified name starts with a PREFIX")
     parser.add_argument("-y", "--yes", action="store_true",
-                        help="with --init: do not ask")
+                        help="with --init: do not ask (needed without a "
+                        "terminal)")
     parser.add_argument("-n", "--introspect", action="store_true",
                         help="with --jobs: register them in sys.job")
     return parser
@@ -259,13 +266,15 @@ def cmd_worker(name, start_method):
 
 
 def cmd_init(values, yes):
-    """``--init NAME [DESCRIPTION]``: create a project."""
+    """``--init NAME [DESCRIPTION]``: create a project (asks only on a
+    terminal)."""
     from core4.project.create import create_project
     if len(values) > 2:
         raise Core4UserError("--init takes NAME and one DESCRIPTION (quote "
                              "it)")
     create_project(get_config(), values[0],
-                   values[1] if len(values) > 1 else None, yes=yes)
+                   values[1] if len(values) > 1 else None, yes=yes,
+                   interactive=sys.stdin is not None and sys.stdin.isatty())
 
 
 def cmd_home():
@@ -355,9 +364,9 @@ def cmd_alive():
 
 
 def cmd_who():
-    """``--who``: database, configuration and folders in use."""
-    from core4.mongo import embedded
-    from core4.mongo.connection import embedded_data_dir
+    """``--who``: database, configuration and folders in use (a stopped
+    embedded server stays stopped)."""
+    from core4.script.dbcmd import masked, who_line
     config = get_config()
     connect = config.sys.queue
     print("core4 %s, python %s (%s)" % (core4.__version__,
@@ -366,19 +375,15 @@ def cmd_who():
     print("config file: %s" % (os.environ.get("CORE4_CONFIG") or
                                _local_config_file() or "none"))
     print("home: %s" % config.folder.home)
+    running = True
     if connect.url:
         print("database: %s (configured mongo_url), database %s" % (
-            connect.url, connect.database))
+            masked(connect.url), connect.database))
     else:
-        data_dir = embedded_data_dir(config)
-        status = embedded.server_status(data_dir)
-        url = status["url"] if status else "not started"
-        print("database: embedded NX-27017 at %s, data %s, pid %s, "
-              "database %s" % (url, data_dir,
-                               status.get("pid") if status else "-",
-                               connect.database))
-    queue = _queue()
-    queue.sys.ping()
+        line, running = who_line(config)
+        print(line)
+    if running:
+        _queue().sys.ping()
     print("sys.queue: %s.%s" % (connect.database, connect.collection))
 
 
@@ -455,6 +460,9 @@ def dispatch(ns, parser):
         cmd_alive()
     elif ns.who:
         cmd_who()
+    elif ns.db:
+        from core4.script.dbcmd import cmd_db
+        cmd_db(ns.db, get_config())
     elif ns.migrate:
         cmd_migrate()
     else:
@@ -499,14 +507,33 @@ def main(argv=None):
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return closed_pipe()
+
+
+def closed_pipe():
+    """The reader of our output went away (``coco ... | head``): end
+    quietly, like a tool killed by SIGPIPE (exit code 141)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    return PIPE_CLOSED
 
 
 def run():
     """Console entry point: like :func:`main`, but skips pymongo's slow
     interpreter-shutdown hooks (about 0.5 s) once all output is flushed."""
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        code = main()
+    except BrokenPipeError:  # while argparse printed --help
+        code = closed_pipe()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            code = code or closed_pipe()
     os._exit(code or 0)
 
 

@@ -35,6 +35,16 @@ def duration(seconds):
     return "%dd %s" % (days, text) if days else text
 
 
+def size(number):
+    """Format a number of bytes: ``512 B``, ``1.5 KiB``, ``12.0 MiB``."""
+    value = float(number)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    return "%d B" % number if unit == "B" else "%.1f %s" % (value, unit)
+
+
 def readable(doc):
     """Return a copy of a document with its times as UTC datetimes (also
     the epoch seconds of a database not migrated yet)."""

@@ -232,10 +232,13 @@ def write_myjob(root, text):
 
 
 class Project:
-    def __init__(self, root, init):
+    def __init__(self, root, init, user_home, init_env):
         self.root = root
         self.python = os.path.join(root, ".venv", "bin", "python")
         self.init = init
+        self.user_home = user_home   # the HOME coco --init ran with
+        self.init_env = init_env     # its environment (no CORE4_CONFIG)
+        self.local_yaml = os.path.join(user_home, ".core4", "local.yaml")
 
 
 @pytest.fixture(scope="package")
@@ -243,16 +246,27 @@ def mypro(space, pip_env):
     """``coco --init mypro "My project" --yes``, then two job modules, and
     the package onlyhere installed into mypro's .venv only.
 
+    The init runs as a new user would: in a HOME of its own, without
+    CORE4_CONFIG (so it writes ``~/.core4/local.yaml`` there; everything
+    else keeps using the module's configuration).
+
     mypro/__init__.py imports mypro.myjob, so the warm launcher (which
     preloads the project) holds the job's code: a code change must retire
     it."""
     work = os.path.join(str(space.base), "work")
     os.makedirs(work)
+    user_home = os.path.join(str(space.base), "user")
+    os.makedirs(user_home)
+    init_env = {key: value for key, value in pip_env.items()
+                if key != "CORE4_CONFIG"}
+    init_env["HOME"] = user_home
     init = coco(space, "--init", "mypro", "My project", "--yes",
-                env=pip_env, cwd=work, timeout=900)
+                env=init_env, cwd=work, timeout=900)
     ok(init)
     root = os.path.join(work, "mypro")
-    project = Project(root, init)
+    project = Project(root, init, user_home, init_env)
+    with open(project.local_yaml) as handle:
+        project.local_yaml_text = handle.read()
     # snapshot what coco --init wrote (test_init_creates_the_project)
     project.created = {}
     for name in ("README.md", "enter_env", "pyproject.toml",

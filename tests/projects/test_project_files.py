@@ -5,11 +5,13 @@ import re
 import shutil
 
 import pytest
+import yaml
 from bson import ObjectId
 
 from core4.queue.queue import CoreQueue
 from tests.projects.conftest import (
-    run, coco, ok, user_error, wait_final, complete, DUMMY)
+    run, coco, ok, user_error, wait_final, complete, clean_env, DUMMY)
+from tests.support import ROOT
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -35,13 +37,17 @@ def test_init_creates_the_project(space, mypro):
     assert 'name = "mypro"' in created["pyproject.toml"]
     assert os.access(os.path.join(root, "enter_env"), os.X_OK)
 
-    # git: master and develop, origin a bare repository in .repos/
+    # a new project starts at 0.0.1 (its first coco --build makes 0.0.2)
+    assert re.search(r'^__version__ = "0\.0\.1"$',
+                     created["mypro/__init__.py"], re.M)
+
+    # git: master and develop, origin the bare repository .repos itself
     branches = git(root, "for-each-ref", "--format=%(refname:short)",
                    "refs/heads").split()
     assert sorted(branches) == ["develop", "master"]
     origin = git(root, "remote", "get-url", "origin")
-    assert os.path.realpath(origin).startswith(
-        os.path.realpath(os.path.join(root, ".repos")) + os.sep), origin
+    assert os.path.realpath(origin) == os.path.realpath(
+        os.path.join(root, ".repos")), origin
     assert git(origin, "rev-parse", "--is-bare-repository") == "true"
     remote_heads = git(root, "ls-remote", "--heads", "origin")
     assert "refs/heads/master" in remote_heads
@@ -63,6 +69,18 @@ def test_init_creates_the_project(space, mypro):
     assert os.path.islink(link)
     assert os.path.realpath(link) == os.path.realpath(root)
 
+    # the first init wrote ~/.core4/local.yaml: where mongo_url (here the
+    # configured one, uncommented), logging and folder.home go
+    assert "create   %s" % mypro.local_yaml in mypro.init.stdout
+    local = yaml.safe_load(mypro.local_yaml_text)
+    assert local == {"DEFAULT": {"mongo_url": space.url,
+                                 "mongo_database": local["DEFAULT"][
+                                     "mongo_database"]}}, local
+    for setting in ("# logging:", "#   mongodb: INFO", "# folder:",
+                    "#   home: %s" % space.home):
+        assert setting in mypro.local_yaml_text, mypro.local_yaml_text
+    assert os.stat(mypro.local_yaml).st_mode & 0o077 == 0
+
 
 def test_home_lists_the_project(space, mypro):
     out = ok(coco(space, "--home"))
@@ -70,7 +88,7 @@ def test_home_lists_the_project(space, mypro):
             if line.split() and line.split()[0] == "mypro"]
     assert len(rows) == 1, out
     row = rows[0]
-    assert row[1] == "0.0.0", out
+    assert row[1] == "0.0.1", out
     assert os.path.join(space.home, "mypro", ".venv", "bin",
                         "python") in row, out
 
@@ -90,8 +108,17 @@ def test_init_again_never_overwrites(space, mypro, pip_env):
             with open(path, "rb") as handle:
                 before[path] = handle.read()
     proc = coco(space, "--init", "mypro", "Another description", "--yes",
-                env=pip_env, cwd=os.path.dirname(root), timeout=900)
+                env=mypro.init_env, cwd=os.path.dirname(root), timeout=900)
     ok(proc)
+    # it says so up front, before it does anything
+    lines = proc.stdout.splitlines()
+    assert lines[1] == ("project mypro exists in %s: missing files are "
+                        "added, existing ones kept, its .venv is updated"
+                        % root), lines[:3]
+    # ~/.core4/local.yaml exists: kept as it is
+    assert "local.yaml" not in proc.stdout
+    with open(mypro.local_yaml) as handle:
+        assert handle.read() == mypro.local_yaml_text
     with open(readme) as handle:
         assert handle.read() == "# mine\n\nkeep me\n"
     assert re.search(r"keep\s+\S*README\.md", proc.stdout), proc.stdout
@@ -148,6 +175,65 @@ def test_jobs_lists_and_introspects(space, mypro, db):
     assert "author" in bad["exception"], bad
     # core4's own jobs are there too
     assert db.sys_job.find_one({"project": "core4", "valid": True})
+
+
+DIRECT = '''
+import core4.queue.job
+
+
+class DirectJob(core4.queue.job.CoreJob):
+    author = "test"
+
+    def execute(self, **kwargs):
+        print("DIRECT-RAN")
+
+
+if __name__ == "__main__":
+    from core4.queue.helper.functool import execute
+    doc = execute(DirectJob)
+    print("NAME=%s STATE=%s" % (doc["name"], doc["state"]))
+'''
+
+
+def test_job_module_run_directly_is_named_by_its_project(space, mypro, db):
+    """``python mypro/direct.py`` in the project (as after ``source
+    enter_env``) names the job ``mypro.direct.DirectJob``."""
+    path = os.path.join(mypro.root, "mypro", "direct.py")
+    with open(path, "w") as handle:
+        handle.write(DIRECT)
+    try:
+        out = ok(run([mypro.python, "mypro/direct.py"], cwd=mypro.root))
+    finally:
+        os.remove(path)
+    assert "NAME=mypro.direct.DirectJob STATE=complete" in out, out
+
+
+def test_jobs_of_a_plain_install_lists_job_modules_only(space, mypro):
+    """mypro's venv is a plain install (no docutils, which the API docs
+    module core4.api.v1.apidoc needs): coco --jobs there lists no broken
+    core4 module."""
+    proc = run([mypro.python, "-c", "import docutils"], cwd=space.neutral)
+    assert "No module named 'docutils'" in proc.stderr, proc.stderr
+    out = ok(run([mypro.python, "-m", "core4.script.coco", "--jobs"],
+                 cwd=space.neutral))
+    assert "core4.api" not in out and "docutils" not in out, out
+    invalid = [line.split()[1] for line in out.splitlines()[2:]
+               if line.split()[2:3] == ["NO"]]
+    assert invalid == ["mypro.noauthor.NoAuthorJob"], out
+
+
+def test_core4_source_from_the_project_env(space, mypro):
+    """coco --init in a project's environment (core4 installed there, not
+    editable) installs core4 from where that came from: no CORE4_SOURCE."""
+    env = clean_env()
+    env.pop("CORE4_SOURCE", None)
+    out = ok(run([mypro.python, "-c", "import core4, os; "
+                  "from core4.project.create import core4_source; "
+                  "print(os.path.dirname(core4.__file__)); "
+                  "print(core4_source())"], cwd=space.neutral, env=env))
+    installed, source = out.split()
+    assert not installed.startswith(ROOT + os.sep), installed
+    assert os.path.realpath(source) == os.path.realpath(ROOT), out
 
 
 # 4. a broken project environment -------------------------------------------
