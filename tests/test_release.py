@@ -186,12 +186,12 @@ def test_release_refuses_off_master(repo):
 def test_refuses_dirty_tree(repo):
     commit(repo)
     write(repo / "scratch.txt", "wip\n")
-    refused(build, 4, "working tree is not clean", str(repo))
+    refused(build, 4, "working tree is not clean .*: scratch.txt\\)", str(repo))
     (repo / "scratch.txt").unlink()
     build(str(repo), out=lambda line: None)
     merge(repo, "release-0.0.1", "master", "develop")
     write(repo / "README.md", "changed\n")
-    refused(release, 4, "working tree is not clean", str(repo))
+    refused(release, 4, "working tree is not clean .*: README.md\\)", str(repo))
 
 
 def test_build_refuses_nothing_new(repo):

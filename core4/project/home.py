@@ -3,7 +3,9 @@
 ``<folder.home>/<project>/`` holds one project: installed there by
 ``croll.py`` (``.src/`` checkout, ``.venv`` symlink to ``.venvs/<commit>``,
 ``croll.json``), or a link to a project created with ``coco --init``.
-``<folder.home>/mongo`` is the embedded database, never a project.
+``<folder.home>/mongo`` is the embedded database and
+``<folder.home>/core4`` core4's own environment made by ``croll.py core4``
+(the tutorial's production layout): neither is a project.
 """
 
 import json
@@ -11,7 +13,7 @@ import os
 import re
 
 #: names in the home that are not projects
-RESERVED = ("mongo", "data")
+RESERVED = ("mongo", "data", "core4")
 
 _PROJECT_RE = re.compile(r"""^__project__\s*=\s*['"]core4['"]""", re.M)
 _VERSION_RE = re.compile(r"""^__version__\s*=\s*['"]([^'"]+)['"]""", re.M)

@@ -143,9 +143,12 @@ def _check_branch(root, wanted):
 def _check_clean(root):
     status = _git(root, "status", "--porcelain")
     if status:
+        lines = status.splitlines()
+        names = ", ".join(line.split(None, 1)[-1] for line in lines[:3]) + (
+            ", ..." if len(lines) > 3 else "")
         raise ReleaseError("working tree is not clean (%d changed or "
-                           "untracked file(s)): commit or stash first" % len(
-                               status.splitlines()), NOT_CLEAN)
+                           "untracked file(s): %s): commit or stash first"
+                           % (len(lines), names), NOT_CLEAN)
 
 
 def _has_origin(root):
