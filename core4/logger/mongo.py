@@ -115,6 +115,11 @@ def ensure_indexes(collection, ttl):
         ensure_index(collection, key)
 
 
+#: ``extra`` of a record meant for the terminal only, never for sys.log
+#: (e.g. a worker's line per job: the job's own records are in sys.log)
+CONSOLE_ONLY = {"console_only": True}
+
+
 class MongoHandler(logging.Handler):
     """Queue records for ``sys.log``; a daemon thread writes them.
 
@@ -158,6 +163,8 @@ class MongoHandler(logging.Handler):
     # the caller's side ------------------------------------------------------
 
     def emit(self, record):
+        if getattr(record, "console_only", False):
+            return  # for the terminal only (see CONSOLE_ONLY)
         try:
             if self._pid != os.getpid():
                 self.after_fork()

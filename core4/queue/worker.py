@@ -39,6 +39,7 @@ from core4.config import get_config
 from core4.error import Core4UserError, CoreJobExists
 from core4.logger import get_logger, setup_logging
 from core4.logger.forward import LogForwarder
+from core4.logger.mongo import CONSOLE_ONLY
 from core4.mongo import now, seconds, to_datetime
 from core4.mongo.connection import TRANSIENT, revive, short_error
 from core4.queue.launcher.process import read_result
@@ -403,7 +404,8 @@ class CoreWorker:
             self.events.add(events.job_event("start_job", doc,
                                              worker=self.identifier))
             self.log.info("job [%s] %s started (trial %d)", doc["_id"],
-                          doc["name"], doc.get("trial", 1))
+                          doc["name"], doc.get("trial", 1),
+                          extra=CONSOLE_ONLY)
             # running jobs have their leases renewed every half heartbeat
             self.next_run["heartbeat"] = min(
                 self.next_run.get("heartbeat", 0),
@@ -573,7 +575,8 @@ class CoreWorker:
             self.settle_interrupted(proc.doc["_id"])
         elif after["state"] == states.COMPLETE:
             self.log.info("job [%s] %s complete after %.2f s", after["_id"],
-                          after["name"], after.get("runtime") or 0.0)
+                          after["name"], after.get("runtime") or 0.0,
+                          extra=CONSOLE_ONLY)
         else:
             level = {states.DEFERRED: logging.INFO,
                      states.PENDING: logging.WARNING}.get(after["state"],
