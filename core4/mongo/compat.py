@@ -107,13 +107,14 @@ def ensure_index(collection, keys, **options):
         collection.create_index(keys, **options)
 
 
-def _holds_datetime(value):
+def contains_datetime(value):
+    """True if ``value`` is or holds (in dicts and lists) a datetime."""
     if isinstance(value, datetime.datetime):
         return True
     if isinstance(value, dict):
-        return any(_holds_datetime(item) for item in value.values())
+        return any(contains_datetime(item) for item in value.values())
     if isinstance(value, (list, tuple)):
-        return any(_holds_datetime(item) for item in value)
+        return any(contains_datetime(item) for item in value)
     return False
 
 
@@ -121,7 +122,7 @@ def count(collection, query=None):
     """Return the number of documents matching ``query`` (``$match`` +
     ``$count``: as exact as ``count_documents``, fast on NX-27017; a query
     with a datetime is counted with ``count_documents``)."""
-    if _holds_datetime(query):
+    if contains_datetime(query):
         return collection.count_documents(query)
     result = list(collection.aggregate([{"$match": query or {}},
                                         {"$count": "n"}]))
@@ -132,7 +133,7 @@ def count_by(collection, fields, query=None, separator="|"):
     """Return ``{(value, ...): n}`` of the documents matching ``query``
     grouped by the string ``fields`` (which must not contain
     ``separator``); documents missing a field count under ``""``."""
-    if _holds_datetime(query):
+    if contains_datetime(query):
         found = {}
         for doc in collection.find(query, dict.fromkeys(fields, 1)):
             value = tuple(str(doc.get(f, "") if doc.get(f) is not None

@@ -39,6 +39,8 @@ import json
 import threading
 import time
 
+from core4.mongo.compat import contains_datetime
+
 #: the SQLite expression that keeps milliseconds (``datetime()`` does not)
 MILLISECOND_TIME = "strftime('%Y-%m-%d %H:%M:%f', "
 #: commands after which a waiting change stream looks for new events
@@ -46,17 +48,6 @@ WRITE_COMMANDS = ("insert", "update", "delete", "findAndModify",
                   "findandmodify", "bulkWrite", "drop", "dropDatabase")
 #: most request threads of the server (they start only when needed)
 MAX_THREADS = 512
-
-
-def contains_datetime(value):
-    """True if ``value`` is or holds (in dicts and lists) a datetime."""
-    if isinstance(value, datetime.datetime):
-        return True
-    if isinstance(value, dict):
-        return any(contains_datetime(item) for item in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(contains_datetime(item) for item in value)
-    return False
 
 
 def _fix_datetime_updates():
