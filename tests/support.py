@@ -44,6 +44,22 @@ def wait_for(predicate, timeout=30.0, interval=0.05, message="condition"):
         time.sleep(interval)
 
 
+def let_worker_cycle(db, worker, beats=3, timeout=60):
+    """Wait until ``worker`` renewed its heartbeat ``beats`` more times: its
+    loop (check_requests and work_jobs included) went round meanwhile."""
+    seen = []
+    ident = "%s@" % worker.name
+
+    def advanced():
+        doc = db.sys_worker.find_one({"_id": {"$regex": "^" + ident}}) or {}
+        if not seen or doc.get("heartbeat") != seen[-1]:
+            seen.append(doc.get("heartbeat"))
+        return len(seen) > beats
+    wait_for(advanced, timeout, message="%d heartbeats of %s" % (
+        beats, worker.name))
+    assert worker.proc.poll() is None, worker.output()[-2000:]
+
+
 def worker_env(**options):
     """Environment for a worker subprocess: the test's CORE4_OPTION_*
     variables (from os.environ), fast daemon settings, ``tests`` importable,

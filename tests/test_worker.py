@@ -15,7 +15,8 @@ import pytest
 from core4.base import hostname
 from core4.mongo import now
 from core4.queue.queue import CoreQueue
-from tests.support import (WorkerProcess, find_job, wait_for, wait_state,
+from tests.support import (WorkerProcess, find_job, let_worker_cycle,
+                           wait_for, wait_state,
                            worker_env)
 
 JOBS = "tests.wjobs.jobs."
@@ -94,21 +95,6 @@ def wait_report(db, key, field, timeout=15):
     return wait_for(lambda: (db.w_report.find_one(
         {"_id": key, field: {"$exists": True}})), timeout,
         message="report %s.%s" % (key, field))
-
-
-def let_worker_cycle(db, worker, beats=3):
-    """Wait until ``worker`` renewed its heartbeat ``beats`` more times: its
-    loop (check_requests and work_jobs included) went round meanwhile."""
-    seen = []
-
-    def advanced():
-        doc = db.sys_worker.find_one({"_id": ident(worker.name)}) or {}
-        if not seen or doc.get("heartbeat") != seen[-1]:
-            seen.append(doc.get("heartbeat"))
-        return len(seen) > beats
-    wait_for(advanced, 10, message="%d heartbeats of %s" % (
-        beats, worker.name))
-    assert worker.proc.poll() is None, worker.output()[-2000:]
 
 
 def gone(pid):

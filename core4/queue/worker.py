@@ -280,6 +280,8 @@ class CoreWorker:
             if not started:
                 break
             claimed += started
+            if time.monotonic() - self.renewed_at > self.heartbeat / 2:
+                self.renew()  # a long claim round: the leases go on
         if claimed:
             self.poll_interval = self.plan["work_jobs"]
         else:
@@ -312,12 +314,16 @@ class CoreWorker:
             while candidates:
                 batch, candidates = self.batch_of(candidates, slots)
                 started = 0
+                claimed = time.monotonic()  # not later than the leases
                 for doc in claimer.claim(batch):
                     if self.within_cap(doc):
-                        self.launch(doc)
+                        self.launch(doc, claimed)
                         started += 1
                 if started:
                     return started
+                # a name found at its max_parallel: skip its other jobs
+                capped = self.capped_names()
+                candidates = [c for c in candidates if c.name not in capped]
             if not claimer.scan_wanted:
                 return 0
             claimer.scan()  # a full page was taken: read the next one
@@ -388,11 +394,13 @@ class CoreWorker:
              "$inc": {"trial": -1}})
         return False
 
-    def launch(self, doc):
-        """Start the process of a claimed job in its environment."""
+    def launch(self, doc, claimed):
+        """Start the process of a job claimed at ``claimed`` (monotonic) in
+        its environment."""
         base = os.path.join(self.out_dir, str(doc["_id"]))
         proc = JobProcess(doc, base + ".out", base + ".result",
                           base + ".log" if self.logs else None)
+        proc.claimed = claimed
         try:
             launcher = self.envs.launcher_for(doc)
             self.jobs[doc["_id"]] = proc
@@ -400,7 +408,8 @@ class CoreWorker:
                            proc.log_path, watch={
                                "lease_file": self.lease_file,
                                "deadline": self.lease - self.margin,
-                               "grace": self.kill_grace})
+                               "grace": self.kill_grace,
+                               "claimed": proc.claimed})
             self.events.add(events.job_event("start_job", doc,
                                              worker=self.identifier))
             self.log.info("job [%s] %s started (trial %d)", doc["_id"],

@@ -151,7 +151,8 @@ def start_watchdog(command):
     if watch:
         from core4.queue.launcher.watchdog import Watchdog
         Watchdog(watch["lease_file"], watch["deadline"], watch["grace"],
-                 command["result"], write_result).start()
+                 command["result"], write_result,
+                 watch.get("claimed")).start()
 
 
 def main():

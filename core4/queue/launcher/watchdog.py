@@ -53,19 +53,22 @@ class Watchdog:
     """Fences the job process it runs in (see the module docstring).
 
     ``lease_file`` is the worker's lease file, ``deadline`` the seconds
-    (``lease - margin``) a renewal may be old, ``grace`` the seconds between
-    SIGTERM and SIGKILL, ``result_path`` where the outcome goes.
+    (``lease - margin``) a renewal (or the job's claim, at ``claimed``,
+    monotonic) may be old, ``grace`` the seconds between SIGTERM and
+    SIGKILL, ``result_path`` where the outcome goes.
     """
 
     def __init__(self, lease_file, deadline, grace, result_path,
-                 write_result):
+                 write_result, claimed=None):
         self.lease_file = lease_file
         self.deadline = float(deadline)
         self.grace = float(grace)
         self.result_path = result_path
         self.write_result = write_result
         self.parent = os.getppid()
-        self.started = time.monotonic()
+        #: the job's lease began at its claim, which may be later than the
+        #: worker's last renewal of its other jobs' leases
+        self.claimed = claimed
 
     def start(self):
         """Watch in a daemon thread."""
@@ -79,7 +82,7 @@ class Watchdog:
         renewed = read_renewal(self.lease_file)
         if renewed is None:
             return "its worker is gone (no lease file %s)" % self.lease_file
-        idle = time.monotonic() - renewed
+        idle = time.monotonic() - max(renewed, self.claimed or renewed)
         if idle > self.deadline:
             return ("its lease was not renewed for %.1f s (its worker is "
                     "dead, stopped or cut off from the database)" % idle)
