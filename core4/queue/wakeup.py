@@ -97,6 +97,10 @@ class QueueWatch:
         os.set_blocking(self.read_fd, False)
         os.set_blocking(self.write_fd, False)
         self.closed = threading.Event()
+        #: set while the worker can use hints (it has free slots); a busy
+        #: worker's stream waits, and its events come in one batch later
+        self.wanted = threading.Event()
+        self.wanted.set()
         #: False once the server showed it has no change streams
         self.supported = True
         #: True while a stream is open (events are not being missed)
@@ -127,9 +131,17 @@ class QueueWatch:
             self.hints.clear()
         return hints
 
+    def want(self, wanted):
+        """Tell the watch whether the worker can use hints now."""
+        if wanted:
+            self.wanted.set()
+        else:
+            self.wanted.clear()
+
     def close(self):
         """Stop the thread (it ends at its next wake-up) and the pipe."""
         self.closed.set()
+        self.wanted.set()
         self._wake()
         for fd in (self.read_fd, self.write_fd):
             try:
@@ -157,6 +169,9 @@ class QueueWatch:
                         failing = False
                     self._wake()  # the worker scans after each (re)open
                     while not self.closed.is_set():
+                        self.wanted.wait(1.0)
+                        if not self.wanted.is_set():
+                            continue
                         event = stream.try_next()
                         if event is None:
                             continue

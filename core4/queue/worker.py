@@ -254,9 +254,12 @@ class CoreWorker:
 
     def take_hints(self):
         """Pass the change stream's hints to the claimer; after the stream
-        (re)opened, scan the queue once (events may have been missed)."""
+        (re)opened, scan the queue once (events may have been missed). A
+        worker without a free slot asks for no hints until it has one (the
+        events of meanwhile come then, in one batch)."""
         if self.watch is None:
             return
+        self.watch.want(len(self.jobs) < self.config.worker.max_jobs)
         hints = self.watch.take()
         for hint in hints:
             self.claimer.hint(hint)
