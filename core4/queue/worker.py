@@ -378,12 +378,6 @@ class CoreWorker:
         if not limit or (self.capacity is not None and limit >= max(
                 self.capacity, len(self.jobs) + 1)):
             return True
-        # the other live workers can run at most this many: if they cannot
-        # take the name past its limit, this worker's own count decides
-        elsewhere = max(0, (self.capacity or 0) -
-                        self.config.worker.max_jobs)
-        if self.capacity is not None and mine + elsewhere <= limit:
-            return True
         if not self.claimer.needs_count(doc["name"], limit, mine):
             return True
         if self.claimer.count_running(doc["name"], mine) <= limit:
