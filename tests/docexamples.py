@@ -73,6 +73,21 @@ class Block:
 
 DIRECTIVE = re.compile(r"^(\s*)\.\. (?:code-block|code|sourcecode)::\s*(\S*)"
                        r"\s*$")
+def marked_processes(mark, token):
+    """The live processes (but this one) whose environment has
+    ``mark=token``: those a run started, however deep."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and \
+                    proc.environ().get(mark) == token and \
+                    proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
 MARKER = re.compile(r"^(\s*)\.\. (not-executed|output):\s*(.*?)\s*$")
 OPTION = re.compile(r"^\s+:([\w-]+):\s*(.*?)\s*$")
 
@@ -486,16 +501,7 @@ class PageRun:
                 pass
 
     def processes(self):
-        found = []
-        for proc in psutil.process_iter():
-            try:
-                if proc.pid != os.getpid() and \
-                        proc.environ().get(MARK) == self.token and \
-                        proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
-            except psutil.Error:
-                continue
-        return found
+        return marked_processes(MARK, self.token)
 
 
 def transcript(text):

@@ -32,7 +32,8 @@ from pathlib import Path
 import psutil
 
 from core4.mongo.embedded import server_status, stop_server
-from tests.docexamples import (OID, ROOT, mismatch, normalise,
+from tests.docexamples import (OID, ROOT, marked_processes, mismatch,
+                               normalise,
                                parse_blocks, transcript, _indent_text)
 
 PAGE = ROOT / "docs" / "tutorial.rst"
@@ -354,16 +355,7 @@ exit $__rc
     # the end ---------------------------------------------------------------
 
     def processes(self):
-        found = []
-        for proc in psutil.process_iter():
-            try:
-                if proc.pid != os.getpid() and \
-                        proc.environ().get(MARK) == self.token and \
-                        proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
-            except psutil.Error:
-                continue
-        return found
+        return marked_processes(MARK, self.token)
 
     def cleanup(self, complain=True):
         """Stop what the tutorial left running: the embedded database
