@@ -18,12 +18,8 @@ the embedded server alike (which serves only ``_id`` lookups from an
 index); the scans run only when the worker starts, when the change stream
 (re)opens, when the candidates run out, and as a slow fallback poll.
 
-``max_parallel`` is checked across all workers with a count of the running
-jobs of the name, but only when the name may be near its limit (see
-:meth:`Claimer.needs_count`).
+``max_parallel`` is the worker's business (:mod:`core4.queue.parallel`).
 """
-
-import time
 
 import pymongo
 
@@ -33,9 +29,6 @@ from core4.queue import lifecycle, states
 
 #: most candidates one scan returns per claimable state
 SCAN_LIMIT = 500
-#: seconds a count of running jobs of a name is trusted while far from
-#: its max_parallel
-COUNT_TTL = 2.0
 #: the fields a scan reads
 SCAN_FIELDS = {"_id": 1, "state": 1, "priority": 1, "force": 1, "name": 1,
                "worker": 1, "query_at": 1, "trial": 1}
@@ -73,7 +66,6 @@ class Claimer:
         self.unknown = set()      # ids hinted without state/priority
         self.scan_wanted = True
         self.next_due = None      # earliest known future query_at
-        self.counts = {}          # name -> (running elsewhere, monotonic)
 
     # learning about jobs ----------------------------------------------------
 
@@ -210,23 +202,3 @@ class Claimer:
             self.candidates[doc["_id"]] = Candidate(
                 doc["_id"], doc["state"], doc.get("trial"), doc.get("force"),
                 doc.get("priority"), doc.get("name"), doc.get("worker"))
-
-    # max_parallel -----------------------------------------------------------
-
-    def needs_count(self, name, limit, mine):
-        """True if claiming one more job of ``name`` (``mine`` of which run
-        here) may pass ``limit`` across all workers: the running jobs
-        elsewhere were counted long ago, or they and ``mine`` come within
-        half of the limit."""
-        counted = self.counts.get(name)
-        if counted is None or time.monotonic() - counted[1] > COUNT_TTL:
-            return True
-        return 2 * (counted[0] + mine + 1) > limit
-
-    def count_running(self, name, mine):
-        """Count the running jobs of ``name`` across all workers; remember
-        how many run elsewhere. Returns the total."""
-        total = len(list(self.queue.sys.queue.find(
-            {"name": name, "state": states.RUNNING}, {"_id": 1})))
-        self.counts[name] = (max(0, total - mine), time.monotonic())
-        return total

@@ -46,6 +46,7 @@ from core4.queue.launcher.process import read_result
 from core4.queue import dependency, events, lifecycle, recovery, states
 from core4.queue.claim import Claimer
 from core4.queue.daemon import register, set_phase, unregister
+from core4.queue.parallel import ParallelLimit
 from core4.queue.launcher.jobprocess import (JobProcess, publish_output,
                                              store_output)
 from core4.queue.launcher.environments import Environments, EnvironmentProblem
@@ -100,11 +101,10 @@ class CoreWorker:
         self.stop_deadline = None
         self.signals = 0
         self.maintenance = {"global": False, "projects": []}
-        self.capped = {}            # job name -> monotonic time until skipped
-        self.limits = {}            # job name -> max_parallel last seen
         self.capacity = None        # max_jobs of all live workers together
         self.next_run = {}
         self.claimer = Claimer(self.queue, self.identifier)
+        self.parallel = ParallelLimit(self.queue, self.plan["check_requests"])
         self.watch = None
         self.watch_generation = 0
         self.work_now = True        # claim at the next pass (not only poll)
@@ -312,84 +312,27 @@ class CoreWorker:
             claimer.scan()
         for _ in range(2):
             candidates = claimer.next_candidates(
-                self.capped_names(), self.maintenance["projects"],
+                self.parallel.capped_names(self.jobs),
+                self.maintenance["projects"],
                 force_only=bool(self.resources.exhausted()))
             while candidates:
-                batch, candidates = self.batch_of(candidates, slots)
+                batch, candidates = self.parallel.batch_of(
+                    candidates, slots, self.jobs)
                 started = 0
                 claimed = time.monotonic()  # not later than the leases
                 for doc in claimer.claim(batch):
-                    if self.within_cap(doc):
+                    if self.parallel.within(doc, self.jobs, self.capacity):
                         self.launch(doc, claimed)
                         started += 1
                 if started:
                     return started
                 # a name found at its max_parallel: skip its other jobs
-                capped = self.capped_names()
+                capped = self.parallel.capped_names(self.jobs)
                 candidates = [c for c in candidates if c.name not in capped]
             if not claimer.scan_wanted:
                 return 0
             claimer.scan()  # a full page was taken: read the next one
         return 0
-
-    def batch_of(self, candidates, slots):
-        """Split off the candidates of one claim: up to ``slots``, with no
-        more of a name than its ``max_parallel`` allows here."""
-        mine = self.running_by_name()
-        batch, rest = [], []
-        for candidate in candidates:
-            limit = self.limits.get(candidate.name)
-            if len(batch) < slots and not (
-                    limit and mine.get(candidate.name, 0) >= limit):
-                batch.append(candidate)
-                mine[candidate.name] = mine.get(candidate.name, 0) + 1
-            else:
-                rest.append(candidate)
-        if not batch:
-            return [], []
-        return batch, rest
-
-    def capped_names(self):
-        """Job names not to claim now: at their ``max_parallel`` in this
-        worker, or found at the cap across all workers a moment ago."""
-        mono = time.monotonic()
-        names = {name for name, until in self.capped.items() if until > mono}
-        for name, count in self.running_by_name().items():
-            limit = self.limits.get(name)
-            if limit and count >= limit:
-                names.add(name)
-        return names
-
-    def running_by_name(self):
-        """Return ``{name: number of this worker's running jobs}``."""
-        mine = {}
-        for proc in self.jobs.values():
-            mine[proc.doc["name"]] = mine.get(proc.doc["name"], 0) + 1
-        return mine
-
-    def within_cap(self, doc):
-        """Check ``max_parallel`` across all workers after a claim; give the
-        job back if the cap is exceeded. Counts only when the name may be
-        near its limit and all live workers together could pass it."""
-        limit = doc.get("max_parallel")
-        if limit:
-            self.limits[doc["name"]] = limit
-        mine = self.running_by_name().get(doc["name"], 0) + 1
-        if not limit or (self.capacity is not None and limit >= max(
-                self.capacity, len(self.jobs) + 1)):
-            return True
-        if not self.claimer.needs_count(doc["name"], limit, mine):
-            return True
-        if self.claimer.count_running(doc["name"], mine) <= limit:
-            return True
-        self.capped[doc["name"]] = time.monotonic() + self.plan[
-            "check_requests"]
-        previous = states.FAILED if doc.get("last_error") else states.PENDING
-        self.queue.sys.queue.update_one(
-            lifecycle.fence(doc),
-            {"$set": {"state": previous}, "$unset": {"locked": ""},
-             "$inc": {"trial": -1}})
-        return False
 
     def launch(self, doc, claimed):
         """Start the process of a job claimed at ``claimed`` (monotonic) in
@@ -521,7 +464,7 @@ class CoreWorker:
             if self.guarded("finish_job",
                             lambda: self.finish(proc, proc.exit_event)):
                 self.jobs.pop(proc.doc["_id"], None)
-                self.capped.pop(proc.doc["name"], None)
+                self.parallel.released(proc.doc["name"])
                 self.work_now = True  # a slot is free: claim now
                 if self.dependents_waiting:  # they may wait for this job
                     self.next_run["flag_jobs"] = min(
