@@ -16,7 +16,7 @@ import datetime
 
 from bson import ObjectId
 
-from core4.error import Core4UserError, CoreJobInvalid
+from core4.error import Core4UserError, CoreJobExists, CoreJobInvalid
 from core4.mongo import now
 from core4.queue import lifecycle, states
 
@@ -149,3 +149,15 @@ def resolve_waiting(queue, log):
                          "dependencies complete" if verdict == "ok"
                          else detail)
     return waited
+
+
+def enqueue_chain(queue, parent, docs, log):
+    """Enqueue the jobs ``docs`` (documents made in the job's process)
+    chained to the completed job ``parent``."""
+    for doc in docs:
+        try:
+            child = queue.submit_document(doc, parent_id=parent["_id"])
+            log.info("chained job [%s] %s after [%s]", child["_id"],
+                     child["name"], parent["_id"])
+        except CoreJobExists as exc:
+            log.warning("chain of [%s]: %s", parent["_id"], exc)

@@ -223,3 +223,16 @@ def journal(queue, doc):
     except pymongo.errors.DuplicateKeyError:  # journaled before, interrupted
         queue.sys.journal.replace_one({"_id": doc["_id"]}, doc, upsert=True)
     queue.sys.queue.delete_one({"_id": doc["_id"], "state": doc["state"]})
+
+
+def settle_interrupted(queue, job_id, log):
+    """An outcome write found no lease: it may have gone through before a
+    connection error (a worker retries recording an outcome as a whole).
+    A complete job still in the queue moves to the journal; anything else
+    was taken over by another worker."""
+    doc = queue.sys.queue.find_one({"_id": job_id})
+    if doc is not None and doc["state"] == states.COMPLETE:
+        journal(queue, doc)
+    elif doc is not None and doc["state"] == states.RUNNING:
+        log.error("job [%s] lost its lease before its outcome was recorded",
+                  job_id)

@@ -36,7 +36,7 @@ import pymongo.errors
 
 from core4.base import hostname
 from core4.config import get_config
-from core4.error import Core4UserError, CoreJobExists
+from core4.error import Core4UserError
 from core4.logger import get_logger, setup_logging
 from core4.logger.forward import LogForwarder
 from core4.logger.mongo import CONSOLE_ONLY
@@ -505,7 +505,8 @@ class CoreWorker:
                                             move=False)
             if after is not None and after["state"] == states.COMPLETE:
                 self.completed.append(after)
-                self.enqueue_chain(after, outcome.get("chain") or [])
+                dependency.enqueue_chain(self.queue, after,
+                                         outcome.get("chain") or [], self.log)
         elif getattr(event, "reason", None):
             after = lifecycle.set_error(self.queue, proc.doc,
                                         message=event.reason)
@@ -521,7 +522,8 @@ class CoreWorker:
             self.events.add(events.job_event("%s_job" % after["state"],
                                              after))
         if after is None:
-            self.settle_interrupted(proc.doc["_id"])
+            lifecycle.settle_interrupted(self.queue, proc.doc["_id"],
+                                         self.log)
         elif after["state"] == states.COMPLETE:
             self.log.info("job [%s] %s complete after %.2f s", after["_id"],
                           after["name"], after.get("runtime") or 0.0,
@@ -538,29 +540,6 @@ class CoreWorker:
                 lifecycle.journal(self.queue, after)
                 self.events.add(events.job_event("remove_job", after))
         proc.remove_files()
-
-    def enqueue_chain(self, parent, docs):
-        """Enqueue the jobs chained to the completed job ``parent``."""
-        for doc in docs:
-            try:
-                child = self.queue.submit_document(doc,
-                                                   parent_id=parent["_id"])
-                self.log.info("chained job [%s] %s after [%s]", child["_id"],
-                              child["name"], parent["_id"])
-            except CoreJobExists as exc:
-                self.log.warning("chain of [%s]: %s", parent["_id"], exc)
-
-    def settle_interrupted(self, job_id):
-        """An outcome write found no lease: it may have gone through before
-        a connection error (finish is retried as a whole). Complete jobs
-        still in the queue move to the journal; anything else was taken
-        over by another worker."""
-        doc = self.queue.sys.queue.find_one({"_id": job_id})
-        if doc is not None and doc["state"] == states.COMPLETE:
-            lifecycle.journal(self.queue, doc)
-        elif doc is not None and doc["state"] == states.RUNNING:
-            self.log.error("job [%s] lost its lease before its outcome was "
-                           "recorded", job_id)
 
     def kill_all(self, reason, grace):
         """Terminate every running job process (SIGTERM, then SIGKILL after
