@@ -14,21 +14,17 @@ tests/support.py) on the session's NX-27017 server (fixture ``core4_env``).
   ``error``.
 """
 
-import itertools
 
-import psutil
 import pytest
 
 from core4.base import hostname
 from core4.mongo import now
 from core4.queue.queue import CoreQueue
-from tests.support import (WorkerProcess, find_job, let_worker_cycle,
-                           wait_for, wait_state, worker_env)
+from tests.support import find_job, let_worker_cycle, wait_for, wait_state
 
 JOBS = "tests.wjobs.jobs."
 SLOW = "tests.cjobs.x.SlowJob"   # records each start and end in chaos_runs
 RUNS = "chaos_runs"
-_LOGS = itertools.count()
 
 #: the fallback poll effectively off: the first pause and the longest are
 #: a minute, far longer than any wait below
@@ -40,42 +36,7 @@ NO_POLL = {
 
 # helpers ---------------------------------------------------------------------
 
-@pytest.fixture
-def start_worker(core4_env, tmp_path):
-    """Start a worker (``start_worker(name, wait=True, **env)``); every worker
-    started is stopped at the end of the test, and so is every job process
-    listed in ``start_worker.orphans`` (job processes of killed workers)."""
-    started = []
-    orphans = []
-
-    def start(name="w", wait=True, **options):
-        log_dir = tmp_path / ("log%d" % next(_LOGS))
-        log_dir.mkdir()
-        worker = WorkerProcess(name, env=worker_env(**options),
-                               log_dir=str(log_dir))
-        started.append(worker)
-        if wait:
-            client = core4_env.client()
-            try:
-                worker.wait_registered(client[core4_env.database], 30)
-            except AssertionError:
-                raise AssertionError("worker %s did not register; log:\n%s"
-                                     % (name, worker.output()[-2000:]))
-            finally:
-                client.close()
-        return worker
-
-    start.orphans = orphans
-    yield start
-    for worker in started:
-        worker.stop()
-    for pid in orphans:
-        try:
-            job = psutil.Process(pid)
-            if "core4" in " ".join(job.cmdline()):
-                job.kill()
-        except psutil.Error:
-            pass
+from tests.test_worker import start_worker  # noqa: E402,F401 (fixture)
 
 
 def enqueue(name, **kwargs):

@@ -29,8 +29,11 @@ _LOGS = itertools.count()
 @pytest.fixture
 def start_worker(core4_env, tmp_path):
     """Start a worker (``start_worker(name, start_method, wait, **env)``);
-    every worker started is stopped at the end of the test."""
+    every worker started is stopped at the end of the test, and so is every
+    job process listed in ``start_worker.orphans`` (job processes of killed
+    workers)."""
     started = []
+    orphans = []
 
     def start(name="w", start_method="fork", wait=True, **options):
         log_dir = tmp_path / ("log%d" % next(_LOGS))
@@ -42,7 +45,7 @@ def start_worker(core4_env, tmp_path):
         if wait:
             client = core4_env.client()
             try:
-                worker.wait_registered(client[core4_env.database], 20)
+                worker.wait_registered(client[core4_env.database], 30)
             except AssertionError:
                 raise AssertionError("worker %s did not register; log:\n%s"
                                      % (name, worker.output()[-2000:]))
@@ -50,9 +53,17 @@ def start_worker(core4_env, tmp_path):
                 client.close()
         return worker
 
+    start.orphans = orphans
     yield start
     for worker in started:
         worker.stop()
+    for pid in orphans:
+        try:
+            job = psutil.Process(pid)
+            if "core4" in " ".join(job.cmdline()):
+                job.kill()
+        except psutil.Error:
+            pass
 
 
 def enqueue(name, **kwargs):
