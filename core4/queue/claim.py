@@ -64,7 +64,8 @@ class Claimer:
         self.identifier = identifier
         self.candidates = {}      # _id -> Candidate
         self.unknown = set()      # ids hinted without state/priority
-        self.scan_wanted = True
+        self.scan_wanted = True   # scan before the next claim
+        self.more = False         # the last scan read a full page
         self.next_due = None      # earliest known future query_at
 
     # learning about jobs ----------------------------------------------------
@@ -123,7 +124,7 @@ class Claimer:
                         doc.get("worker"))
         self.candidates = found
         # more than one page: scan again once these are taken
-        self.scan_wanted = full
+        self.more = full
         self.next_due = None
         for state in states.WAITING:
             for doc in self.queue.sys.queue.find(
@@ -131,6 +132,11 @@ class Claimer:
                     {"query_at": 1}).sort("query_at", 1).limit(1):
                 self.due_at(to_datetime(doc["query_at"]))
         return len(found)
+
+    def scan_due(self):
+        """True if the next claim should scan first: a scan was asked for,
+        or the candidates of a full page ran out."""
+        return self.scan_wanted or (self.more and not self.candidates)
 
     # claiming ---------------------------------------------------------------
 

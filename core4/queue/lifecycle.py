@@ -13,7 +13,7 @@ import pymongo
 import pymongo.errors
 
 from core4.base import hostname
-from core4.mongo import elapsed, now, seconds
+from core4.mongo import elapsed, now, seconds, to_datetime
 from core4.queue import states
 
 
@@ -86,6 +86,28 @@ def set_complete(queue, doc, move=True):
     if after is not None and move:
         journal(queue, after)
     return after
+
+
+def complete_many(queue, docs):
+    """Running → complete for several jobs in two round trips: one bulk
+    write of fenced updates, one read of the jobs now complete. Returns
+    ``{_id: document}`` of those; a job that lost its lease meanwhile is
+    not among them. The caller moves them to the journal
+    (:func:`journal_many`)."""
+    at = now()
+    requests = []
+    for doc in docs:
+        fields = _finish(doc, at)
+        fields.update({"state": states.COMPLETE, "prog.value": 1.0})
+        requests.append(pymongo.UpdateOne(
+            fence(doc), {"$set": fields, "$unset": {"locked": ""},
+                         "$inc": {"attempts_left": -1}}))
+    queue.sys.queue.bulk_write(requests, ordered=False)
+    # finished at this very moment: completed here, not by a worker that
+    # took a job over (nor by an earlier try of this write)
+    return {doc["_id"]: doc for doc in queue.sys.queue.find(
+        {"_id": {"$in": [d["_id"] for d in docs]},
+         "state": states.COMPLETE}) if to_datetime(doc.get("finished_at")) == at}
 
 
 def set_failed(queue, doc, error=None, message=None):
@@ -234,5 +256,5 @@ def settle_interrupted(queue, job_id, log):
     if doc is not None and doc["state"] == states.COMPLETE:
         journal(queue, doc)
     elif doc is not None and doc["state"] == states.RUNNING:
-        log.error("job [%s] lost its lease before its outcome was recorded",
+        log.warning("job [%s] lost its lease before its outcome was recorded",
                   job_id)

@@ -1,22 +1,45 @@
 """``max_parallel``: how many jobs of one name run at the same time, across
 all workers.
 
-A worker never claims more jobs of a name than the limit allows by its own
-count (:meth:`ParallelLimit.batch_of`, :meth:`ParallelLimit.capped_names`).
-Across workers it checks after a claim (:meth:`ParallelLimit.within`):
-when the name may be near its limit it counts the running jobs of the name
-and gives the job back if the limit is passed; far from the limit it counts
-at most every :data:`COUNT_TTL` seconds. A name found at its limit is
-skipped for a moment.
+Every job name with a limit has one document in ``sys_parallel``::
+
+    {"_id": "mypro.jobs.Import", "holders": ["<job id>:<lease token>", ...]}
+
+``holders`` lists the running jobs of the name in the order they were
+admitted. After a claim, a worker appends the holders of the jobs it won
+(one atomic ``$addToSet`` per name that returns the list) and keeps the jobs
+whose holder landed at a position below their ``max_parallel``; the others
+go back to the queue at once. Holders are only ever appended at the end and
+removed anywhere, so a holder kept at position ``p < limit`` has at most
+``p`` holders before it for as long as it lives: at most ``limit`` kept
+jobs run at any time, whatever the workers do concurrently. The cost is two
+``_id`` updates per claimed batch and per finished batch of jobs, the same
+with one worker or fifty, on MongoDB and on the embedded server (which
+scans for any query not by ``_id``).
+
+A job's holder is removed when its outcome is recorded. A worker that dies
+leaves its holders behind; they name a lease token that the job no longer
+has once it was recovered, so :meth:`ParallelLimit.sweep` removes them
+(when a name is found full, and at every ``flag_jobs`` step).
+
+A worker also caps what it claims by its own count (:meth:`batch_of`) and
+skips a name found full for a moment (:meth:`capped_names`).
 """
 
 import time
 
+import pymongo
+import pymongo.errors
+from bson import ObjectId
+from bson.errors import InvalidId
+
 from core4.queue import lifecycle, states
 
-#: seconds a count of running jobs of a name is trusted while far from
-#: its max_parallel
-COUNT_TTL = 2.0
+#: seconds between sweeps of one name's stale holders after it was found
+#: full
+SWEEP_AFTER = 2.0
+#: seconds after which a worker that found a name full tries it again
+PROBE_AFTER = 0.5
 
 
 def running_by_name(jobs):
@@ -28,87 +51,224 @@ def running_by_name(jobs):
     return mine
 
 
-class ParallelLimit:
-    """The ``max_parallel`` bookkeeping of one worker; ``recheck`` is how
-    long (seconds) a name found at its limit is skipped."""
+def holder(doc):
+    """The holder string of a claimed job ``doc``: its id and lease token."""
+    return "%s:%s" % (doc["_id"], doc["locked"]["token"])
 
-    def __init__(self, queue, recheck):
+
+def parse_holder(value):
+    """Return ``(job id, lease token)`` of a holder string (the id is None
+    if it is not one)."""
+    _id, _, token = str(value).partition(":")
+    try:
+        return ObjectId(_id), token
+    except (InvalidId, TypeError):
+        return None, token
+
+
+class ParallelLimit:
+    """The ``max_parallel`` bookkeeping of the worker ``identifier``. It
+    remembers how many holders each name had when it last admitted jobs of
+    it, and claims no more of a name than that leaves room for; a name found
+    full is probed again after :data:`PROBE_AFTER` seconds, or at once when
+    a job of it ends here. While other workers wait for a name, it keeps no
+    more than its fair share of the name's places."""
+
+    def __init__(self, queue, identifier):
         self.queue = queue
-        self.recheck = recheck
-        self.capped = {}    # name -> monotonic time until skipped
+        self.identifier = identifier
         self.limits = {}    # name -> max_parallel last seen
-        self.counts = {}    # name -> (running elsewhere, monotonic)
+        self.known = {}     # name -> holders, as last seen (minus releases)
+        self.seen = {}      # name -> monotonic time it was last seen
+        self.waiters = {}   # name -> other workers waiting, as last seen
+        self.waiting = set()  # names this worker waits for
+        self.swept = {}     # name -> monotonic time of the last sweep
+
+    @property
+    def collection(self):
+        """The ``sys_parallel`` collection."""
+        return self.queue.sys.parallel
+
+    def room(self, name, mine):
+        """How many more jobs of ``name`` to claim, with ``mine`` of them
+        running here (None: no limit)."""
+        limit = self.limits.get(name)
+        if not limit:
+            return None
+        room = limit - mine
+        if self.waiters.get(name):
+            share = -(-limit // (1 + self.waiters[name]))
+            room = min(room, share - mine)
+        known = self.known.get(name)
+        if known is not None:
+            if known >= limit and \
+                    time.monotonic() - self.seen[name] > PROBE_AFTER:
+                return max(0, min(room, 1))  # did a place come free?
+            room = min(room, limit - known)
+        return max(room, 0)
 
     def capped_names(self, jobs):
-        """Job names not to claim now: at their ``max_parallel`` among
-        ``jobs``, or found at the limit across all workers a moment ago."""
-        mono = time.monotonic()
-        names = {name for name, until in self.capped.items() if until > mono}
-        for name, count in running_by_name(jobs).items():
-            limit = self.limits.get(name)
-            if limit and count >= limit:
-                names.add(name)
-        return names
+        """Job names not to claim now: no room left for them."""
+        mine = running_by_name(jobs)
+        return {name for name in self.limits
+                if self.room(name, mine.get(name, 0)) == 0}
 
     def batch_of(self, candidates, slots, jobs):
         """Split off the candidates of one claim: up to ``slots``, with no
-        more of a name than its ``max_parallel`` allows next to ``jobs``.
-        Returns ``(batch, rest)``."""
+        more of a name than it has room for. Returns ``(batch, rest)``."""
         mine = running_by_name(jobs)
+        room = {}
         batch, rest = [], []
         for candidate in candidates:
-            limit = self.limits.get(candidate.name)
-            if len(batch) < slots and not (
-                    limit and mine.get(candidate.name, 0) >= limit):
+            name = candidate.name
+            if name not in room:
+                room[name] = self.room(name, mine.get(name, 0))
+            if len(batch) < slots and room[name] != 0:
                 batch.append(candidate)
-                mine[candidate.name] = mine.get(candidate.name, 0) + 1
+                if room[name] is not None:
+                    room[name] -= 1
             else:
                 rest.append(candidate)
         if not batch:
             return [], []
         return batch, rest
 
-    def released(self, name):
-        """A job of ``name`` ended here: its name may be claimed again."""
-        self.capped.pop(name, None)
+    def withdraw(self, wanted):
+        """Stop waiting for the names not in ``wanted`` (the names of the
+        worker's candidates)."""
+        for name in self.waiting - set(wanted):
+            self._stop_waiting(name)
 
-    def within(self, doc, jobs, capacity):
-        """After claiming ``doc`` (not yet in ``jobs``): True if it may run;
-        else the job is given back. ``capacity`` is how many jobs all live
-        workers together may run (None: unknown)."""
-        limit = doc.get("max_parallel")
-        if limit:
-            self.limits[doc["name"]] = limit
-        mine = running_by_name(jobs).get(doc["name"], 0) + 1
-        if not limit or (capacity is not None
-                         and limit >= max(capacity, len(jobs) + 1)):
-            return True
-        if not self.needs_count(doc["name"], limit, mine):
-            return True
-        if self.count_running(doc["name"], mine) <= limit:
-            return True
-        self.capped[doc["name"]] = time.monotonic() + self.recheck
-        previous = states.FAILED if doc.get("last_error") else states.PENDING
-        self.queue.sys.queue.update_one(
+    def _stop_waiting(self, name):
+        self.collection.update_one(
+            {"_id": name}, {"$pull": {"waiting": self.identifier}})
+        self.waiting.discard(name)
+
+    # admitting and releasing ------------------------------------------------
+
+    def admit(self, docs):
+        """Of the just claimed ``docs`` (claim order), return those that may
+        run; the others are given back to the queue, and the worker waits
+        for their names."""
+        by_name = {}
+        for doc in docs:
+            if doc.get("max_parallel"):
+                self.limits[doc["name"]] = doc["max_parallel"]
+                by_name.setdefault(doc["name"], []).append(doc)
+        refused = []
+        for name, group in by_name.items():
+            after = self._add(name, [holder(doc) for doc in group])
+            holders = after.get("holders") or []
+            position = {value: index for index, value in enumerate(holders)}
+            over = [doc for doc in group
+                    if position.get(holder(doc), 0) >= doc["max_parallel"]]
+            self.known[name] = len(holders) - len(over)
+            self.seen[name] = time.monotonic()
+            self.waiters[name] = len(set(after.get("waiting") or [])
+                                     - {self.identifier})
+            if over:
+                self.waiting.add(name)
+            elif name in self.waiting:
+                self._stop_waiting(name)
+            refused.extend(over)
+        if refused:
+            self._give_back(refused)
+        refused = {doc["_id"] for doc in refused}
+        return [doc for doc in docs if doc["_id"] not in refused]
+
+    def _add(self, name, values):
+        """Append ``values`` to the holders of ``name``; return the
+        document."""
+        update = {"$addToSet": {"holders": {"$each": values}}}
+        for _ in range(2):
+            after = self.collection.find_one_and_update(
+                {"_id": name}, update,
+                return_document=pymongo.ReturnDocument.AFTER)
+            if after is not None:
+                return after
+            # the first job of the name: create its document (not by an
+            # upsert, which the embedded server cannot do with $each)
+            try:
+                self.collection.insert_one(
+                    {"_id": name, "holders": [], "waiting": []})
+            except pymongo.errors.DuplicateKeyError:
+                pass
+        raise RuntimeError("sys_parallel document of %s vanished" % name)
+
+    def _give_back(self, docs):
+        """The jobs ``docs`` are over their limit: back to the queue (as
+        they were before the claim), their holders removed, this worker
+        among the name's waiting."""
+        self.queue.sys.queue.bulk_write([pymongo.UpdateOne(
             lifecycle.fence(doc),
-            {"$set": {"state": previous}, "$unset": {"locked": ""},
-             "$inc": {"trial": -1}})
-        return False
+            {"$set": {"state": states.FAILED if doc.get("last_error")
+                      else states.PENDING},
+             "$unset": {"locked": ""}, "$inc": {"trial": -1}})
+            for doc in docs], ordered=False)
+        self._pull(docs, {"$addToSet": {"waiting": self.identifier}})
+        names = {doc["name"] for doc in docs}
+        stale = [name for name in names
+                 if time.monotonic() - self.swept.get(name, 0) > SWEEP_AFTER]
+        if stale:
+            self.sweep(stale)
 
-    def needs_count(self, name, limit, mine):
-        """True if claiming one more job of ``name`` (``mine`` of which run
-        here) may pass ``limit`` across all workers: the running jobs
-        elsewhere were counted long ago, or they and ``mine`` come within
-        half of the limit."""
-        counted = self.counts.get(name)
-        if counted is None or time.monotonic() - counted[1] > COUNT_TTL:
-            return True
-        return 2 * (counted[0] + mine + 1) > limit
+    def release(self, docs):
+        """The jobs ``docs`` (as claimed) ended here: remove their holders
+        (one write per name), and make room for as many."""
+        for name, values in self._pull(docs).items():
+            if self.known.get(name) is not None:
+                self.known[name] = max(0, self.known[name] - len(values))
 
-    def count_running(self, name, mine):
-        """Count the running jobs of ``name`` across all workers; remember
-        how many run elsewhere. Returns the total."""
-        total = len(list(self.queue.sys.queue.find(
-            {"name": name, "state": states.RUNNING}, {"_id": 1})))
-        self.counts[name] = (max(0, total - mine), time.monotonic())
-        return total
+    def _pull(self, docs, also=None):
+        """Remove the holders of ``docs`` (and apply ``also`` to each name's
+        document); return the holders removed by name."""
+        by_name = {}
+        for doc in docs:
+            if doc.get("max_parallel") and doc.get("locked"):
+                by_name.setdefault(doc["name"], []).append(holder(doc))
+        if by_name:
+            self.collection.bulk_write([pymongo.UpdateOne(
+                {"_id": name},
+                dict(also or {}, **{"$pull": {"holders": {"$in": values}}}))
+                for name, values in by_name.items()], ordered=False)
+        return by_name
+
+    def sweep(self, names=None):
+        """Remove the holders of jobs that no longer run with the holder's
+        lease (their worker died, or gave them back and died), and the
+        waiting workers that are gone, from the documents of ``names`` (all
+        if None)."""
+        query = {} if names is None else {"_id": {"$in": list(names)}}
+        mono = time.monotonic()
+        docs = list(self.collection.find(query))
+        alive = None
+        for doc in docs:
+            self.swept[doc["_id"]] = mono
+            values = doc.get("holders") or []
+            update = {}
+            ids = [_id for _id, _ in map(parse_holder, values) if _id]
+            if ids:
+                running = {
+                    job["_id"]: (job.get("locked") or {}).get("token")
+                    for job in self.queue.sys.queue.find(
+                        {"_id": {"$in": ids}, "state": states.RUNNING},
+                        {"locked": 1})}
+                stale = [value for value in values
+                         if running.get(parse_holder(value)[0])
+                         != parse_holder(value)[1]]
+                if stale:
+                    update["holders"] = stale
+            if doc.get("waiting"):
+                if alive is None:
+                    alive = self.alive_workers()
+                gone = [w for w in doc["waiting"] if w not in alive]
+                if gone:
+                    update["waiting"] = gone
+            if update:
+                self.collection.update_one({"_id": doc["_id"]}, {"$pull": {
+                    key: {"$in": value} for key, value in update.items()}})
+
+    def alive_workers(self):
+        """Identifiers of the workers registered and not exited."""
+        return {doc["_id"] for doc in self.queue.sys.worker.find(
+            {"kind": "worker"}, {"phase": 1}) if doc.get("phase") != "exit"}

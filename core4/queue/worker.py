@@ -40,15 +40,14 @@ from core4.error import Core4UserError
 from core4.logger import get_logger, setup_logging
 from core4.logger.forward import LogForwarder
 from core4.logger.mongo import CONSOLE_ONLY
-from core4.mongo import now, seconds, to_datetime
+from core4.mongo import now, seconds
 from core4.mongo.connection import TRANSIENT, revive, short_error
-from core4.queue.launcher.process import read_result
 from core4.queue import dependency, events, lifecycle, recovery, states
 from core4.queue.claim import Claimer
+from core4.queue.finish import Finisher
 from core4.queue.daemon import register, set_phase, unregister
 from core4.queue.parallel import ParallelLimit
-from core4.queue.launcher.jobprocess import (JobProcess, publish_output,
-                                             store_output)
+from core4.queue.launcher.jobprocess import JobProcess, publish_output
 from core4.queue.launcher.environments import Environments, EnvironmentProblem
 from core4.queue.launcher.watchdog import write_renewal
 from core4.queue.launcher.launcher import Done, LauncherError, Started
@@ -101,17 +100,16 @@ class CoreWorker:
         self.stop_deadline = None
         self.signals = 0
         self.maintenance = {"global": False, "projects": []}
-        self.capacity = None        # max_jobs of all live workers together
         self.next_run = {}
         self.claimer = Claimer(self.queue, self.identifier)
-        self.parallel = ParallelLimit(self.queue, self.plan["check_requests"])
+        self.parallel = ParallelLimit(self.queue, self.identifier)
         self.watch = None
         self.watch_generation = 0
         self.work_now = True        # claim at the next pass (not only poll)
         self.poll_interval = self.plan["work_jobs"]
         self.poll_max = max(float(wcfg.poll_max), self.poll_interval)
         self.dependents_waiting = True
-        self.completed = []         # complete jobs still to be journaled
+        self.finisher = None        # records how job processes ended
         self.connected_since = None
         self.outage_until = 0.0
         self.kill_grace = float(wcfg.kill_grace)
@@ -136,6 +134,8 @@ class CoreWorker:
         if self.config.logging.get("mongodb"):
             self.logs = LogForwarder(self.queue.sys.log,
                                      self.config.logging.get("mongodb_ttl"))
+        self.finisher = Finisher(self.queue, self.events, self.logs,
+                                 self.log, self.config.worker.stdout_max)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         self.queue.setup()
@@ -308,9 +308,12 @@ class CoreWorker:
         """
         claimer = self.claimer
         claimer.resolve_unknown()
-        if claimer.scan_wanted or not self.watch_alive():
+        if claimer.scan_due() or not self.watch_alive():
             claimer.scan()
         for _ in range(2):
+            if self.parallel.waiting:
+                self.parallel.withdraw(
+                    {c.name for c in claimer.candidates.values()})
             candidates = claimer.next_candidates(
                 self.parallel.capped_names(self.jobs),
                 self.maintenance["projects"],
@@ -318,19 +321,17 @@ class CoreWorker:
             while candidates:
                 batch, candidates = self.parallel.batch_of(
                     candidates, slots, self.jobs)
-                started = 0
                 claimed = time.monotonic()  # not later than the leases
-                for doc in claimer.claim(batch):
-                    if self.parallel.within(doc, self.jobs, self.capacity):
-                        self.launch(doc, claimed)
-                        started += 1
-                if started:
-                    return started
+                admitted = self.parallel.admit(claimer.claim(batch))
+                for doc in admitted:
+                    self.launch(doc, claimed)
+                if admitted:
+                    return len(admitted)
                 # a name found at its max_parallel: skip its other jobs
                 capped = self.parallel.capped_names(self.jobs)
                 candidates = [c for c in candidates if c.name not in capped]
-            if not claimer.scan_wanted:
-                return 0
+            if claimer.candidates or not claimer.more:
+                return 0  # (a scan would read the same page again)
             claimer.scan()  # a full page was taken: read the next one
         return 0
 
@@ -383,16 +384,10 @@ class CoreWorker:
 
     def check(self):
         """Process halt, maintenance, kill and removal requests."""
-        halt_at, self.maintenance, daemons = self.queue.control()
+        halt_at, self.maintenance, _ = self.queue.control()
         if self.phase == LOOP and halt_at is not None \
                 and halt_at >= self.started_at:
             self.begin_stop("halt requested")
-        alive_after = now() - seconds(self.config.daemon.alive_timeout)
-        self.capacity = sum(
-            doc.get("max_jobs", 0) for doc in daemons
-            if doc.get("kind") == self.kind and doc.get("phase") != "exit"
-            and (to_datetime(doc.get("heartbeat")) or alive_after)
-            > alive_after)
         if not self.jobs:
             return
         current = {doc["_id"]: doc for doc in self.queue.sys.queue.find(
@@ -418,7 +413,8 @@ class CoreWorker:
 
     def flag(self):
         """Non-stop and zombie flags; inactivate expired deferred jobs;
-        release jobs whose dependencies completed."""
+        release jobs whose dependencies completed; remove the
+        ``max_parallel`` holders of dead workers."""
         self.dependents_waiting = bool(
             dependency.resolve_waiting(self.queue, self.log))
         if self.jobs:
@@ -426,6 +422,7 @@ class CoreWorker:
                 {"locked.worker": self.identifier,
                  "state": states.RUNNING}))
             recovery.flag_running(self.queue, docs, self.log)
+        self.parallel.sweep()  # holders left by dead workers
         count = recovery.inactivate_deferred(self.queue)
         if count:
             self.log.warning("%d deferred job(s) became inactive", count)
@@ -460,24 +457,20 @@ class CoreWorker:
             return
         # a job whose process reported done is recorded at once: its process
         # is only exiting (it keeps no slot; its exit is of no interest)
-        for proc in [p for p in self.jobs.values() if p.ready()]:
-            if self.guarded("finish_job",
-                            lambda: self.finish(proc, proc.exit_event)):
+        ready = [p for p in self.jobs.values() if p.ready()]
+        if ready and self.guarded("finish_jobs",
+                                  lambda: self.finisher.finish(ready)):
+            for proc in ready:
                 self.jobs.pop(proc.doc["_id"], None)
-                self.parallel.released(proc.doc["name"])
-                self.work_now = True  # a slot is free: claim now
-                if self.dependents_waiting:  # they may wait for this job
-                    self.next_run["flag_jobs"] = min(
-                        self.next_run.get("flag_jobs", 0),
-                        time.monotonic() + 1.0)
-        if self.completed:
-            self.guarded("journal", self.journal_completed)
-
-    def journal_completed(self):
-        """Move the jobs completed since the last pass to the journal, all
-        at once."""
-        lifecycle.journal_many(self.queue, self.completed)
-        self.completed = []
+            self.guarded("release", lambda: self.parallel.release(
+                [proc.doc for proc in ready]))
+            self.work_now = True  # slots are free: claim now
+            if self.dependents_waiting:  # they may wait for these jobs
+                self.next_run["flag_jobs"] = min(
+                    self.next_run.get("flag_jobs", 0),
+                    time.monotonic() + 1.0)
+        if self.finisher.completed:
+            self.guarded("journal", self.finisher.journal)
 
     def forward_logs(self):
         """Forward new log records of the running jobs to sys_log."""
@@ -487,59 +480,6 @@ class CoreWorker:
             if proc.log_path:
                 self.logs.read(proc.log_path)
         self.guarded("forward_logs", self.logs.flush)
-
-    def finish(self, proc, event):
-        """After a job process ended: store its output and log records and
-        record its outcome, or, if it reported none, why it ended."""
-        store_output(self.queue, proc, self.config.worker.stdout_max)
-        if self.logs is not None and proc.log_path:
-            self.logs.read(proc.log_path)
-            self.logs.flush()
-            self.logs.forget(proc.log_path)
-        outcome = read_result(proc.result_path)
-        if not proc.record:
-            proc.remove_files()
-            return
-        if outcome is not None and proc.reason is None:
-            after = lifecycle.apply_outcome(self.queue, proc.doc, outcome,
-                                            move=False)
-            if after is not None and after["state"] == states.COMPLETE:
-                self.completed.append(after)
-                dependency.enqueue_chain(self.queue, after,
-                                         outcome.get("chain") or [], self.log)
-        elif getattr(event, "reason", None):
-            after = lifecycle.set_error(self.queue, proc.doc,
-                                        message=event.reason)
-        elif proc.reason and proc.reason.startswith("stopped by"):
-            after = lifecycle.set_failed(
-                self.queue, proc.doc,
-                lifecycle.error_document(message=proc.reason))
-        else:
-            after = lifecycle.set_killed(self.queue, proc.doc, proc.reason or (
-                "job process vanished (exit code %s) without an outcome"
-                % getattr(event, "returncode", None)))
-        if after is not None:
-            self.events.add(events.job_event("%s_job" % after["state"],
-                                             after))
-        if after is None:
-            lifecycle.settle_interrupted(self.queue, proc.doc["_id"],
-                                         self.log)
-        elif after["state"] == states.COMPLETE:
-            self.log.info("job [%s] %s complete after %.2f s", after["_id"],
-                          after["name"], after.get("runtime") or 0.0,
-                          extra=CONSOLE_ONLY)
-        else:
-            level = {states.DEFERRED: logging.INFO,
-                     states.PENDING: logging.WARNING}.get(after["state"],
-                                                          logging.ERROR)
-            self.log.log(level, "job [%s] %s %s after %.2f s: %s",
-                         after["_id"], after["name"], after["state"],
-                         after.get("runtime") or 0.0,
-                         (after.get("last_error") or {}).get("exception"))
-            if after.get("removed_at"):
-                lifecycle.journal(self.queue, after)
-                self.events.add(events.job_event("remove_job", after))
-        proc.remove_files()
 
     def kill_all(self, reason, grace):
         """Terminate every running job process (SIGTERM, then SIGKILL after
@@ -580,8 +520,8 @@ class CoreWorker:
                           self.kill_grace)
             self.handle_events()
             time.sleep(0.05)
-        if self.completed:
-            self.guarded("journal", self.journal_completed)
+        if self.finisher is not None and self.finisher.completed:
+            self.guarded("journal", self.finisher.journal)
         if self.envs is not None:
             self.envs.close()
         if self.watch is not None:

@@ -1,0 +1,147 @@
+"""``max_parallel`` across workers (:mod:`core4.queue.parallel`).
+
+The admission tests run on every backend of ``fidelity_env``: several
+workers' :class:`ParallelLimit` objects admit claimed jobs of one name at
+the same time, from threads, and never keep more than the limit. The worker
+tests run real workers on the embedded server.
+"""
+
+import itertools
+import os
+import signal
+import threading
+
+import pytest
+
+from core4.queue import lifecycle, states
+from core4.queue.parallel import ParallelLimit, parse_holder
+from core4.queue.queue import CoreQueue
+from tests.support import wait_for
+from tests.test_worker import enqueue, start_worker, wait_journal  # noqa: F401
+
+DUMMY = "core4.queue.helper.job.example.DummyJob"
+SLEEP = "tests.wjobs.jobs.SleepJob"
+_UNIQUE = itertools.count()
+
+
+@pytest.fixture
+def queue(fidelity_env):
+    """A CoreQueue on a fresh database of the backend under test."""
+    return CoreQueue()
+
+
+def claimed_jobs(queue, count, limit, worker):
+    """Enqueue ``count`` jobs with ``max_parallel=limit`` and claim them as
+    ``worker``; return the running documents."""
+    docs = []
+    for _ in range(count):
+        job = queue.enqueue(DUMMY, max_parallel=limit,
+                            sleep=next(_UNIQUE) / 1000)
+        docs.append(lifecycle.claim_by_id(queue, job._id, worker))
+    return docs
+
+
+def test_concurrent_admissions_never_pass_the_limit(queue):
+    limit = 3
+    workers = ["w%d@h" % i for i in range(4)]
+    for worker in workers:  # registered, as live workers are
+        queue.sys.worker.insert_one(
+            {"_id": worker, "kind": "worker", "phase": "loop"})
+    claimed = {w: claimed_jobs(queue, 3, limit, w) for w in workers}
+    admitted = {}
+    barrier = threading.Barrier(len(workers))
+
+    def admit(worker):
+        limiter = ParallelLimit(CoreQueue(), worker)
+        barrier.wait()
+        admitted[worker] = limiter.admit(claimed[worker])
+
+    threads = [threading.Thread(target=admit, args=(w,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    kept = [doc["_id"] for docs in admitted.values() for doc in docs]
+    assert len(kept) == limit, admitted
+    running = {doc["_id"] for doc in queue.sys.queue.find(
+        {"state": states.RUNNING})}
+    assert running == set(kept)
+    # the others are pending again, as before their claim
+    for doc in queue.sys.queue.find({"_id": {"$nin": kept}}):
+        assert doc["state"] == states.PENDING and doc["trial"] == 0, doc
+        assert "locked" not in doc
+    holders = queue.sys.parallel.find_one({"_id": DUMMY})["holders"]
+    assert sorted(parse_holder(h)[0] for h in holders) == sorted(kept)
+    # every refused worker waits for the name
+    waiting = queue.sys.parallel.find_one({"_id": DUMMY})["waiting"]
+    assert set(waiting) == {w for w in workers if len(admitted[w]) < 3}
+
+
+def test_released_places_are_taken_again(queue):
+    first = ParallelLimit(CoreQueue(), "a@h")
+    docs = claimed_jobs(queue, 2, 2, "a@h")
+    assert first.admit(docs) == docs
+    second = ParallelLimit(CoreQueue(), "b@h")
+    [late] = claimed_jobs(queue, 1, 2, "b@h")
+    assert second.admit([late]) == []
+    for doc in docs[:1]:
+        lifecycle.set_complete(queue, doc)
+    first.release(docs[:1])
+    again = lifecycle.claim_by_id(queue, late["_id"], "b@h")
+    assert second.admit([again]) == [again]
+    holders = queue.sys.parallel.find_one({"_id": DUMMY})["holders"]
+    assert len(holders) == 2
+    assert queue.sys.parallel.find_one({"_id": DUMMY})["waiting"] == []
+
+
+def test_sweep_removes_holders_of_lost_jobs(queue):
+    limiter = ParallelLimit(CoreQueue(), "dead@h")
+    docs = claimed_jobs(queue, 2, 2, "dead@h")
+    assert limiter.admit(docs) == docs
+    # the worker died; recovery took one job back to pending
+    lifecycle.set_lost(queue, docs[0], "worker dead@h lost")
+    ParallelLimit(CoreQueue(), "alive@h").sweep()
+    holders = queue.sys.parallel.find_one({"_id": DUMMY})["holders"]
+    assert [parse_holder(h)[0] for h in holders] == [docs[1]["_id"]]
+
+
+def test_a_full_name_makes_room_for_a_waiting_worker(queue):
+    for worker in ("hog@h", "waiter@h"):
+        queue.sys.worker.insert_one(
+            {"_id": worker, "kind": "worker", "phase": "loop"})
+    hog = ParallelLimit(CoreQueue(), "hog@h")
+    hog.admit(claimed_jobs(queue, 4, 4, "hog@h"))
+    assert hog.room(DUMMY, 4) == 0
+    waiter = ParallelLimit(CoreQueue(), "waiter@h")
+    assert waiter.admit(claimed_jobs(queue, 1, 4, "waiter@h")) == []
+    # the next time the hog admits, it learns that one worker waits
+    [more] = claimed_jobs(queue, 1, 4, "hog@h")
+    assert hog.admit([more]) == []
+    assert hog.waiters[DUMMY] == 1
+    # two of its jobs end: it keeps no more than its half of the places
+    hog.known[DUMMY] = 2
+    assert hog.room(DUMMY, 2) == 0
+    assert hog.room(DUMMY, 1) == 1
+
+
+def test_max_parallel_with_workers_killed(db, start_worker):
+    """A worker killed while it holds places: its jobs run again elsewhere,
+    its holders are swept, the limit holds throughout."""
+    victim = start_worker("hold1")
+    ids = [enqueue("SleepJob", key="mp%d" % i, secs=3, max_parallel=2)
+           for i in range(4)]
+    wait_for(lambda: len(list(db.sys_queue.find(
+        {"name": SLEEP, "state": "running"}))) == 2, timeout=60,
+        message="two jobs running on the first worker")
+    os.killpg(victim.pid, signal.SIGKILL)
+    other = start_worker("hold2")
+    for _id in ids:
+        wait_journal(db, _id, timeout=90, worker=other)
+    spans = sorted((doc["start"], doc["end"]) for doc in db.w_report.find(
+        {"_id": {"$regex": "^mp"}, "end": {"$exists": True}}))
+    assert len(spans) == 4
+    for start, _ in spans:
+        assert sum(1 for s, e in spans if s <= start < e) <= 2, spans
+    wait_for(lambda: not db.sys_parallel.find_one(
+        {"_id": SLEEP})["holders"], timeout=60,
+        message="the holders of the ended jobs removed")
