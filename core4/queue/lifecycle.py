@@ -256,5 +256,5 @@ def settle_interrupted(queue, job_id, log):
     if doc is not None and doc["state"] == states.COMPLETE:
         journal(queue, doc)
     elif doc is not None and doc["state"] == states.RUNNING:
-        log.warning("job [%s] lost its lease before its outcome was recorded",
-                  job_id)
+        log.warning("job [%s] lost its lease before its outcome was "
+                    "recorded", job_id)
