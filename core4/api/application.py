@@ -8,6 +8,7 @@ import tornado.web
 
 from core4.api.container import check_unique
 from core4.api.handler import NotFoundHandler
+from core4.api.metrics import metrics_rules
 from core4.api.proxy import ProxyHandler
 from core4.error import Core4UserError
 
@@ -38,6 +39,7 @@ def build_application(containers, context, proxies=(), debug=False):
         for pattern, handler, kwargs in container.routes(config):
             rules.append((len(root), tornado.web.url(
                 pattern, handler, dict(kwargs, context=context))))
+    rules.extend(metrics_rules(context, rules))  # GET /metrics if enabled
     # longer roots first: "/" of a dashboard must not shadow the API
     rules.sort(key=lambda item: -item[0])
     app = tornado.web.Application(
