@@ -274,7 +274,7 @@ def test_portable_system_collection_names(fidelity_env):
         assert re.fullmatch(r"[A-Za-z0-9_]+", names[key]), names[key]
     assert set(names) == {"queue", "journal", "worker", "stdout", "log",
                           "event", "job", "role", "cookie", "schedule",
-                          "secret"}
+                          "secret", "parallel"}
     for key in ("queue", "journal", "worker", "stdout"):
         assert names[key] == "sys_" + key
         coll = getattr(system, key)

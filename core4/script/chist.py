@@ -12,8 +12,9 @@ Every user mistake ends with one line on stderr and exit code 2.
 import argparse
 import datetime
 import os
+import signal
 import sys
-import time
+import threading
 
 import pymongo.errors
 
@@ -98,15 +99,22 @@ def _show(docs, tab):
 
 
 def follow(collection, flt, seen, interval, tab):
-    """Print records written from now on matching ``flt`` until Ctrl-C.
+    """Print records written from now on matching ``flt`` until Ctrl-C
+    (or SIGTERM), which ends it after the poll under way.
 
     New records are found by their ``_id`` (made when they are logged),
     looking back :data:`FOLLOW_LOOKBACK` seconds at each poll; ``seen``
     holds the ids already printed.
     """
     from bson import ObjectId
-    while True:
-        time.sleep(interval)
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()  # ends the loop between polls, never inside a query
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    while not stop.wait(interval):
         since = ObjectId.from_datetime(
             datetime.datetime.now(datetime.timezone.utc)
             - datetime.timedelta(seconds=FOLLOW_LOOKBACK))
