@@ -157,6 +157,17 @@ def test_portable_id_in(fidelity_env):
     assert ids(coll.find({"ref": id_in(ObjectId())})) == []
 
 
+def test_portable_count_with_objectids(fidelity_env):
+    from core4.mongo import count
+    coll = fidelity_env.db().refs
+    mine = [ObjectId() for _ in range(3)]
+    coll.insert_many([{"_id": _id, "s": "x"} for _id in mine]
+                     + [{"_id": ObjectId(), "s": "x"}])
+    assert count(coll, {"_id": {"$in": mine}}) == 3
+    assert count(coll, {"_id": mine[0], "s": "x"}) == 1
+    assert count(coll, {"s": "x"}) == 4
+
+
 # null and missing ------------------------------------------------------------
 
 def test_nx_gap_null_and_missing_mixed_up(core4_env):

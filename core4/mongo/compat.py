@@ -118,10 +118,25 @@ def contains_datetime(value):
     return False
 
 
+def contains_objectid(value):
+    """True if ``value`` is or holds (in dicts and lists) an ObjectId."""
+    if isinstance(value, ObjectId):
+        return True
+    if isinstance(value, dict):
+        return any(contains_objectid(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(contains_objectid(item) for item in value)
+    return False
+
+
 def count(collection, query=None):
     """Return the number of documents matching ``query`` (``$match`` +
     ``$count``: as exact as ``count_documents``, fast on NX-27017; a query
-    with a datetime is counted with ``count_documents``)."""
+    with a datetime is counted with ``count_documents``, one with an
+    ObjectId by reading the matching ids: NX-27017 aggregations cannot
+    bind either)."""
+    if contains_objectid(query):
+        return sum(1 for _ in collection.find(query, {"_id": 1}))
     if contains_datetime(query):
         return collection.count_documents(query)
     result = list(collection.aggregate([{"$match": query or {}},
