@@ -30,6 +30,10 @@ the server's SIGCONT) to the affected job's next start, p50/p99/max.
 
 Targets: 0 overlaps, 0 orphans, 0 lost, 0 errors, recovery p99 <= lease +
 margin + 2 s. The exit status is 0 if all are met.
+
+``--modes storm`` (not among the default modes) runs the storm of issue 12
+instead: thousands of short jobs while random workers and the database
+server are killed again and again; see bench/chaos_storm.py.
 """
 
 import argparse
@@ -53,6 +57,8 @@ from bench.chaos_jobs import Witness, alive  # noqa: E402
 
 JOB = "bench.chaos_jobs.WitnessJob"
 MODES = ("session", "stop", "cutoff", "launcher", "worker")
+#: the default ``--jobs`` of the kill modes and of the storm
+JOBS, STORM_JOBS = 12, 5000
 #: seconds after a kill at which a job process of the victim is an orphan
 ORPHAN_AFTER = 2.5
 #: seconds a stop (of a worker or of the server) outlasts the lease
@@ -368,15 +374,15 @@ def summarize(result, keys, docs, witness, affected):
 EXPECTED = ("recovered job", "lost its lease before its outcome")
 
 
-def log_errors(paths):
-    """``{message: count}`` of the workers' unexpected ERROR records,
-    with their tracebacks' last line."""
+def log_errors(paths, expected=EXPECTED):
+    """``{message: count}`` of the workers' ERROR records that contain
+    none of ``expected``, with their tracebacks' last line."""
     found = {}
     for path in paths:
         with open(path, errors="replace") as handle:
             lines = handle.read().split("\n")
         for i, line in enumerate(lines):
-            if " - ERROR " in line and not any(e in line for e in EXPECTED):
+            if " - ERROR " in line and not any(e in line for e in expected):
                 j = i + 1
                 while j < len(lines) and lines[j].startswith((" ", "Trace")):
                     j += 1
@@ -445,10 +451,12 @@ def report(results, args):
 
 def main():
     """Parse the options, run the modes and print the report."""
+    from bench import chaos_storm
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--jobs", type=int, default=12)
+    parser.add_argument("--jobs", type=int, help="default %d, for the "
+                        "storm %d" % (JOBS, STORM_JOBS))
     parser.add_argument("--heartbeat", type=float, default=2.0)
     parser.add_argument("--duration", type=float,
                         help="seconds each job runs (default 2 leases + 6)")
@@ -456,14 +464,19 @@ def main():
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary home (logs, witness)")
+    chaos_storm.add_arguments(parser)
     args = parser.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    storm = argparse.Namespace(**dict(vars(args), jobs=args.jobs or
+                                      STORM_JOBS))
+    args.jobs = args.jobs or JOBS
     lease = args.heartbeat * 2
     # long enough to run on after a stop of lease + HOLD_EXTRA
     args.duration = args.duration or 2 * lease + HOLD_EXTRA + 1
-    if set(modes) - set(MODES) or args.duration <= lease:
+    if set(modes) - set(MODES + ("storm",)) or args.duration <= lease:
         parser.error("modes are %s; --duration must be longer than the "
-                     "lease (%.1f s)" % (",".join(MODES), lease))
+                     "lease (%.1f s)" % (",".join(MODES + ("storm",)),
+                                         lease))
     # enough slots that the survivors can take over a dead worker's jobs
     args.max_jobs = max(1, math.ceil(args.jobs / max(1, args.workers - 1)))
     # a SIGTERM cleans up like Ctrl-C: workers, job processes, the server
@@ -482,23 +495,31 @@ def main():
     # the margin core4 uses (daemon.lease_margin may be set in the env)
     margin = get_config().daemon.lease_margin
     args.margin = args.heartbeat / 2 if margin is None else float(margin)
+    storm.margin = args.margin
     nx = os.path.join(home, "nx")
     server, results, ok = {"paused": False}, [], False
     try:
         server["url"] = embedded.ensure_server(nx)
+        server["dir"] = os.path.realpath(nx)
         with open(os.path.join(nx, "server.json")) as handle:
             server["pid"] = json.load(handle)["pid"]
         for number, mode in enumerate(modes):
             began = time.monotonic()
             print("%s ..." % mode, end=" ", flush=True)
             try:
-                res = ModeRun(mode, args, server, home, number).run()
+                res = (chaos_storm.StormRun(storm, server, home, number).run()
+                       if mode == "storm" else
+                       ModeRun(mode, args, server, home, number).run())
             except RuntimeError as exc:
                 print("FAILED: %s" % exc)
                 res = {"mode": mode, "failed": str(exc)}
             results.append(res)
             print("%.0f s" % (time.monotonic() - began), flush=True)
-        ok = report(results, args)
+        kills = [r for r in results if r["mode"] != "storm"]
+        ok = report(kills, args) if kills else True
+        for res in results:
+            if res["mode"] == "storm":
+                ok &= chaos_storm.report(res, storm)
         if args.json:
             with open(args.json, "w") as handle:
                 json.dump({"args": vars(args), "results": results}, handle,
