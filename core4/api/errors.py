@@ -8,6 +8,12 @@ from core4.error import (Core4UserError, CoreDatabaseUnreachable,
                          CoreJobExists, CoreJobNotFound, CoreJobStateError)
 
 
+#: the message of a 503: the database cannot be reached (an outage)
+UNAVAILABLE = "database unreachable"
+#: seconds a client should wait before it tries again after a 503
+RETRY_AFTER = 5
+
+
 class ApiError(tornado.web.HTTPError):
     """An error answered with ``status``, a one-line ``message`` and
     ``headers`` (e.g. ``WWW-Authenticate`` of a 401)."""
@@ -32,7 +38,11 @@ def status_of(exc):
         return exc.status_code, exc.log_message or exc.reason or None
     if isinstance(exc, CoreDatabaseUnreachable) or isinstance(
             exc, pymongo.errors.ConnectionFailure):
-        return 503, "database unreachable"
+        return 503, UNAVAILABLE
+    if isinstance(exc, pymongo.errors.PyMongoError) and exc.timeout:
+        # the request's database time ran out (see handler.run): the
+        # server is overloaded or stalled
+        return 503, "database did not answer in time"
     if isinstance(exc, CoreJobNotFound):
         return 404, str(exc)
     if isinstance(exc, (CoreJobExists, CoreJobStateError)):

@@ -7,16 +7,21 @@ answers everything, errors included, in one JSON envelope
 """
 
 import functools
+import time
 import traceback
 import urllib.parse
+import weakref
 
+import pymongo
 import tornado.web
 from bson import ObjectId
 
 from core4.api import auth, envelope
 from core4.api.arguments import ArgumentError, convert, loads
-from core4.api.errors import ApiError, login_required, status_of
-from core4.error import Core4UserError
+from core4.api.errors import (RETRY_AFTER, ApiError, login_required,
+                              status_of)
+from core4.error import Core4UserError, CoreDatabaseUnreachable
+from core4.mongo.connection import short_error
 
 REQUIRED = object()
 #: query arguments whose values are never logged
@@ -34,6 +39,82 @@ def safe_uri(uri):
         "%s=%s" % (urllib.parse.quote(name), "***"
                    if name.lower() in SECRET_ARGUMENTS
                    else urllib.parse.quote(value)) for name, value in pairs)
+
+
+def database_timeout(config):
+    """Seconds the database operations of one blocking call of a request
+    may take: ``mongo.server_timeout`` (to find the server) plus
+    ``mongo.connect_timeout`` (to get an answer). Without such a bound a
+    request on a pooled connection to a stalled server would wait until
+    pymongo's monitor gives the server up (its heartbeat, 10 s, plus the
+    connect timeout)."""
+    return (float(config.mongo.server_timeout) +
+            float(config.mongo.connect_timeout)) / 1000.0
+
+
+def bounded(timeout, function, *args, **kwargs):
+    """Call ``function`` with its MongoDB operations limited to ``timeout``
+    seconds in all (pymongo's client-side operation timeout)."""
+    with pymongo.timeout(timeout):
+        return function(*args, **kwargs)
+
+
+class DatabaseState:
+    """What one app server knows about its database, to answer at once in
+    an outage.
+
+    After a call failed because the database is away (a 503), the
+    database counts as *down*: one call at a time (the probe) tries it
+    again, every other call fails at once with 503 instead of taking a
+    thread of the pool for up to :func:`database_timeout` seconds (a busy
+    dashboard would otherwise queue requests behind the hanging ones, far
+    past the timeout). The first call that succeeds ends the outage.
+    Only used on the server's event loop (no lock needed).
+    """
+
+    def __init__(self):
+        self.down_since = None
+        self.probing = False
+
+    def admit(self):
+        """Return ``"go"``, ``"probe"`` (the one call trying the database
+        while it is down) or None (fail at once)."""
+        if self.down_since is None:
+            return "go"
+        if self.probing:
+            return None
+        self.probing = True
+        return "probe"
+
+    def done(self, admitted, exc=None):
+        """Record how an admitted call ended (``exc``: its exception)."""
+        if admitted == "probe":
+            self.probing = False
+        if not isinstance(exc, Exception):
+            if exc is None:  # (not when cancelled: nothing was learnt)
+                self.down_since = None
+        elif status_of(exc)[0] == 503:
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+        else:  # the database answered (e.g. "not found"), or was not asked
+            self.down_since = None
+
+    def unavailable(self):
+        """The error of a call refused while the database is down."""
+        return CoreDatabaseUnreachable(
+            "database unreachable for %.0f s, a request is trying it" % (
+                time.monotonic() - self.down_since))
+
+
+_STATES = weakref.WeakKeyDictionary()
+
+
+def database_state(context):
+    """The :class:`DatabaseState` of the app server of ``context``."""
+    state = _STATES.get(context)
+    if state is None:
+        state = _STATES[context] = DatabaseState()
+    return state
 
 
 class CoreRequestHandler(tornado.web.RequestHandler):
@@ -168,11 +249,28 @@ class CoreRequestHandler(tornado.web.RequestHandler):
 
     async def run(self, function, *args, **kwargs):
         """Run a blocking call (MongoDB, argon2) in the server's thread
-        pool and return its result."""
+        pool and return its result.
+
+        Its database operations, together, wait at most
+        :func:`database_timeout` seconds: in an outage the request ends in
+        503 (see :func:`~core4.api.errors.status_of`) instead of hanging
+        on a connection that does not answer; while the database is known
+        to be away it ends in 503 at once (see :class:`DatabaseState`)."""
+        state = database_state(self.context)
+        admitted = state.admit()
+        if admitted is None:
+            raise state.unavailable()
         loop = tornado.ioloop.IOLoop.current()
-        return await loop.run_in_executor(
-            self.context.executor, functools.partial(function, *args,
-                                                     **kwargs))
+        try:
+            result = await loop.run_in_executor(
+                self.context.executor, functools.partial(
+                    bounded, database_timeout(self.context.config),
+                    function, *args, **kwargs))
+        except BaseException as exc:
+            state.done(admitted, exc)
+            raise
+        state.done(admitted)
+        return result
 
     # response ---------------------------------------------------------------
 
@@ -197,6 +295,8 @@ class CoreRequestHandler(tornado.web.RequestHandler):
             if status != status_code:
                 self.set_status(status)
                 status_code = status
+            if status == 503:
+                self.set_header("Retry-After", str(RETRY_AFTER))
             if status == 500 and self.settings.get("debug"):
                 data = {"traceback": traceback.format_exception(*exc_info)}
         self.set_header("Content-Type", "application/json; charset=UTF-8")
@@ -204,11 +304,19 @@ class CoreRequestHandler(tornado.web.RequestHandler):
             self.request_id, status_code, message or self._reason, data)))
 
     def log_exception(self, typ, value, tb):
-        """Log server errors with their traceback, user errors in one
-        line."""
+        """Log server errors with their traceback; user errors and an
+        unavailable database (503) in one line."""
         status, message = status_of(value)
-        if status < 500 or isinstance(value, (Core4UserError,
-                                              tornado.web.HTTPError)):
+        if status == 503 and not isinstance(value, tornado.web.HTTPError):
+            # an outage: one line with the cause in short, no traceback
+            tornado.log.gen_log.warning(
+                "503 %s %s: %s (%s)", self.request.method,
+                safe_uri(self.request.uri), message,
+                short_error(value).splitlines()[0] if str(value) else
+                type(value).__name__)
+            return
+        if status < 500 or isinstance(
+                value, (Core4UserError, tornado.web.HTTPError)):
             log = (tornado.log.gen_log.info if status < 500
                    else tornado.log.gen_log.warning)
             log("%d %s %s: %s", status, self.request.method,

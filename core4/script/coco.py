@@ -471,9 +471,12 @@ def dispatch(ns, parser):
 
 
 def first_line(exc):
-    """The first line of an error message, without pymongo's details."""
+    """The first line of an error message, without pymongo's details (the
+    configured timeouts, the topology, the full server answer)."""
     text = str(exc).split("\n")[0]
-    return text.split(", Timeout:")[0].split(", full error:")[0]
+    for tail in (" (configured timeouts", ", Timeout:", ", full error:"):
+        text = text.split(tail)[0]
+    return text
 
 
 def main(argv=None):

@@ -13,6 +13,9 @@ Routes (the app server sorts routes by root length, so the API at
     who is logged in (200 also when nobody is: no 401 in the console)
 ``/_dashboard/stream/queue``
     server-sent ``queue`` events: state counts and a page of jobs, live
+    (and ``unavailable`` events while the database is away)
+``/_dashboard/health``
+    whether the database answers (200, or 503 in an outage)
 
 Every other path answers 404 in the JSON envelope.
 """
@@ -29,6 +32,7 @@ class CoreDashboard(CoreApiContainer):
     rules = [
         ("/", handler.AppHandler),
         ("/_dashboard/session", handler.SessionHandler),
+        ("/_dashboard/health", handler.HealthHandler),
         ("/_dashboard/stream/queue", stream.QueueStreamHandler),
         (r"/_dashboard/([0-9a-f]{12})/(.+)", handler.AssetHandler),
     ]

@@ -1,5 +1,5 @@
-"""The handlers of the dashboard's shell, its static assets and the
-session probe.
+"""The handlers of the dashboard's shell, its static assets, the session
+probe and the database probe.
 
 Assets are read once from the package's ``static/`` folder into memory
 (again at every request with ``api.debug``). A request names a file by its
@@ -156,3 +156,17 @@ class SessionHandler(DashboardHandler):
         data = role.public(self.user)
         data["effective_permissions"] = self.permissions.strings
         self.reply({"user": data})
+
+
+class HealthHandler(StaticMixin, DashboardHandler):
+    """``GET /_dashboard/health``: ``{"database": "ok"}`` if the database
+    answers a ping, else 503 with one message (as every API request in an
+    outage). The dashboard asks it while the database is unavailable, to
+    find out when it is back. Needs no login (nothing is read)."""
+
+    async def get(self):
+        """Ping the database (bounded like every request, see
+        :meth:`~core4.api.handler.CoreRequestHandler.run`)."""
+        self.set_header("Cache-Control", "no-store")
+        await self.run(self.context.system.database().command, "ping")
+        self.reply({"database": "ok"})

@@ -13,6 +13,11 @@ event::
 Job documents look as in the job API (names the user may not read are
 masked as ``UnauthorizedJob``). After ``lifetime`` seconds the server ends
 the stream and the browser reconnects (with a renewed login cookie).
+
+While the database cannot be reached the stream stays open and sends an
+``unavailable`` event instead, ``{"code": 503, "message": ...}``, once per
+failed attempt (each waits at most the request's database timeout); the
+``queue`` events go on when the database is back.
 """
 
 import asyncio
@@ -22,6 +27,7 @@ import time
 import tornado.iostream
 
 from core4.api import envelope
+from core4.api.errors import status_of
 from core4.api.v1 import jobdoc
 from core4.api.v1.job import JobHandler
 from core4.api.dashboard.handler import DashboardHandler
@@ -56,10 +62,19 @@ class QueueStreamHandler(DashboardHandler):
         try:
             self.write("retry: 1000\n\n")
             while not self._gone and time.monotonic() < deadline:
-                data = await self.run(self._snapshot, source, query, sort,
-                                      page, per_page)
-                self.write("event: queue\ndata: %s\n\n" % envelope.dumps(
-                    data))
+                try:
+                    data = await self.run(self._snapshot, source, query,
+                                          sort, page, per_page)
+                except Exception as exc:
+                    status, message = status_of(exc)
+                    if status != 503:
+                        raise
+                    self.write("event: unavailable\ndata: %s\n\n" % (
+                        envelope.dumps({"code": status,
+                                        "message": message})))
+                else:
+                    self.write("event: queue\ndata: %s\n\n" % (
+                        envelope.dumps(data)))
                 await self.flush()
                 await asyncio.sleep(float(self.interval))
         except tornado.iostream.StreamClosedError:

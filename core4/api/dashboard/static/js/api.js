@@ -4,6 +4,30 @@
 export const API = "/core4/api/v1";
 export const SESSION = "/_dashboard/session";
 export const QUEUE_STREAM = "/_dashboard/stream/queue";
+export const HEALTH = "/_dashboard/health";
+/** Statuses of an outage (not a mistake of the request): no answer at all
+ * (0: the server is away) and 503 (the database is away). */
+export const UNAVAILABLE = [0, 503];
+
+let available = true;
+
+/**
+ * Record whether the database (and the server) can be reached; every change
+ * is announced as the window event "core4:database" with {available,
+ * status, message}. Requests only ever report an outage; the app's probe
+ * (GET /_dashboard/health) and live streams report the end of it.
+ */
+export function setAvailable(value, status = 200, message = "") {
+  if (value === available) return;
+  available = value;
+  window.dispatchEvent(new CustomEvent("core4:database", {detail: {
+    available: value, status, message}}));
+}
+
+/** True unless an outage was seen and has not ended yet. */
+export function isAvailable() {
+  return available;
+}
 
 /** An answer of the API other than 2xx: status and its one-line message. */
 export class ApiError extends Error {
@@ -28,7 +52,8 @@ export function query(params = {}) {
 /**
  * Send one request; answer the envelope ({data, message, paging...}).
  * `path` is below /core4/api/v1 unless it starts with "/_" (dashboard).
- * A 401 (login expired) announces "core4:logout" to the app.
+ * A 401 (login expired) announces "core4:logout" to the app; an outage
+ * (no answer, or 503) is reported with setAvailable(false).
  */
 export async function request(method, path, {json, params, etag} = {}) {
   const url = (path.startsWith("/_") ? path : API + path) + query(params);
@@ -44,6 +69,7 @@ export async function request(method, path, {json, params, etag} = {}) {
   try {
     response = await fetch(url, init);
   } catch (error) {
+    setAvailable(false, 0, "the server cannot be reached");
     throw new ApiError(0, "the server cannot be reached");
   }
   let body = null;
@@ -53,6 +79,9 @@ export async function request(method, path, {json, params, etag} = {}) {
     body = null;
   }
   if (!response.ok) {
+    if (UNAVAILABLE.includes(response.status)) {
+      setAvailable(false, response.status, body && body.message);
+    }
     if (response.status === 401 && !path.startsWith("/login")) {
       window.dispatchEvent(new CustomEvent("core4:logout", {detail: {
         message: "Your session has ended: please log in again."}}));

@@ -1,7 +1,10 @@
 // The dashboard's shell: session, navigation (by URL fragment, e.g.
-// #/job/<id>), the live status region and the confirmation dialog.
+// #/job/<id>), the live status region, the confirmation dialog and the
+// outage banner (shown while the database or the server cannot be reached;
+// the app probes until it is back, then recovers by itself).
 
-import {api, ApiError, Permissions, SESSION} from "./api.js";
+import {api, ApiError, HEALTH, Permissions, SESSION, UNAVAILABLE,
+  isAvailable, setAvailable} from "./api.js";
 import {h, replace, setText} from "./util.js";
 import * as login from "./views/login.js";
 import * as queue from "./views/queue.js";
@@ -15,6 +18,10 @@ const nav = document.getElementById("nav");
 const who = document.getElementById("who");
 const status = document.getElementById("status");
 const dialog = document.getElementById("confirm");
+const outage = document.getElementById("outage");
+/** Milliseconds between the probes of an outage: the first, the longest. */
+const PROBE_FIRST = 2000;
+const PROBE_MAX = 5000;
 
 /** Views by the first part of the route; `admin` views need "cop". */
 const VIEWS = {
@@ -33,7 +40,16 @@ const app = {
   loginMessage: "",
   afterLogin: "#/queue",
   firstRender: true,
+  sessionFailed: false, // the session could not be asked for (an outage)
+  renderFailed: false, // the view could not be shown (an outage)
+  probe: null, // the timer of the next probe while in an outage
+  probeDelay: PROBE_FIRST,
 };
+
+/** True if `error` is an outage (no answer, or 503), not a refusal. */
+function isOutage(error) {
+  return error instanceof ApiError && UNAVAILABLE.includes(error.status);
+}
 
 /** Parse the fragment: "#/job/abc?x=1" -> {parts: ["job","abc"], params}. */
 function route() {
@@ -138,6 +154,15 @@ async function render() {
   const {parts, params, hash} = route();
   let name = parts[0];
   let spec = VIEWS[name];
+  if (app.sessionFailed) {
+    // who is logged in is unknown: no login form (the cookie may be fine)
+    renderChrome(null);
+    app.firstRender = false;
+    return page("Waiting for the database", h("p", {},
+      "The dashboard cannot ask who is logged in while the database is " +
+      "unavailable. It goes on by itself as soon as the database is back."),
+    false);
+  }
   if (!app.session && !(spec && spec.public)) {
     app.afterLogin = hash;
     name = "login";
@@ -176,9 +201,11 @@ async function render() {
   };
   replace(main);
   main.setAttribute("aria-busy", "true");
+  app.renderFailed = false;
   try {
     app.cleanup = await spec.view.render(context) || null;
   } catch (error) {
+    app.renderFailed = isOutage(error);
     if (!(error instanceof ApiError && error.status === 401)) {
       replace(main, h("h1", {tabindex: "-1"}, spec.title),
         h("p", {class: "error", role: "alert"}, error.message));
@@ -202,6 +229,74 @@ function page(title, body, focus) {
   if (focus) heading.focus();
 }
 
+/** Show the outage banner: what is away, and that the app retries. */
+function showOutage(code) {
+  const what = code === 0 ? "Server unreachable" : "Database unavailable";
+  const why = code === 0 ? "The dashboard cannot reach the core4 server."
+    : "core4 cannot reach its database right now.";
+  replace(outage, h("strong", {}, what), ` – ${why} `,
+    "The dashboard retries by itself.");
+  outage.dataset.status = String(code);
+  outage.hidden = false;
+}
+
+/** Ask GET /_dashboard/health until the database answers again. */
+async function probe() {
+  app.probe = null;
+  let code = 0;
+  try {
+    const response = await fetch(HEALTH, {headers: {Accept:
+      "application/json"}, credentials: "same-origin", cache: "no-store"});
+    code = response.status;
+  } catch (error) {
+    code = 0; // the server itself cannot be reached
+  }
+  if (isAvailable()) return; // a live view saw the end of the outage
+  if (code >= 200 && code < 300) {
+    setAvailable(true);
+    return;
+  }
+  if (String(code) !== outage.dataset.status) showOutage(code);
+  app.probeDelay = Math.min(app.probeDelay * 1.5, PROBE_MAX);
+  app.probe = window.setTimeout(probe, app.probeDelay);
+}
+
+/** After an outage: ask for the session or show the view again if that
+ * failed meanwhile (live views reconnect by themselves). */
+async function recover() {
+  if (app.sessionFailed) {
+    try {
+      await loadSession();
+    } catch (error) {
+      if (isOutage(error)) return; // the next recovery tries again
+      app.session = null; // log in again
+    }
+    app.sessionFailed = false;
+    if (status.textContent) setText(status, "");
+    await render();
+  } else if (app.renderFailed) {
+    await render();
+  }
+}
+
+window.addEventListener("core4:database", (event) => {
+  const {available, status: code} = event.detail;
+  if (!available) {
+    showOutage(code);
+    if (app.probe === null) {
+      app.probeDelay = PROBE_FIRST;
+      app.probe = window.setTimeout(probe, app.probeDelay);
+    }
+    return;
+  }
+  window.clearTimeout(app.probe);
+  app.probe = null;
+  outage.hidden = true;
+  replace(outage);
+  delete outage.dataset.status;
+  announce("The database is available again.");
+  recover();
+});
 window.addEventListener("hashchange", render);
 window.addEventListener("core4:logout", (event) => {
   if (!app.session) return;
@@ -219,7 +314,9 @@ async function boot() {
   try {
     await loadSession();
   } catch (error) {
-    setText(status, error.message);
+    app.sessionFailed = isOutage(error);
+    // an outage shows the banner instead
+    if (!app.sessionFailed) setText(status, error.message);
   }
   await render();
 }

@@ -2,7 +2,7 @@
 // and the maintenance mode; administrators may pause and resume claims.
 // Refreshed with GET /system every two seconds.
 
-import {api} from "../api.js";
+import {api, UNAVAILABLE} from "../api.js";
 import {h, replace, setText, fmtTime, fmtDuration} from "../util.js";
 
 const KINDS = [["worker", "Workers"], ["scheduler", "Schedulers"],
@@ -122,6 +122,7 @@ export async function render(ctx) {
       daemons.filter((doc) => doc.kind === kind).length}`).join(" · "));
   }
 
+  let outage = false;
   async function refresh() {
     window.clearTimeout(timer);
     try {
@@ -129,8 +130,12 @@ export async function render(ctx) {
       if (closed) return;
       showDaemons(data.daemons || []);
       showMaintenance(data.maintenance || {global: false, projects: []});
+      if (outage) setText(message, "");
+      outage = false;
     } catch (error) {
       if (closed) return;
+      // an outage shows the banner; the next refresh clears the message
+      outage = UNAVAILABLE.includes(error.status);
       if (error.status !== 401) setText(message, error.message);
     }
     if (!closed) timer = window.setTimeout(refresh, INTERVAL);

@@ -1,8 +1,9 @@
 // One job: all fields, live progress, log records and output, the last
 // error; kill, restart and remove. Live by GET /job/<id>/follow
-// (server-sent events: state, log, close).
+// (server-sent events: state, log, close); after a database outage it
+// follows the job again by itself.
 
-import {api, API} from "../api.js";
+import {api, API, UNAVAILABLE} from "../api.js";
 import {h, replace, setText, fmtTime, fmtClock, fmtDuration, flagList,
   progressBar, stateBadge, pretty, dotted} from "../util.js";
 
@@ -187,7 +188,10 @@ export async function render(ctx) {
           : "(the output is stored when the job has ended)"));
       }
     } catch (error) {
-      if (!closed) setText(output, error.message);
+      // in an outage the banner says why: keep what is shown
+      if (!closed && !UNAVAILABLE.includes(error.status)) {
+        setText(output, error.message);
+      }
     }
   }
 
@@ -196,7 +200,9 @@ export async function render(ctx) {
       doc = (await api.get(`/job/${id}`)).data;
       if (!closed) show();
     } catch (error) {
-      if (!closed) setText(message, error.message);
+      if (!closed && !UNAVAILABLE.includes(error.status)) {
+        setText(message, error.message);
+      }
     }
   }
 
@@ -224,6 +230,7 @@ export async function render(ctx) {
       if (source.readyState === EventSource.CLOSED && stream === source) {
         setText(liveFlag, "not live");
         liveFlag.classList.remove("on");
+        reload(); // an outage (503) shows the banner
       }
     });
     // output is stored when the job ends; look again every few seconds
@@ -277,8 +284,18 @@ export async function render(ctx) {
     setText(output, "(the output is stored when the job has ended)");
     follow();
   }
+  // after an outage: follow the job again if it may still change
+  async function onDatabase(event) {
+    if (closed || !event.detail.available) return;
+    if (stream && stream.readyState !== EventSource.CLOSED) return;
+    await reload();
+    if (!closed && !FINAL.includes(doc.state) && !doc.journaled) follow();
+    else loadOutput();
+  }
+  window.addEventListener("core4:database", onDatabase);
   return () => {
     closed = true;
+    window.removeEventListener("core4:database", onDatabase);
     if (stream) stream.close();
     window.clearInterval(outputTimer);
   };

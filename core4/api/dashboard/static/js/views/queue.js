@@ -1,8 +1,11 @@
 // The live queue: counts per state, the queue size over time and the job
 // table with filters and paging. Updates are pushed by the server as
-// server-sent events (GET /_dashboard/stream/queue, one event a second).
+// server-sent events (GET /_dashboard/stream/queue, one event a second;
+// "unavailable" events while the database is away). After an outage the
+// view reconnects by itself.
 
-import {api, query, QUEUE_STREAM} from "../api.js";
+import {api, query, QUEUE_STREAM, UNAVAILABLE, setAvailable} from
+  "../api.js";
 import {h, replace, setText, fmtTime, fmtDuration, fmtAttempts, flagList,
   progressBar, stateBadge, uid, dotted} from "../util.js";
 import {QueueChart} from "./chart.js";
@@ -277,6 +280,12 @@ export async function render(ctx) {
       open(params);
     }, (error) => {
       if (closed || error.status === 401) return;
+      live.classList.remove("on");
+      if (UNAVAILABLE.includes(error.status)) {
+        // the banner says why; the view reconnects when it is back
+        setText(live, "database unavailable");
+        return;
+      }
       setText(filterError, error.message);
       setText(live, "not live");
     });
@@ -289,11 +298,19 @@ export async function render(ctx) {
     source.addEventListener("queue", (event) => {
       if (stream !== source) return;
       const data = JSON.parse(event.data);
+      setAvailable(true);
       setText(live, "live");
       live.classList.add("on");
       showCounts(data);
       chart.add(Date.parse(data.at) / 1000, data.total);
       showJobs(data);
+    });
+    source.addEventListener("unavailable", (event) => {
+      if (stream !== source || closed) return;
+      const data = JSON.parse(event.data);
+      live.classList.remove("on");
+      setText(live, "database unavailable");
+      setAvailable(false, data.code, data.message);
     });
     source.addEventListener("error", () => {
       if (stream !== source || closed) return;
@@ -310,6 +327,13 @@ export async function render(ctx) {
     });
   }
 
+  // after an outage: follow the queue again unless the stream goes on
+  function onDatabase(event) {
+    if (closed || !event.detail.available) return;
+    if (!stream || stream.readyState === EventSource.CLOSED) connect();
+  }
+  window.addEventListener("core4:database", onDatabase);
+
   api.get("/queue/history").then((answer) => {
     if (!closed) chart.history(answer.data || []);
   }, () => {});
@@ -318,6 +342,7 @@ export async function render(ctx) {
   connect();
   return () => {
     closed = true;
+    window.removeEventListener("core4:database", onDatabase);
     unwatch();
     if (stream) stream.close();
   };
