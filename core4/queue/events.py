@@ -13,14 +13,16 @@ import pymongo.errors
 
 from core4.base import hostname
 from core4.mongo import ensure_index
+from core4.queue import secret
 
 
 def event_document(name, data=None, channel="queue", author=None):
     """Return one event: ``{created, name, channel, author, hostname,
-    data}`` (``created`` a UTC datetime: it carries the TTL)."""
+    data}`` (``created`` a UTC datetime: it carries the TTL). Secret job
+    arguments in ``data`` show as ``***``."""
     return {"created": datetime.datetime.now(datetime.timezone.utc),
             "name": name, "channel": channel, "author": author,
-            "hostname": hostname(), "data": data or {}}
+            "hostname": hostname(), "data": secret.mask_document(data or {})}
 
 
 def job_event(name, doc, **extra):

@@ -27,7 +27,7 @@ from core4.base import project_of, qual_name
 from core4.config import class_config, get_config
 from core4.error import (CoreJobDeferred, CoreJobInvalid, Core4UsageError)
 from core4.logger import get_logger
-from core4.queue import validate
+from core4.queue import secret, validate
 from core4.queue.validate import EMPTY, PROPERTIES
 
 #: fields of a job document that only the queue and the worker write
@@ -73,6 +73,11 @@ class CoreJob:
     (None, class and config only, not inherited) cron expression;
     ``dependency`` and ``chain`` ([], not inherited) jobs to wait for and to
     enqueue afterwards; ``tag`` ([]) free labels.
+
+    ``secrets`` (class attribute, not a property) names the arguments that
+    are secret: stored encrypted, shown as ``***``, clear only in
+    ``execute()`` (see :mod:`core4.queue.secret`); a value wrapped in
+    :class:`~core4.queue.secret.Secret` at enqueue is secret, too.
     """
 
     author = None
@@ -88,6 +93,7 @@ class CoreJob:
     priority = None
     progress_interval = None
     schedule = None
+    secrets = None
     tag = None
     wall_time = None
     worker = None
@@ -122,13 +128,15 @@ class CoreJob:
                                      "enqueue" % (name, key))
             else:
                 values[key] = value
+        args, secret_names = secret.unwrap(name, args, cls.secrets)
         for prop_name, prop in PROPERTIES.items():
             if prop.sequence and isinstance(values[prop_name], (list, tuple)):
                 values[prop_name] = list(values[prop_name])  # never shared
         self.__dict__.update(values)
         self.__dict__.update({field: None for field in RUNTIME_FIELDS})
         self.__dict__.update(args=args, trial=0, name=name,
-                             prog={"value": None, "message": None})
+                             prog={"value": None, "message": None},
+                             secret_names=secret_names)
         self.__dict__["_progress_sink"] = None
         self.__dict__["_next_progress"] = 0.0
         self.__dict__["_frozen"] = True
@@ -136,7 +144,7 @@ class CoreJob:
     def __setattr__(self, key, value):
         if self.__dict__.get("_frozen") and (
                 key in PROPERTIES or key in RUNTIME_FIELDS
-                or key in ("args", "name")):
+                or key in ("args", "name", "secret_names")):
             raise Core4UsageError("job attribute %s is read-only after "
                                   "construction" % key)
         super().__setattr__(key, value)
@@ -236,13 +244,23 @@ class CoreJob:
 
     @property
     def args_hash(self):
-        """Hash of the job's args: name + hash are unique in the queue."""
-        return args_hash(self.args)
+        """Hash of the job's args: name + hash are unique in the queue
+        (a secret enters as its keyed HMAC)."""
+        if not self.secret_names:
+            return args_hash(self.args)
+        return args_hash(secret.hash_args(self.args, self.secret_names,
+                                          self.config))
 
     def serialise(self):
-        """Return the job's document for ``sys_queue`` (no ``_id`` if None)."""
-        doc = {"name": self.name, "project": self.project, "args": self.args,
-               "_hash": self.args_hash}
+        """Return the job's document for ``sys_queue`` (no ``_id`` if None):
+        secret arguments as ``***`` in ``args``, encrypted in
+        ``secret_args``."""
+        args, hashed = self.args, self.args
+        doc = {"name": self.name, "project": self.project}
+        if self.secret_names:
+            args, doc[secret.FIELD], hashed = secret.seal(
+                self.args, self.secret_names, self.config)
+        doc.update(args=args, _hash=args_hash(hashed))
         for prop_name, prop in PROPERTIES.items():
             # None is not stored: filters test presence with $exists
             if prop.stored and getattr(self, prop_name) is not None:
@@ -255,12 +273,17 @@ class CoreJob:
 
     @classmethod
     def deserialise(cls, doc):
-        """Rebuild a job object from its stored document."""
+        """Rebuild a job object from its stored document; secret
+        arguments are decrypted (:class:`~core4.queue.secret.CoreSecretError`
+        if that fails)."""
         kwargs = {key: doc[key] for key, prop in PROPERTIES.items()
                   if prop.stored and key in doc}
         if "force" in kwargs:
             kwargs["force"] = bool(kwargs["force"])
-        job = cls(args=doc.get("args") or {}, **kwargs)
+        args = doc.get("args") or {}
+        if doc.get(secret.FIELD):
+            args = secret.reveal(doc, get_config(project_of(cls.qual_name())))
+        job = cls(args=args, **kwargs)
         job.__dict__.update({field: doc.get(field) for field in RUNTIME_FIELDS
                              if field in doc})
         return job

@@ -16,7 +16,8 @@ from core4.config import get_config
 from core4.error import CoreJobExists, CoreJobNotFound, Core4UserError
 from core4.mongo import (SystemCollections, ensure_index, now, id_in,
                          to_datetime)
-from core4.queue import dependency, events, lifecycle, migrate, states
+from core4.queue import (dependency, events, lifecycle, migrate, secret,
+                         states)
 from core4.queue.job import CoreJob
 from core4.queue.loader import load_job_class, make_job
 
@@ -334,7 +335,8 @@ class CoreQueue:
 
     def detail(self, _id):
         """Return the job document from the queue, else from the journal
-        (then with ``journaled: True``), else None."""
+        (then with ``journaled: True``), else None; secret arguments show
+        as ``***`` (see :mod:`core4.queue.secret`)."""
         _id = parse_id(_id)
         doc = self.sys.queue.find_one({"_id": _id})
         if doc is None:
@@ -343,7 +345,7 @@ class CoreQueue:
                 doc["journaled"] = True
         if doc is not None and "force" in doc:
             doc["force"] = bool(doc["force"])
-        return doc
+        return None if doc is None else secret.mask_document(doc)
 
     def stdout(self, _id):
         """Return the captured output of a job (bytes or str), or None."""

@@ -2,7 +2,7 @@
 for users who may not read them."""
 
 from core4.mongo import elapsed, now
-from core4.queue import states
+from core4.queue import secret, states
 
 FLAG_FIELDS = (("zombie", "zombie_at"), ("nonstop", "wall_at"),
                ("removed", "removed_at"), ("killed", "killed_at"))
@@ -15,9 +15,10 @@ SORT_FIELDS = ("_id", "name", "state", "priority", "attempts_left",
 def present(doc, at=None):
     """Return ``doc`` with ``flags``, ``runtime`` (also of a running job)
     and ``age`` (seconds since enqueued); ``at`` is the datetime they are
-    computed for (default: now)."""
+    computed for (default: now). Secret arguments and their tokens show as
+    ``***``, the hash is left out."""
     at = now() if at is None else at
-    doc = dict(doc)
+    doc = dict(secret.mask_document(doc))  # secrets as ***
     doc["flags"] = {name: bool(doc.get(field))
                     for name, field in FLAG_FIELDS}
     if doc.get("state") == states.RUNNING and doc.get("started_at"):

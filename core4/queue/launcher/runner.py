@@ -14,7 +14,7 @@ import pymongo.errors
 
 from core4.error import Core4Error, CoreJobDeferred, CoreJobInvalid
 from core4.mongo import retrying
-from core4.queue import lifecycle, states
+from core4.queue import lifecycle, secret, states
 from core4.queue.loader import load_job_class, make_job
 
 
@@ -24,7 +24,8 @@ def check_signature(job):
         inspect.signature(job.execute).bind(**job.args)
     except TypeError as exc:
         raise CoreJobInvalid("%s: bad arguments %r: %s" % (
-            job.name, job.args, exc)) from None
+            job.name, secret.masked(job.args, job.secret_names), exc)) \
+            from None
 
 
 def build_job(doc):
@@ -54,13 +55,26 @@ def execute_claimed(doc, queue_factory):
     job, outcome = build_job(doc)
     if outcome is not None:
         return outcome
+    # secrets show as *** in the job's records, output, progress, errors
+    with secret.masking(job.args[name] for name in job.secret_names) \
+            as clean:
+        outcome = _execute(job, doc, queue_factory, clean)
+    chain = outcome.pop("chain", None)
+    outcome = clean(outcome)
+    if chain is not None:
+        outcome["chain"] = chain
+    return outcome
+
+
+def _execute(job, doc, queue_factory, clean):
+    """Run the built ``job`` (see :func:`execute_claimed`)."""
     opened = []
 
     def sink(value, message):
         try:
             if not opened:
                 opened.append(queue_factory())
-            lifecycle.record_progress(opened[0], doc, value, message)
+            lifecycle.record_progress(opened[0], doc, value, clean(message))
         except pymongo.errors.PyMongoError as exc:
             job.logger.warning("progress not stored: %s", exc)
 
