@@ -282,3 +282,22 @@ def test_wrong_key_ends_in_error_with_message(queue, db, start_worker,
     assert db.s_report.find_one({"_id": "wrong"}) is None
     assert "Traceback" not in worker.output()
     assert_nowhere(db, api_key)
+
+
+def test_coco_rotate_key(queue, db):
+    import subprocess
+    import sys
+    from tests.support import worker_env
+    api_key = new_secret()
+    job = queue.enqueue(QUAL + "SecretJob", api_key=api_key, key="coco")
+    token = db.sys_queue.find_one({"_id": job._id})["secret_args"]["api_key"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "core4.script.coco", "--rotate-key"],
+        capture_output=True, text=True, timeout=60, env=worker_env(),
+        stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ("rotated the key of sys_secret: 1 job(s) in "
+                           "sys_queue and 0 in sys_journal re-encrypted\n")
+    new = db.sys_queue.find_one({"_id": job._id})["secret_args"]["api_key"]
+    assert new != token
+    assert secret.keyring().decrypt(new) == api_key

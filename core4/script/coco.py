@@ -64,6 +64,9 @@ def build_parser():
     add("--migrate", action="store_true",
         help="convert the times of a database written by core4 < 0.3 "
         "(epoch seconds) to datetimes")
+    add("--rotate-key", action="store_true",
+        help="re-encrypt the secret job arguments in sys_queue and "
+        "sys_journal with a new key")
     add("-o", "--who", action="store_true",
         help="show which database and configuration are in use")
     add("--db", nargs="?", const="status", choices=("status", "start",
@@ -401,6 +404,19 @@ def cmd_migrate():
         print("%s: %d document(s) converted" % (name, number))
 
 
+def cmd_rotate_key():
+    """``--rotate-key``: re-encrypt every secret job argument with a new
+    key (:func:`core4.queue.secret.rotate_key`)."""
+    from core4.queue.secret import rotate_key
+    result = rotate_key(get_config())
+    print("rotated the key of %s: %d job(s) in sys_queue and %d in "
+          "sys_journal re-encrypted" % (result["source"], result["sys_queue"],
+                                        result["sys_journal"]))
+    if result["unreadable"]:
+        print("%d secret(s) no key can read were left as they are" %
+              result["unreadable"])
+
+
 def _local_config_file():
     for path in (os.path.expanduser("~/.core4/local.yaml"),
                  "/etc/core4/local.yaml"):
@@ -465,6 +481,8 @@ def dispatch(ns, parser):
         cmd_db(ns.db, get_config())
     elif ns.migrate:
         cmd_migrate()
+    elif ns.rotate_key:
+        cmd_rotate_key()
     else:
         parser.exit(2, "coco: nothing to do (see coco --help)\n")
     return 0
