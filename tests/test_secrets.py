@@ -301,3 +301,35 @@ def test_coco_rotate_key(queue, db):
     new = db.sys_queue.find_one({"_id": job._id})["secret_args"]["api_key"]
     assert new != token
     assert secret.keyring().decrypt(new) == api_key
+
+
+def test_rest_api_stores_and_shows_masked(servers):
+    """POST /job with {"$secret": ...}: the answer, the detail, the listing
+    and the raw database show no clear secret."""
+    from tests.appserver import (API, isolated_env, start_app_server,
+                                 stop_app_server)
+    api_key = new_secret()
+    with isolated_env(servers, "secret") as env:
+        server = start_app_server(env)
+        try:
+            response = server.request(
+                "POST", API + "/job", token=server.admin, json={
+                    "qual_name": "core4.queue.helper.job.DummyJob",
+                    "args": {"sleep": 0, "token": {"$secret": api_key}}})
+            assert response.status_code == 201, response.text
+            job = response.json()["data"]
+            assert job["args"] == {"sleep": 0, "token": "***"}
+            detail = server.request("GET", API + "/job/%s" % job["_id"],
+                                    token=server.admin)
+            listing = server.request("GET", API + "/job",
+                                     token=server.admin)
+            for answer in (response, detail, listing):
+                assert answer.status_code in (200, 201), answer.text
+                assert api_key not in answer.text
+                assert "***" in answer.text
+            assert api_key not in server.output()
+            assert_nowhere(server.db, api_key)
+            stored = server.db.sys_queue.find_one({})
+            assert stored["secret_args"]["token"].startswith("gAAAAA")
+        finally:
+            stop_app_server(server)
