@@ -1,14 +1,32 @@
 """Who sends a request: HTTP Basic, a Bearer token (JWT) or the signed
 login cookie, tried in this order. Anything else, or anything invalid,
-is nobody."""
+is nobody.
+
+Password logins are throttled (:mod:`core4.api.throttle`): while a user
+at an address, or the address, is locked, a Basic login answers 429 with
+``Retry-After`` without its password being checked.
+
+The cookie is ``HttpOnly``, ``SameSite=Strict`` and, over TLS, ``Secure``.
+An unsafe request (POST, PUT, PATCH, DELETE) authenticated by the cookie
+must come from the server's own origin: its ``Origin`` (else ``Referer``)
+header must name it (or one of ``api.csrf.origins``), else 403. Requests
+without either header pass unless ``api.csrf.require_origin`` (browsers
+send ``Origin`` with every cross-site POST). Bearer and Basic requests
+are not affected: a browser never adds them by itself.
+"""
 
 import base64
 import binascii
 import time
+import urllib.parse
 
-from core4.api import role, token
+from core4.api import role, throttle, token
+from core4.api.errors import ApiError
 
 COOKIE = "core4_token"
+#: methods that change state: with the cookie they need a same origin
+UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
+_PORTS = {"http": 80, "https": 443}
 
 
 class Login:
@@ -22,38 +40,76 @@ class Login:
         self.fresh_token = fresh_token
 
 
+class Credentials(tuple):
+    """What :func:`credentials` found (a tuple like ``("basic", name,
+    password)``) and the client's ``address``."""
+
+    def __new__(cls, items, address=None):
+        self = super().__new__(cls, items)
+        self.address = address
+        return self
+
+
+def throttled(refusal):
+    """The 429 :class:`ApiError` of a :class:`~core4.api.throttle.Refusal`."""
+    return ApiError(429, refusal.message,
+                    {"Retry-After": str(refusal.seconds)})
+
+
 def credentials(handler):
     """Return the credentials the request carries: ``("basic", name,
-    password)``, ``("bearer", token)``, ``("cookie", token)`` or None."""
+    password)``, ``("bearer", token)``, ``("cookie", token)``,
+    ``("forged",)`` (a cookie with a bad signature), ``("invalid",)`` or
+    None, as :class:`Credentials`. An unsafe cross-site request with the
+    cookie raises a 403 :class:`ApiError`."""
+    address = throttle.client_address(handler)
     header = handler.request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "basic":
         try:
             text = base64.b64decode(value.strip(), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
-            return ("invalid",)
+            return Credentials(("invalid",), address)
         name, sep, password = text.partition(":")
-        return ("basic", name, password) if sep else ("invalid",)
+        return Credentials(("basic", name, password) if sep
+                           else ("invalid",), address)
     if scheme.lower() == "bearer":
-        return ("bearer", value.strip())
+        return Credentials(("bearer", value.strip()), address)
     if header:
-        return ("invalid",)
+        return Credentials(("invalid",), address)
     cookie = handler.get_signed_cookie(COOKIE, max_age_days=31)
     if cookie:
-        return ("cookie", cookie.decode("ascii", errors="replace"))
+        if handler.request.method in UNSAFE:
+            check_origin(handler)
+        value = cookie.decode("ascii", errors="replace")
+        return Credentials(("cookie", value), address)
+    if handler.get_cookie(COOKIE):
+        # forged, or signed with a former secret: counted, and removed
+        clear_cookie(handler)
+        return Credentials(("forged",), address)
     return None
 
 
 def login_with(context, creds):
     """Return the :class:`Login` of ``creds`` or None (blocking: call it in
-    the executor)."""
+    the executor); raise 429 while a Basic login is throttled."""
     if creds is None or creds[0] == "invalid":
         return None
     system = context.system
+    address = getattr(creds, "address", None)
+    if creds[0] == "forged":
+        throttle.report_failure(context, None, address, "cookie")
+        return None
     if creds[0] == "basic":
+        gate = throttle.throttle_of(context)
+        refusal = gate.check(creds[1], address)
+        if refusal is not None:
+            raise throttled(refusal)
         user = role.authenticate(system, creds[1], creds[2])
         if user is None:
+            throttle.report_failure(context, creds[1], address, "basic")
             return None
+        gate.succeeded(creds[1], address)
         return Login(user, role.effective_permissions(system, user), "basic")
     payload = token.decode_token(creds[1], context.secrets["jwt"],
                                  context.config)
@@ -75,13 +131,77 @@ def authenticate(handler):
     return login_with(handler.context, credentials(handler))
 
 
+# cross-site requests ---------------------------------------------------------
+
+def _origin(text, scheme=None):
+    """Return ``(scheme, host, port)`` of an origin or URL (``scheme``:
+    of a bare ``host[:port]``), or None."""
+    try:
+        parts = urllib.parse.urlsplit(text if scheme is None
+                                      else "%s://%s" % (scheme, text))
+        port = parts.port
+    except ValueError:
+        return None
+    found = (parts.scheme or "").lower()
+    if found not in _PORTS or not parts.hostname:
+        return None
+    return found, parts.hostname.lower(), port or _PORTS[found]
+
+
+def own_origins(handler):
+    """The origins the request's server answers as: its ``Host`` (and a
+    trusted proxy's ``X-Forwarded-Host``) with the request's scheme, plus
+    ``api.csrf.origins``."""
+    request = handler.request
+    hosts = [request.host]
+    schemes = {"https" if throttle.is_tls(handler) else "http",
+               request.protocol}
+    if throttle.from_trusted_proxy(handler):
+        forwarded = request.headers.get("X-Forwarded-Host", "")
+        hosts.extend(part.strip() for part in forwarded.split(",")
+                     if part.strip())
+    found = {_origin(host, scheme) for host in hosts for scheme in schemes}
+    csrf = handler.context.config.api.get("csrf") or {}
+    found.update(_origin(value) for value in csrf.get("origins") or ())
+    found.discard(None)
+    return found
+
+
+def check_origin(handler):
+    """Refuse (403) an unsafe request with the login cookie whose
+    ``Origin`` (else ``Referer``) is not the server's own origin."""
+    request = handler.request
+    kind, value = "Origin", request.headers.get("Origin")
+    if value is None:
+        kind, value = "Referer", request.headers.get("Referer")
+    if value is None:
+        csrf = handler.context.config.api.get("csrf") or {}
+        if csrf.get("require_origin"):
+            raise ApiError(403, "%s %s with the login cookie needs an Origin "
+                           "or Referer header (cross-site request "
+                           "protection)" % (request.method, request.path))
+        return
+    if _origin(value.strip()) in own_origins(handler):
+        return
+    shown = value.strip()
+    if kind == "Referer":
+        shown = shown.split("?", 1)[0]
+    raise ApiError(403, "cross-site request refused: %s %s with the login "
+                   "cookie from %s %s, not this server's origin" % (
+                       request.method, request.path, kind,
+                       (shown[:100] + "...") if len(shown) > 100 else shown))
+
+
+# the cookie -----------------------------------------------------------------
+
 def set_cookie(handler, value):
     """Store ``value`` (a token) in the signed, http-only login cookie,
-    expiring with the token."""
+    expiring with the token; ``Secure`` over TLS (see
+    :func:`core4.api.throttle.is_tls`)."""
     expires = time.time() + int(handler.context.config.api.token.expiration)
     handler.set_signed_cookie(COOKIE, value, expires=expires, httponly=True,
                               samesite="Strict", path="/",
-                              secure=handler.request.protocol == "https")
+                              secure=throttle.is_tls(handler))
 
 
 def clear_cookie(handler):

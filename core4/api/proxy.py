@@ -15,6 +15,7 @@ import tornado.iostream
 import tornado.tcpclient
 from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
 
+from core4.api import throttle
 from core4.api.errors import ApiError
 from core4.api.handler import CoreRequestHandler
 
@@ -139,9 +140,12 @@ class ProxyHandler(CoreRequestHandler):
         headers["Connection"] = "close"
         if body or self.request.method in ("POST", "PUT", "PATCH"):
             headers["Content-Length"] = str(len(body))
-        headers["X-Real-Ip"] = self.request.remote_ip
-        headers["X-Forwarded-For"] = self.request.remote_ip
-        headers["X-Scheme"] = self.request.protocol
+        # the client as this server believes it (api.trusted_proxies), not
+        # as the client claims: the project's server trusts this server
+        client = throttle.client_address(self)
+        headers["X-Real-Ip"] = client
+        headers["X-Forwarded-For"] = client
+        headers["X-Scheme"] = "https" if throttle.is_tls(self) else "http"
         return headers
 
     def relay_headers(self, start_line, headers):

@@ -1,39 +1,60 @@
-"""Login, logout and the own profile."""
+"""Login, logout and the own profile.
+
+Password logins are throttled (:mod:`core4.api.throttle`); successful
+logins are logged in one line and emitted as ``login`` events (channel
+``auth``), locks as ``login_locked``.
+"""
 
 import asyncio
 
-from core4.api import auth, role, token
+from core4.api import auth, password, role, throttle, token
 from core4.api.errors import ApiError, login_required
 from core4.api.handler import CoreRequestHandler
 
 
 class LoginHandler(CoreRequestHandler):
     """``POST /login`` with ``{username, password}`` (or ``GET`` with HTTP
-    Basic credentials): answer a token and set the login cookie."""
+    Basic credentials): answer a token and set the login cookie; 429
+    while failed logins lock the user or the address."""
 
     public = True
+    spec = {"post": {"errors": ["401", "403", "429"]},
+            "get": {"errors": ["401", "429"]}}
 
     async def post(self):
         """Log in with username and password."""
         name = self.get_argument("username", as_type=str)
-        password = self.get_argument("password", as_type=str)
+        secret = self.get_argument("password", as_type=str)
+        address = throttle.client_address(self)
+        gate = throttle.throttle_of(self.context)
+        refusal = gate.check(name, address)
+        if refusal is not None:
+            raise auth.throttled(refusal)
         user = await self.run(role.authenticate, self.context.system, name,
-                              password)
+                              secret)
         if user is None:
-            await asyncio.sleep(0.2)  # slows down guessing
+            await self.run(throttle.report_failure, self.context, name,
+                           address, "password")
+            # slows down guessing, more with each failure
+            await asyncio.sleep(max(0.2, gate.delay_after(name, address)))
             raise login_required("wrong username or password")
-        await self._issue(user)
+        gate.succeeded(name, address)
+        await self._issue(user, "password")
 
     async def get(self):
         """Log in with the credentials the request carries."""
         if self.user is None:
             raise login_required(scheme="Basic")
-        await self._issue(self.user)
+        header = self.request.headers.get("Authorization", "")
+        await self._issue(self.user, "basic" if header.lower().startswith(
+            "basic ") else "token")
 
-    async def _issue(self, user):
+    async def _issue(self, user, via):
         value, expires = token.create_token(user, self.context.secrets["jwt"],
                                             self.context.config)
         await self.run(role.touch_login, self.context.system, user)
+        await self.run(throttle.report_login, self.context, user["name"],
+                       throttle.client_address(self), via)
         auth.set_cookie(self, value)
         self.reply({"token": value, "expires": expires,
                     "username": user["name"]})
@@ -43,6 +64,7 @@ class LogoutHandler(CoreRequestHandler):
     """``POST /logout``: remove the login cookie."""
 
     public = True
+    spec = {"post": {"errors": ["403"]}}
 
     def post(self):
         """Log out (tokens stay valid until they expire or the password
@@ -54,9 +76,11 @@ class LogoutHandler(CoreRequestHandler):
 class ProfileHandler(CoreRequestHandler):
     """``GET /profile``: the own user with effective permissions;
     ``PUT /profile`` with ``{password, new_password}``: change the own
-    password (every token issued before becomes invalid)."""
+    password (every token issued before becomes invalid); a wrong current
+    password counts as a failed login (429 when locked)."""
 
     access = "user"
+    spec = {"put": {"errors": ["429"]}}
 
     def get(self):
         """Answer the own user."""
@@ -65,13 +89,26 @@ class ProfileHandler(CoreRequestHandler):
         self.reply(data)
 
     async def put(self):
-        """Change the own password; answer a new token."""
+        """Change the own password; answer a new token. A wrong current
+        password counts as a failed login."""
         unknown = self.argument_names() - {"password", "new_password"}
         if unknown:
             raise ApiError(400, "unknown argument(s): %s" % ", ".join(
                 sorted(unknown)))
         old = self.get_argument("password", as_type=str)
         new = self.get_argument("new_password", as_type=str)
+        name = self.user["name"]
+        address = throttle.client_address(self)
+        gate = throttle.throttle_of(self.context)
+        refusal = gate.check(name, address)
+        if refusal is not None:
+            raise auth.throttled(refusal)
+        if not await self.run(password.verify_password,
+                              self.user.get("password"), old):
+            await self.run(throttle.report_failure, self.context, name,
+                           address, "profile")
+            raise ApiError(400, "the current password is wrong")
+        gate.succeeded(name, address)
         updated = await self.run(role.change_password, self.context.system,
                                  self.user, old, new)
         user = await self.run(role.get, self.context.system, updated["_id"])
