@@ -57,10 +57,13 @@ class Finisher:
         if len(complete) == 1:
             proc = complete[0]
             self.completed_job(proc, lifecycle.set_complete(
-                self.queue, proc.doc, move=False), outcomes)
+                self.queue, proc.doc, move=False, at=lifecycle.ended_at(
+                    outcomes[proc.doc["_id"]])), outcomes)
         elif complete:
-            after = lifecycle.complete_many(self.queue,
-                                            [p.doc for p in complete])
+            after = lifecycle.complete_many(
+                self.queue, [p.doc for p in complete],
+                {p.doc["_id"]: lifecycle.ended_at(outcomes[p.doc["_id"]])
+                 for p in complete})
             for proc in complete:
                 self.completed_job(proc, after.get(proc.doc["_id"]),
                                    outcomes)

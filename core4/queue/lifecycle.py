@@ -75,10 +75,19 @@ def _update(queue, doc, update):
         fence(doc), update, return_document=pymongo.ReturnDocument.AFTER)
 
 
-def set_complete(queue, doc, move=True):
-    """Running → complete: the document moves to ``sys_journal`` (with
-    ``move``; else the caller moves it, see :func:`journal_many`)."""
+def ended_at(outcome):
+    """When the job of ``outcome`` ended (its ``ended_at``, never later
+    than now), or now if it does not say."""
     at = now()
+    ended = to_datetime((outcome or {}).get("ended_at"))
+    return at if ended is None or ended > at else ended
+
+
+def set_complete(queue, doc, move=True, at=None):
+    """Running → complete (the job ended ``at``, default now): the document
+    moves to ``sys_journal`` (with ``move``; else the caller moves it, see
+    :func:`journal_many`)."""
+    at = at or now()
     fields = _finish(doc, at)
     fields.update({"state": states.COMPLETE, "prog.value": 1.0})
     after = _update(queue, doc, {"$set": fields, "$unset": {"locked": ""},
@@ -88,34 +97,35 @@ def set_complete(queue, doc, move=True):
     return after
 
 
-def complete_many(queue, docs):
+def complete_many(queue, docs, ended=None):
     """Running → complete for several jobs in two round trips: one bulk
-    write of fenced updates, one read of the jobs now complete. Returns
-    ``{_id: document}`` of those; a job that lost its lease meanwhile is
-    not among them. The caller moves them to the journal
-    (:func:`journal_many`)."""
+    write of fenced updates, one read of the jobs now complete (``ended``:
+    when each job ended, by ``_id``; default now). Returns ``{_id:
+    document}`` of those; a job that lost its lease meanwhile is not among
+    them. The caller moves them to the journal (:func:`journal_many`)."""
     at = now()
+    ended = {doc["_id"]: (ended or {}).get(doc["_id"]) or at for doc in docs}
     requests = []
     for doc in docs:
-        fields = _finish(doc, at)
+        fields = _finish(doc, ended[doc["_id"]])
         fields.update({"state": states.COMPLETE, "prog.value": 1.0})
         requests.append(pymongo.UpdateOne(
             fence(doc), {"$set": fields, "$unset": {"locked": ""},
                          "$inc": {"attempts_left": -1}}))
     queue.sys.queue.bulk_write(requests, ordered=False)
-    # finished at this very moment: completed here, not by a worker that
+    # finished when this write says: completed here, not by a worker that
     # took a job over (nor by an earlier try of this write)
     return {doc["_id"]: doc for doc in queue.sys.queue.find(
-        {"_id": {"$in": [d["_id"] for d in docs]},
-         "state": states.COMPLETE}) if to_datetime(doc.get("finished_at")) == at}
+        {"_id": {"$in": list(ended)}, "state": states.COMPLETE})
+        if to_datetime(doc.get("finished_at")) == ended[doc["_id"]]}
 
 
-def set_failed(queue, doc, error=None, message=None):
+def set_failed(queue, doc, error=None, message=None, at=None):
     """Running → failed (attempts left, retried after ``error_time``) or
     error (no attempts left); ``error`` is a ``last_error`` document, or
-    give a ``message``."""
+    give a ``message``; the job ended ``at`` (default now)."""
     error = error or error_document(message=message)
-    at = now()
+    at = at or now()
     fields = _finish(doc, at)
     left = doc.get("attempts_left", 1) - 1
     fields["last_error"] = error
@@ -128,20 +138,22 @@ def set_failed(queue, doc, error=None, message=None):
                                 "$inc": {"attempts_left": -1}})
 
 
-def set_error(queue, doc, error=None, message=None):
+def set_error(queue, doc, error=None, message=None, at=None):
     """Running → error at once, whatever attempts are left (the job cannot
-    start: unknown class, bad arguments)."""
+    start: unknown class, bad arguments); the job ended ``at`` (default
+    now)."""
     error = error or error_document(message=message)
-    at = now()
+    at = at or now()
     fields = _finish(doc, at)
     fields.update(state=states.ERROR, last_error=error)
     return _update(queue, doc, {"$set": fields, "$unset": {"locked": ""}})
 
 
-def set_deferred(queue, doc, message):
+def set_deferred(queue, doc, message, at=None):
     """Running → deferred (again after ``defer_time``), or inactive once
-    ``defer_max`` has passed since the first start."""
-    at = now()
+    ``defer_max`` has passed since the first start; the job ended ``at``
+    (default now)."""
+    at = at or now()
     fields = _finish(doc, at)
     fields["last_error"] = error_document(message=message)
     inactive_at = doc.get("inactive_at") or (
@@ -165,13 +177,14 @@ def apply_outcome(queue, doc, outcome, move=True):
     state = outcome["state"]
     if state == "lost":  # fenced by its watchdog (see launcher.watchdog)
         return set_lost(queue, doc, outcome.get("message") or "lost")
+    at = ended_at(outcome)
     if state == states.COMPLETE:
-        return set_complete(queue, doc, move)
+        return set_complete(queue, doc, move, at=at)
     if state == states.DEFERRED:
-        return set_deferred(queue, doc, outcome.get("message"))
+        return set_deferred(queue, doc, outcome.get("message"), at=at)
     if state == states.ERROR:
-        return set_error(queue, doc, outcome["error"])
-    return set_failed(queue, doc, outcome["error"])
+        return set_error(queue, doc, outcome["error"], at=at)
+    return set_failed(queue, doc, outcome["error"], at=at)
 
 
 def set_lost(queue, doc, message):

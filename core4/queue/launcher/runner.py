@@ -13,7 +13,7 @@ import sys
 import pymongo.errors
 
 from core4.error import Core4Error, CoreJobDeferred, CoreJobInvalid
-from core4.mongo import retrying
+from core4.mongo import now, retrying
 from core4.queue import lifecycle, secret, states
 from core4.queue.loader import load_job_class, make_job
 
@@ -48,7 +48,9 @@ def build_job(doc):
 def execute_claimed(doc, queue_factory):
     """Run the claimed job ``doc`` and return its outcome.
 
-    ``queue_factory()`` returns the :class:`CoreQueue` used for progress
+    The outcome of a job that ran holds ``ended_at``, the time its
+    ``execute()`` returned. ``queue_factory()`` returns the
+    :class:`CoreQueue` used for progress
     updates; it is only called when the job reports progress, so a job that
     never does opens no database connection.
     """
@@ -63,6 +65,8 @@ def execute_claimed(doc, queue_factory):
     outcome = clean(outcome)
     if chain is not None:
         outcome["chain"] = chain
+    # when the job ended: its runtime, not when its worker recorded it
+    outcome["ended_at"] = now()
     return outcome
 
 
