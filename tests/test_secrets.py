@@ -333,3 +333,15 @@ def test_rest_api_stores_and_shows_masked(servers):
             assert stored["secret_args"]["token"].startswith("gAAAAA")
         finally:
             stop_app_server(server)
+
+
+def test_secrets_handed_to_a_child_process(queue, db):
+    """A job validated in a child process (the API's path for a name it
+    does not know) gets its Secret values there as ``{"$secret": ...}``."""
+    from core4.config import get_config
+    from core4.queue.remote import validate_elsewhere
+    token = new_secret()
+    doc = validate_elsewhere(get_config(), QUAL + "PlainJob",
+                             {"token": Secret(token), "n": 2})
+    assert doc["args"]["token"] == "***" and doc["secret_args"]
+    assert token.encode() not in bson.encode(doc)

@@ -42,6 +42,7 @@ from core4.project.home import installed
 from core4.project.remote import run_remote
 from core4.queue.loader import make_job
 from core4.queue.queue import CoreQueue
+from core4.queue.secret import portable
 
 #: seconds a child may take to make and validate a job
 CHILD_TIMEOUT = 60
@@ -61,7 +62,8 @@ def enqueue_anywhere(queue, name, /, **kwargs):
     else:
         return queue.submit(job)._id
     answer = run_remote(queue.config, project, enqueue,
-                        {"name": name, "kwargs": kwargs, "by": None})
+                        {"name": name, "kwargs": portable(kwargs),
+                         "by": None})
     return ObjectId(answer["_id"])
 
 
@@ -159,7 +161,7 @@ def refuse_unknown(name):
 def validate_elsewhere(config, name, kwargs):
     """Make and validate job ``name`` in a child process (of its project's
     environment if it is an installed project); return its document."""
-    payload = {"name": name, "kwargs": kwargs}
+    payload = {"name": name, "kwargs": portable(kwargs)}
     project = name.split(".", 1)[0]
     if installed(config, project):
         answer = run_remote(config, project, validate, payload)

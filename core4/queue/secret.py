@@ -99,6 +99,14 @@ class Secret:
         return hash((Secret, self._value))
 
 
+def portable(kwargs):
+    """``kwargs`` with each top-level :class:`Secret` as its JSON form
+    ``{"$secret": value}`` (to hand them to another process)."""
+    return {key: {WRAPPER: value.get_secret_value()}
+            if isinstance(value, Secret) else value
+            for key, value in kwargs.items()}
+
+
 def generate_key():
     """Return a new Fernet key (a string for ``CORE4_JOB_SECRET_KEY``)."""
     return _fernet_module().Fernet.generate_key().decode("ascii")
