@@ -5,6 +5,10 @@ with an email and a password (an argon2 hash; never stored in clear). Names
 are unique and always matched exactly, never as a pattern. Every change
 replaces the document's ``etag``: an update or delete must name the etag it
 read (optimistic concurrency), or it is refused.
+
+Every create, update and delete is audited: an event of channel ``audit``
+names who did it (``by``, default the OS user), the action and the user or
+role (and for an update the names of the fields changed, never values).
 """
 
 import re
@@ -19,6 +23,8 @@ from core4.error import Core4UserError, CoreJobNotFound
 from core4.mongo import ensure_index, now
 from core4.api import password as passwords
 from core4.api import permission
+from core4.base import username
+from core4.queue import events
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
@@ -108,8 +114,16 @@ def _prepare(system, fields, current=None):
     return doc
 
 
-def create(system, fields):
-    """Create a user or role from ``fields``; return it (without secrets)."""
+def _audit(system, action, by, doc, **extra):
+    """Emit the audit event of ``action`` on the user or role ``doc``."""
+    events.emit(system, events.audit(
+        action, by or username(), role_id=doc["_id"], role=doc["name"],
+        kind="user" if doc.get("email") else "role", **extra))
+
+
+def create(system, fields, by=None):
+    """Create a user or role from ``fields``; return it (without secrets;
+    audited as done ``by`` the user)."""
     setup(system)
     fields = dict(fields)
     _check(fields, creating=True)
@@ -129,6 +143,7 @@ def create(system, fields):
     except pymongo.errors.DuplicateKeyError:
         raise RoleConflict("name %r or its email is already taken" % (
             doc["name"],)) from None
+    _audit(system, "create_role", by, doc)
     return public(doc)
 
 
@@ -147,9 +162,10 @@ def _cycle(system, doc):
         todo.extend(role.get("roles", []))
 
 
-def update(system, _id, etag, fields):
+def update(system, _id, etag, fields, by=None):
     """Apply ``fields`` to the user or role ``_id`` if its etag is still
-    ``etag``; return the new document (without secrets)."""
+    ``etag``; return the new document (without secrets; audited as done
+    ``by`` the user)."""
     current = get(system, _id)
     _check(fields, creating=False)
     if not isinstance(etag, str) or not etag:
@@ -172,11 +188,14 @@ def update(system, _id, etag, fields):
             doc["name"],)) from None
     if result.matched_count != 1:
         raise RoleConflict("%s was changed meanwhile" % current["name"])
+    _audit(system, "update_role", by, doc, fields=sorted(fields),
+           previous=current["name"])
     return public(doc)
 
 
-def delete(system, _id, etag):
-    """Delete the user or role ``_id`` if its etag is still ``etag``."""
+def delete(system, _id, etag, by=None):
+    """Delete the user or role ``_id`` if its etag is still ``etag``
+    (audited as done ``by`` the user)."""
     current = get(system, _id)
     if current["etag"] != etag:
         raise RoleConflict("%s was changed meanwhile (etag %s, you sent %s)"
@@ -187,6 +206,7 @@ def delete(system, _id, etag):
     if system.role.delete_one({"_id": current["_id"],
                                "etag": etag}).deleted_count != 1:
         raise RoleConflict("%s was changed meanwhile" % current["name"])
+    _audit(system, "delete_role", by, current)
 
 
 def get(system, _id):
@@ -258,7 +278,8 @@ def change_password(system, user, old, new):
     if not passwords.verify_password(user.get("password"), old):
         raise Core4UserError("the current password is wrong")
     fresh = get(system, user["_id"])
-    return update(system, user["_id"], fresh["etag"], {"password": new})
+    return update(system, user["_id"], fresh["etag"], {"password": new},
+                  by=user["name"])
 
 
 def ensure_admin(system, config, out=None):

@@ -5,6 +5,10 @@ the API and the dashboard to follow.
 seconds). A worker collects its events in an :class:`EventBuffer` and
 writes them with one ``insert_many`` per loop pass, so events cost no
 extra round trip per job. Writing events never breaks what emits them.
+
+The audit trail is the events of channel ``audit`` (see :func:`audit`):
+who enqueued, killed, restarted or removed a job, changed a user or role,
+or the maintenance mode, or asked the daemons to halt.
 """
 
 import datetime
@@ -33,6 +37,22 @@ def job_event(name, doc, **extra):
     return event_document(name, data)
 
 
+#: the channel of the audit trail
+AUDIT = "audit"
+#: the actions audited (the ``name`` of an audit event)
+AUDIT_ACTIONS = ("enqueue_job", "kill_job", "restart_job", "remove_job",
+                 "remove_hard_job", "create_role", "update_role",
+                 "delete_role", "pause", "resume", "halt")
+
+
+def audit(action, by, **target):
+    """Return the audit event of ``action`` done by the user ``by``:
+    ``{created, name: action, channel: "audit", author: by, hostname,
+    data: target}`` with the target's fields (e.g. ``job_id``,
+    ``job_name``, ``role``, ``project``; never job arguments)."""
+    return event_document(action, target, channel=AUDIT, author=by)
+
+
 def setup(system, config):
     """Create the TTL index that bounds ``sys_event``."""
     ensure_index(system.event, [("created", 1)],
@@ -40,9 +60,13 @@ def setup(system, config):
 
 
 def emit(system, event):
-    """Write one event now; errors are ignored (events are not state)."""
+    """Write one event (or a list of events with one round trip) now;
+    errors are ignored (events are not state)."""
     try:
-        system.event.insert_one(event)
+        if isinstance(event, list):
+            system.event.insert_many(event, ordered=False)
+        else:
+            system.event.insert_one(event)
     except pymongo.errors.PyMongoError:
         pass
 

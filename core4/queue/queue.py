@@ -1,6 +1,10 @@
 """CoreQueue: enqueue jobs and ask for kill, restart, removal, halt and
 maintenance.
 
+Each request made here is audited: one event of channel ``audit`` (see
+:func:`core4.queue.events.audit`) names who made it (``by``, default the
+OS user, like ``enqueued.username``), the action and the job.
+
 The queue only changes documents; workers act on them. Each operation is a
 single atomic MongoDB update conditioned on the job's state, so it cannot
 race a worker's claim.
@@ -96,11 +100,11 @@ class CoreQueue:
         self.setup()
         at = now()
         doc = dict(doc)
+        by = by or username()
         doc.update(
             state=states.PENDING, attempts_left=doc["attempts"], trial=0,
             query_at=at, prog={"value": 0.0, "message": None},
-            enqueued={"at": at, "hostname": hostname(),
-                      "username": by or username()})
+            enqueued={"at": at, "hostname": hostname(), "username": by})
         if doc.get("dependency"):
             doc["waiting_for"] = list(doc["dependency"])
             doc["query_at"] = dependency.WAITING_AT
@@ -114,15 +118,27 @@ class CoreQueue:
         except pymongo.errors.DuplicateKeyError:
             raise CoreJobExists("job %s with args %r is already in the queue"
                                 % (doc["name"], doc["args"])) from None
-        events.emit(self.sys, events.job_event("enqueue_job", doc))
+        events.emit(self.sys, [
+            events.job_event("enqueue_job", doc),
+            events.audit("enqueue_job", by, job_id=doc["_id"],
+                         job_name=doc["name"], parent_id=parent_id)])
         return doc
+
+    def _audit(self, action, by, doc=None, **target):
+        """Emit the audit event of ``action`` by ``by`` (default the OS
+        user) on the job ``doc``."""
+        if doc is not None:
+            target.update(job_id=doc["_id"], job_name=doc.get("name"))
+        events.emit(self.sys, events.audit(action, by or username(),
+                                           **target))
 
     # requests ---------------------------------------------------------------
 
-    def kill(self, _id):
+    def kill(self, _id, by=None):
         """Kill a job: a waiting job at once, a running one by its worker.
 
-        Returns True if the job was killed or a kill was requested.
+        Returns True if the job was killed or a kill was requested (then
+        audited as done ``by`` the user).
         """
         _id = parse_id(_id)
         at = now()
@@ -135,19 +151,22 @@ class CoreQueue:
         if doc is not None:
             events.emit(self.sys, events.job_event(
                 "kill_job", dict(doc, state=states.KILLED)))
+            self._audit("kill_job", by, doc, running=False)
             return True
-        result = self.sys.queue.update_one(
+        doc = self.sys.queue.find_one_and_update(
             {"_id": _id, "state": states.RUNNING,
              "killed_at": {"$exists": False}},
-            {"$set": {"killed_at": at}})
-        if result.modified_count == 1:
+            {"$set": {"killed_at": at}}, projection={"name": 1})
+        if doc is not None:
             events.emit(self.sys, events.event_document(
                 "request_kill_job", {"_id": _id}))
+            self._audit("kill_job", by, doc, running=True)
             return True
         return False
 
-    def restart(self, _id):
-        """Restart a job; return the id of the job that will run, or None.
+    def restart(self, _id, by=None):
+        """Restart a job; return the id of the job that will run, or None
+        (a restart is audited as done ``by`` the user).
 
         A failed or deferred job keeps its ``_id`` and runs again now. A
         killed, inactive or errored job moves to the journal with
@@ -155,10 +174,11 @@ class CoreQueue:
         takes its place.
         """
         _id = parse_id(_id)
-        result = self.sys.queue.update_one(
+        doc = self.sys.queue.find_one_and_update(
             {"_id": _id, "state": {"$in": list(states.WAITING)}},
-            {"$set": {"query_at": now()}})
-        if result.modified_count == 1:
+            {"$set": {"query_at": now()}}, projection={"name": 1})
+        if doc is not None:
+            self._audit("restart_job", by, doc, new_id=_id)
             return _id
         child_id = ObjectId()
         old = self.sys.queue.find_one_and_update(
@@ -177,6 +197,7 @@ class CoreQueue:
         self._restart_stopped(old, child_id)
         events.emit(self.sys, events.event_document(
             "restart_stopped", {"_id": _id, "child_id": child_id}))
+        self._audit("restart_job", by, old, new_id=child_id)
         return child_id
 
     def _restart_stopped(self, old, child_id):
@@ -204,10 +225,11 @@ class CoreQueue:
         except pymongo.errors.DuplicateKeyError:
             pass  # inserted by the interrupted attempt
 
-    def remove(self, _id):
+    def remove(self, _id, by=None):
         """Remove a job: journal it now, or kill it first if it runs.
 
-        Returns True if the job was removed or its removal requested.
+        Returns True if the job was removed or its removal requested (then
+        audited as done ``by`` the user).
         """
         _id = parse_id(_id)
         at = now()
@@ -218,15 +240,20 @@ class CoreQueue:
         if doc is not None:
             lifecycle.journal(self, doc)
             events.emit(self.sys, events.job_event("remove_job", doc))
+            self._audit("remove_job", by, doc, running=False)
             return True
-        result = self.sys.queue.update_one(
+        doc = self.sys.queue.find_one_and_update(
             {"_id": _id, "state": states.RUNNING},
-            {"$set": {"removed_at": at, "killed_at": at}})
-        return result.modified_count == 1
+            {"$set": {"removed_at": at, "killed_at": at}},
+            projection={"name": 1})
+        if doc is not None:
+            self._audit("remove_job", by, doc, running=True)
+        return doc is not None
 
-    def remove_hard(self, _id):
+    def remove_hard(self, _id, by=None):
         """Delete a job from the queue at once (journaled), whatever its
-        state; a running job's worker stops it when it sees it is gone."""
+        state; a running job's worker stops it when it sees it is gone
+        (audited as done ``by`` the user)."""
         _id = parse_id(_id)
         doc = self.sys.queue.find_one({"_id": _id})
         if doc is None:
@@ -236,15 +263,18 @@ class CoreQueue:
         deleted = self.sys.queue.delete_one({"_id": _id}).deleted_count == 1
         if deleted:
             events.emit(self.sys, events.job_event("remove_hard_job", doc))
+            self._audit("remove_hard_job", by, doc)
         return deleted
 
     # control ----------------------------------------------------------------
 
-    def halt(self):
-        """Ask every daemon started before now to stop gracefully."""
+    def halt(self, by=None):
+        """Ask every daemon started before now to stop gracefully
+        (audited as done ``by`` the user)."""
         at = now()
         self.sys.worker.update_one({"_id": HALT_ID}, {"$set": {"at": at}},
                                    upsert=True)
+        self._audit("halt", by, at=at)
         return at
 
     def control(self):
@@ -270,19 +300,22 @@ class CoreQueue:
         return bool(doc) and "at" in doc and \
             to_datetime(doc["at"]) >= started_at
 
-    def pause(self, project=None):
-        """Stop claims of all jobs, or of one project's jobs."""
+    def pause(self, project=None, by=None):
+        """Stop claims of all jobs, or of one project's jobs (audited as
+        done ``by`` the user, with ``project`` None for all)."""
         self._ensure_maintenance()
         update = ({"$addToSet": {"projects": project}} if project
                   else {"$set": {"global": True}})
         self.sys.worker.update_one({"_id": MAINTENANCE_ID}, update)
+        self._audit("pause", by, project=project or None)
 
-    def resume(self, project=None):
-        """Resume claims paused by :meth:`pause`."""
+    def resume(self, project=None, by=None):
+        """Resume claims paused by :meth:`pause` (audited like it)."""
         self._ensure_maintenance()
         update = ({"$pull": {"projects": project}} if project
                   else {"$set": {"global": False}})
         self.sys.worker.update_one({"_id": MAINTENANCE_ID}, update)
+        self._audit("resume", by, project=project or None)
 
     def _ensure_maintenance(self):
         # NX-27017 ignores $addToSet on a missing array: create it first

@@ -2,13 +2,14 @@
 ``/core4/api/v1``."""
 
 from core4.api.container import CoreApiContainer
-from core4.api.v1 import follow, job, login, openapi, queue, role
+from core4.api.v1 import audit, follow, job, login, openapi, queue, role
 
 ID = job.ID
 
 
 class CoreApiServer(CoreApiContainer):
-    """core4's REST API: login, jobs, queue, system, users and roles."""
+    """core4's REST API: login, jobs, queue, system, users and
+    roles, the audit trail."""
 
     root = "/core4/api/v1"
     rules = [
@@ -30,5 +31,6 @@ class CoreApiServer(CoreApiContainer):
         ("/system/maintenance", queue.MaintenanceHandler),
         ("/roles", role.RoleHandler),
         ("/roles/%s" % ID, role.RoleItemHandler),
+        ("/audit", audit.AuditHandler),
         ("/openapi.json", openapi.OpenApiHandler),
     ]

@@ -223,7 +223,8 @@ class JobDetailHandler(JobMixin, CoreRequestHandler):
     async def delete(self, _id):
         """Remove the job (a running job is killed first)."""
         await self.job(_id, execute=True, queued="removed")
-        if not await self.run(self.context.queue.remove, ObjectId(_id)):
+        if not await self.run(self.context.queue.remove, ObjectId(_id),
+                              by=self.user["name"]):
             raise ApiError(409, "job %s cannot be removed now" % _id)
         self.reply({"_id": _id, "removed": True})
 
@@ -241,7 +242,8 @@ class JobActionHandler(JobMixin, CoreRequestHandler):
             "killed" if self.action == "kill" else "restarted"))
         queue = self.context.queue
         if self.action == "kill":
-            if not await self.run(queue.kill, ObjectId(_id)):
+            if not await self.run(queue.kill, ObjectId(_id),
+                                  by=self.user["name"]):
                 doc = await self.run(queue.detail, ObjectId(_id)) or doc
                 if doc.get("state") == states.RUNNING and doc.get(
                         "killed_at"):
@@ -251,7 +253,8 @@ class JobActionHandler(JobMixin, CoreRequestHandler):
                     _id, doc.get("state")))
             self.reply({"_id": _id, "killed": True})
             return
-        new_id = await self.run(queue.restart, ObjectId(_id))
+        new_id = await self.run(queue.restart, ObjectId(_id),
+                                by=self.user["name"])
         if new_id is None:
             doc = await self.run(queue.detail, ObjectId(_id)) or doc
             raise ApiError(409, "job %s is %s: only %s jobs can be "

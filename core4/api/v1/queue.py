@@ -144,5 +144,6 @@ class MaintenanceHandler(CoreRequestHandler):
         if project is not None and not project.isidentifier():
             raise ApiError(400, "project %r is not a project name" % project)
         queue = self.context.queue
-        await self.run(queue.pause if paused else queue.resume, project)
+        await self.run(queue.pause if paused else queue.resume, project,
+                       by=self.user["name"])
         self.reply(await self.run(queue.maintenance))

@@ -34,8 +34,8 @@ class RoleHandler(_RoleBase):
     async def post(self):
         """Create a user (with email and password) or a role."""
         fields = self._fields()
-        self.reply(await self.run(role.create, self.context.system, fields),
-                   code=201)
+        self.reply(await self.run(role.create, self.context.system, fields,
+                                  by=self.user["name"]), code=201)
 
 
 class RoleItemHandler(_RoleBase):
@@ -50,7 +50,8 @@ class RoleItemHandler(_RoleBase):
     async def put(self, _id):
         """Change fields of a user or role (``etag`` required)."""
         doc = await self.run(role.update, self.context.system, _id,
-                             self._etag(), self._fields())
+                             self._etag(), self._fields(),
+                             by=self.user["name"])
         self.set_header("ETag", '"%s"' % doc["etag"])
         self.reply(doc)
 
@@ -58,7 +59,8 @@ class RoleItemHandler(_RoleBase):
         """Delete a user or role (``etag`` required)."""
         if str(self.user["_id"]) == _id.lower():
             raise ApiError(400, "you cannot delete yourself")
-        await self.run(role.delete, self.context.system, _id, self._etag())
+        await self.run(role.delete, self.context.system, _id, self._etag(),
+                       by=self.user["name"])
         self.reply({"_id": _id, "deleted": True})
 
     def _etag(self):

@@ -17,7 +17,7 @@ import inspect
 from core4.api import password, role
 from core4.api.v1.job import ID
 from core4.api.v1.jobdoc import SORT_FIELDS
-from core4.queue import states
+from core4.queue import events, states
 
 ID_SCHEMA = {"type": "string", "pattern": "^[0-9a-fA-F]{24}$"}
 STRING = {"type": "string"}
@@ -104,6 +104,16 @@ OPERATIONS = {
         dict(ROLE_FIELDS, etag=STRING))},
     ("RoleItemHandler", "delete"): {"parameters": [
         _query("etag", STRING, "the etag read (or If-Match)")]},
+    ("AuditHandler", "get"): {"parameters": [
+        _query("page", {"type": "integer", "minimum": 0},
+               "page number, from 0"),
+        _query("per_page", {"type": "integer", "minimum": 1},
+               "records per page (at most api.max_per_page)"),
+        _query("user", STRING, "only records of this user"),
+        _query("action", {"type": "string", "enum": list(
+            events.AUDIT_ACTIONS)}, "only records of this action"),
+        _query("since", DATETIME, "created at or after"),
+        _query("until", DATETIME, "created before")]},
     ("OpenApiHandler", "get"): {"responses_schema": {"type": "object"}},
 }
 
