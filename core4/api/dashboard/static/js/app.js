@@ -12,6 +12,7 @@ import * as job from "./views/job.js";
 import * as start from "./views/start.js";
 import * as daemons from "./views/daemons.js";
 import * as roles from "./views/roles.js";
+import * as audit from "./views/audit.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -32,6 +33,7 @@ const VIEWS = {
   daemons: {view: daemons, title: "Daemons", nav: "Daemons"},
   roles: {view: roles, title: "Users and roles", nav: "Users and roles",
     admin: true},
+  audit: {view: audit, title: "Audit", nav: "Audit", admin: true},
 };
 
 const app = {
