@@ -40,9 +40,9 @@ def job_event(name, doc, **extra):
 #: the channel of the audit trail
 AUDIT = "audit"
 #: the actions audited (the ``name`` of an audit event)
-AUDIT_ACTIONS = ("enqueue_job", "kill_job", "restart_job", "remove_job",
-                 "remove_hard_job", "create_role", "update_role",
-                 "delete_role", "pause", "resume", "halt")
+AUDIT_ACTIONS = ("enqueue", "kill", "restart", "remove", "remove_hard",
+                 "create_role", "update_role", "delete_role", "pause",
+                 "resume", "halt")
 
 
 def audit(action, by, **target):

@@ -120,7 +120,7 @@ class CoreQueue:
                                 % (doc["name"], doc["args"])) from None
         events.emit(self.sys, [
             events.job_event("enqueue_job", doc),
-            events.audit("enqueue_job", by, job_id=doc["_id"],
+            events.audit("enqueue", by, job_id=doc["_id"],
                          job_name=doc["name"], parent_id=parent_id)])
         return doc
 
@@ -151,7 +151,7 @@ class CoreQueue:
         if doc is not None:
             events.emit(self.sys, events.job_event(
                 "kill_job", dict(doc, state=states.KILLED)))
-            self._audit("kill_job", by, doc, running=False)
+            self._audit("kill", by, doc, running=False)
             return True
         doc = self.sys.queue.find_one_and_update(
             {"_id": _id, "state": states.RUNNING,
@@ -160,7 +160,7 @@ class CoreQueue:
         if doc is not None:
             events.emit(self.sys, events.event_document(
                 "request_kill_job", {"_id": _id}))
-            self._audit("kill_job", by, doc, running=True)
+            self._audit("kill", by, doc, running=True)
             return True
         return False
 
@@ -178,7 +178,7 @@ class CoreQueue:
             {"_id": _id, "state": {"$in": list(states.WAITING)}},
             {"$set": {"query_at": now()}}, projection={"name": 1})
         if doc is not None:
-            self._audit("restart_job", by, doc, new_id=_id)
+            self._audit("restart", by, doc, new_id=_id)
             return _id
         child_id = ObjectId()
         old = self.sys.queue.find_one_and_update(
@@ -197,7 +197,7 @@ class CoreQueue:
         self._restart_stopped(old, child_id)
         events.emit(self.sys, events.event_document(
             "restart_stopped", {"_id": _id, "child_id": child_id}))
-        self._audit("restart_job", by, old, new_id=child_id)
+        self._audit("restart", by, old, new_id=child_id)
         return child_id
 
     def _restart_stopped(self, old, child_id):
@@ -240,14 +240,14 @@ class CoreQueue:
         if doc is not None:
             lifecycle.journal(self, doc)
             events.emit(self.sys, events.job_event("remove_job", doc))
-            self._audit("remove_job", by, doc, running=False)
+            self._audit("remove", by, doc, running=False)
             return True
         doc = self.sys.queue.find_one_and_update(
             {"_id": _id, "state": states.RUNNING},
             {"$set": {"removed_at": at, "killed_at": at}},
             projection={"name": 1})
         if doc is not None:
-            self._audit("remove_job", by, doc, running=True)
+            self._audit("remove", by, doc, running=True)
         return doc is not None
 
     def remove_hard(self, _id, by=None):
@@ -263,7 +263,7 @@ class CoreQueue:
         deleted = self.sys.queue.delete_one({"_id": _id}).deleted_count == 1
         if deleted:
             events.emit(self.sys, events.job_event("remove_hard_job", doc))
-            self._audit("remove_hard_job", by, doc)
+            self._audit("remove_hard", by, doc)
         return deleted
 
     # control ----------------------------------------------------------------

@@ -79,11 +79,11 @@ def test_each_action_of_a_named_user_is_audited_once(api):
         assert response.status_code == 200, response.text
 
     stored = "tests.apijobs.ParkedJob"
-    one(api, name, "enqueue_job", job_id=_id, job_name=stored)
-    one(api, name, "kill_job", job_id=_id, job_name=stored)
-    one(api, name, "restart_job", job_id=_id, job_name=stored,
+    one(api, name, "enqueue", job_id=_id, job_name=stored)
+    one(api, name, "kill", job_id=_id, job_name=stored)
+    one(api, name, "restart", job_id=_id, job_name=stored,
         new_id=new_id)
-    one(api, name, "remove_job", job_id=new_id, job_name=stored)
+    one(api, name, "remove", job_id=new_id, job_name=stored)
     one(api, name, "create_role", role=role, kind="role")
     assert one(api, name, "update_role", role=role)["target"][
         "fields"] == ["permissions"]

@@ -6,9 +6,8 @@
 import {api, query} from "../api.js";
 import {h, replace, setText, fmtTime} from "../util.js";
 
-const ACTIONS = ["enqueue_job", "kill_job", "restart_job", "remove_job",
-  "remove_hard_job", "create_role", "update_role", "delete_role", "pause",
-  "resume", "halt"];
+const ACTIONS = ["enqueue", "kill", "restart", "remove", "remove_hard",
+  "create_role", "update_role", "delete_role", "pause", "resume", "halt"];
 const FILTERS = ["user", "action", "since", "per_page", "page"];
 const PER_PAGE = ["25", "50", "100"];
 
