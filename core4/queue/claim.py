@@ -21,10 +21,13 @@ index); the scans run only when the worker starts, when the change stream
 ``max_parallel`` is the worker's business (:mod:`core4.queue.parallel`).
 """
 
+import time
+
 import pymongo
 
 from core4.base import project_of
 from core4.mongo import now, to_datetime
+from core4.mongo.connection import TRANSIENT
 from core4.queue import lifecycle, states
 
 #: most candidates one scan returns per claimable state
@@ -67,6 +70,8 @@ class Claimer:
         self.scan_wanted = True   # scan before the next claim
         self.more = False         # the last scan read a full page
         self.next_due = None      # earliest known future query_at
+        self.uncertain = {}       # lease token -> monotonic time of a claim
+        #                           whose answer was lost
 
     # learning about jobs ----------------------------------------------------
 
@@ -159,14 +164,20 @@ class Claimer:
             return []
         at = now()
         lease = lifecycle.new_lease(self.identifier)
-        if len(candidates) == 1:
-            query, update = self._claim_of(candidates[0], lease, at)
-            doc = self.queue.sys.queue.find_one_and_update(
-                query, update, return_document=pymongo.ReturnDocument.AFTER)
-            return [] if doc is None else [doc]
-        result = self.queue.sys.queue.bulk_write(
-            [pymongo.UpdateOne(*self._claim_of(candidate, lease, at))
-             for candidate in candidates], ordered=False)
+        try:
+            if len(candidates) == 1:
+                query, update = self._claim_of(candidates[0], lease, at)
+                doc = self.queue.sys.queue.find_one_and_update(
+                    query, update,
+                    return_document=pymongo.ReturnDocument.AFTER)
+                return [] if doc is None else [doc]
+            result = self.queue.sys.queue.bulk_write(
+                [pymongo.UpdateOne(*self._claim_of(candidate, lease, at))
+                 for candidate in candidates], ordered=False)
+        except TRANSIENT:
+            # the claim may have been written before the connection broke
+            self.uncertain[lease["token"]] = time.monotonic()
+            raise
         if not result.modified_count:
             return []
         order = {c.id: c.key for c in candidates}
@@ -188,6 +199,32 @@ class Claimer:
             query["trial"] = candidate.trial
             first = candidate.trial == 0
         return query, lifecycle.claim_update(lease, at, first)
+
+    def give_back_uncertain(self, running, mine, expired_after):
+        """Give back the jobs a claim of this worker took although its
+        answer was lost (the connection broke): ``running`` are the
+        worker's running documents as stored, ``mine`` the ids of the jobs
+        it runs. They go back to the queue at once, as before the claim
+        (nothing of them ran). Claims older than ``expired_after`` seconds
+        are left to recovery."""
+        mono = time.monotonic()
+        for token, at in list(self.uncertain.items()):
+            if mono - at > expired_after:
+                del self.uncertain[token]
+        given = []
+        for doc in running:
+            token = (doc.get("locked") or {}).get("token")
+            if token in self.uncertain and doc["_id"] not in mine:
+                result = self.queue.sys.queue.update_one(
+                    lifecycle.fence(doc),
+                    {"$set": {"state": states.FAILED if doc.get("last_error")
+                              else states.PENDING},
+                     "$unset": {"locked": ""}, "$inc": {"trial": -1}})
+                if result.modified_count:
+                    given.append(doc["_id"])
+        if running is not None and self.uncertain:
+            self.uncertain.clear()  # the claims' jobs are known now
+        return given
 
     def resolve_unknown(self):
         """Turn ids hinted without state (MongoDB updates) into candidates

@@ -388,11 +388,16 @@ class CoreWorker:
         if self.phase == LOOP and halt_at is not None \
                 and halt_at >= self.started_at:
             self.begin_stop("halt requested")
-        if not self.jobs:
+        if not self.jobs and not self.claimer.uncertain:
             return
         current = {doc["_id"]: doc for doc in self.queue.sys.queue.find(
             {"locked.worker": self.identifier, "state": states.RUNNING},
-            {"killed_at": 1, "locked": 1})}
+            {"killed_at": 1, "locked": 1, "last_error": 1})}
+        if self.claimer.uncertain:
+            for job_id in self.claimer.give_back_uncertain(
+                    current.values(), set(self.jobs), self.lease):
+                self.log.warning("job [%s] claimed while the connection "
+                                 "broke: given back", job_id)
         for job_id, proc in list(self.jobs.items()):
             if proc.pid and not proc.pid_saved:
                 lifecycle.mark_started(self.queue, proc.doc, proc.pid)
