@@ -16,6 +16,7 @@ from core4.error import (CoreJobAbstract, CoreJobInvalid,  # noqa: E402
                          CoreJobNotFound)
 from core4.mongo import now, seconds, to_datetime  # noqa: E402
 from core4.queue.helper.functool import execute  # noqa: E402
+from core4.queue.job import CoreJob  # noqa: E402
 from core4.queue.queue import CoreQueue  # noqa: E402
 from tests.jobs import run  # noqa: E402
 
@@ -222,3 +223,26 @@ def test_invalid_property_raises(env):
         execute(run.RecordJob, schedule="* * * * *")
     assert run.SEEN == []
     assert_nothing_left(env)
+
+
+class ProgressOnlyJob(CoreJob):
+    """Reports progress, nothing else."""
+    author = "test"
+
+    def execute(self, **kwargs):
+        self.progress(0.5, "half way", force=True)
+
+
+def test_progress_without_a_database_does_not_fail_the_job(env):
+    """Progress is best effort: a job whose database is away for a moment
+    (here: the embedded server cannot be started again) completes."""
+    from core4.error import CoreDatabaseUnreachable
+    from core4.queue import lifecycle
+    from core4.queue.launcher.runner import execute_claimed
+    queue = CoreQueue()
+    job = queue.enqueue("tests.test_execute.ProgressOnlyJob")
+    doc = lifecycle.claim_by_id(queue, job._id, "w@h")
+
+    def unreachable():
+        raise CoreDatabaseUnreachable("cannot start the embedded server")
+    assert execute_claimed(doc, unreachable)["state"] == "complete"

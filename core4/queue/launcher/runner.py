@@ -12,7 +12,8 @@ import sys
 
 import pymongo.errors
 
-from core4.error import Core4Error, CoreJobDeferred, CoreJobInvalid
+from core4.error import (Core4Error, CoreDatabaseError, CoreJobDeferred,
+                         CoreJobInvalid)
 from core4.mongo import now, retrying
 from core4.queue import lifecycle, secret, states
 from core4.queue.loader import load_job_class, make_job
@@ -79,7 +80,9 @@ def _execute(job, doc, queue_factory, clean):
             if not opened:
                 opened.append(queue_factory())
             lifecycle.record_progress(opened[0], doc, value, clean(message))
-        except pymongo.errors.PyMongoError as exc:
+        except (pymongo.errors.PyMongoError, CoreDatabaseError) as exc:
+            # progress is best effort: a database away for a moment (or
+            # the embedded server being restarted) never fails the job
             job.logger.warning("progress not stored: %s", exc)
 
     job.bind_progress(sink)
