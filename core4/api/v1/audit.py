@@ -3,12 +3,12 @@ changed a user or role, or the maintenance mode, or asked the daemons to
 halt (the events of channel ``audit``, see
 :func:`core4.queue.events.audit`); administrators only."""
 
-import datetime
 import math
 
 from core4.api.errors import ApiError
 from core4.api.handler import CoreRequestHandler
-from core4.mongo import count, from_datetime
+from core4.api.v1.job import time_span
+from core4.mongo import count
 from core4.queue import events
 
 #: the arguments ``GET /audit`` understands
@@ -62,16 +62,8 @@ class AuditHandler(CoreRequestHandler):
                 raise ApiError(400, "unknown action %r (one of %s)" % (
                     action, ", ".join(events.AUDIT_ACTIONS)))
             query["name"] = action
-        since = self.get_argument("since", None, as_type=datetime.datetime)
-        until = self.get_argument("until", None, as_type=datetime.datetime)
-        if since and until and since >= until:
-            raise ApiError(400, "since must be before until")
-        if since or until:
-            span = {}
-            if since:
-                span["$gte"] = from_datetime(since)
-            if until:
-                span["$lt"] = from_datetime(until)
+        span = time_span(self)
+        if span:
             query["created"] = span
         return query
 

@@ -23,6 +23,21 @@ QUAL_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 RESTARTABLE = states.WAITING + states.STOPPED
 
 
+def time_span(handler):
+    """The ``since``/``until`` arguments of ``handler`` as a query range
+    (``{"$gte": since, "$lt": until}``), or None if neither is given."""
+    since = handler.get_argument("since", None, as_type=datetime.datetime)
+    until = handler.get_argument("until", None, as_type=datetime.datetime)
+    if since and until and since >= until:
+        raise ApiError(400, "since must be before until")
+    span = {}
+    if since:
+        span["$gte"] = from_datetime(since)
+    if until:
+        span["$lt"] = from_datetime(until)
+    return span or None
+
+
 def _sort(value):
     """Return ``(field, direction)`` of ``field``, ``+field`` or ``-field``
     (a ``+`` sent unencoded in a query arrives as a space)."""
@@ -100,16 +115,8 @@ class JobHandler(CoreRequestHandler):
         user = self.get_argument("user", None, as_type=str)
         if user:
             query["enqueued.username"] = user
-        since = self.get_argument("since", None, as_type=datetime.datetime)
-        until = self.get_argument("until", None, as_type=datetime.datetime)
-        if since and until and since >= until:
-            raise ApiError(400, "since must be before until")
-        if since or until:
-            span = {}
-            if since:
-                span["$gte"] = from_datetime(since)
-            if until:
-                span["$lt"] = from_datetime(until)
+        span = time_span(self)
+        if span:
             query["enqueued.at"] = span
         return query
 
