@@ -64,6 +64,19 @@ def new_secret():
     return "sk-" + random.token_hex(12)
 
 
+def stored():
+    """The content of the secrets file of the test's core4 home."""
+    from core4.config import get_config
+    from core4.private import read_secrets, secret_file
+    return read_secrets(secret_file(get_config()))
+
+
+def secret_path():
+    from core4.config import get_config
+    from core4.private import secret_file
+    return secret_file(get_config())
+
+
 def assert_nowhere(db, *clear):
     """No sys_* collection holds any of ``clear`` (raw BSON bytes)."""
     for name in db.list_collection_names():
@@ -124,9 +137,11 @@ def test_stored_encrypted_shown_masked_hash_unique(queue, db):
         "token": "***", "n": 1}
     assert_nowhere(db, api_key, token, other, digest(api_key),
                    hashlib.sha1(api_key.encode()).hexdigest())
-    # generated at first use: one encryption key and the HMAC key
-    keys = db.sys_secret.find_one({"_id": secret.KEY_DOC})
-    assert len(keys["keys"]) == 1 and len(keys["hash_key"]) == 64
+    # generated at first use into the secrets file (never the database):
+    # one encryption key and the HMAC key
+    keys = stored()
+    assert len(keys["job_keys"]) == 1 and len(keys["job_hash_key"]) == 64
+    assert db.sys_secret.count_documents({}) == 0
 
     # uniqueness over the clear value
     with pytest.raises(CoreJobExists) as info:
@@ -181,15 +196,15 @@ def test_decrypted_in_the_job_process_and_masked(queue, db):
 def test_missing_key_ends_in_error(queue, db):
     api_key = new_secret()
     job = queue.enqueue(QUAL + "SecretJob", api_key=api_key, key="gone")
-    db.sys_secret.update_one({"_id": secret.KEY_DOC},
-                             {"$unset": {"keys": ""}})
+    from core4.config import get_config
+    secret.set_stored_keys(get_config(), None)
     doc = lifecycle.claim_by_id(queue, job._id, "test@here")
     outcome = execute_claimed(doc, lambda: queue)
     assert outcome["state"] == "error"
     assert outcome["error"]["exception"] == (
         "job tests.test_secrets.SecretJob: cannot decrypt secret "
         "argument(s) api_key: no key here (neither CORE4_JOB_SECRET_KEY nor "
-        "job.secret_key is set and sys_secret has no key)")
+        "job.secret_key is set and the secrets file has no key)")
     assert outcome["error"]["traceback"] is None
     assert db.s_report.find_one({"_id": "gone"}) is None
 
@@ -198,14 +213,14 @@ def test_configured_key_wins_and_rotation_moves_to_it(queue, db,
                                                       monkeypatch):
     api_key = new_secret()
     first = queue.enqueue(QUAL + "SecretJob", api_key=api_key, key="1")
-    stored = db.sys_secret.find_one({"_id": secret.KEY_DOC})["keys"]
+    before = stored()["job_keys"]
     configured = secret.generate_key()
     monkeypatch.setenv(secret.KEY_ENV, configured)
     second = queue.enqueue(QUAL + "SecretJob", api_key=api_key, key="2")
     tokens = {_id: db.sys_queue.find_one({"_id": _id})["secret_args"][
         "api_key"] for _id in (first._id, second._id)}
     assert secret.KeyRing([configured]).is_current(tokens[second._id])
-    assert secret.KeyRing(stored).is_current(tokens[first._id])
+    assert secret.KeyRing(before).is_current(tokens[first._id])
     # the stored key still decrypts; rotation re-encrypts with the
     # configured one and deletes the stored keys
     result = secret.rotate_key()
@@ -214,7 +229,7 @@ def test_configured_key_wins_and_rotation_moves_to_it(queue, db,
     token = db.sys_queue.find_one({"_id": first._id})["secret_args"][
         "api_key"]
     assert secret.KeyRing([configured]).decrypt(token) == api_key
-    assert "keys" not in db.sys_secret.find_one({"_id": secret.KEY_DOC})
+    assert "job_keys" not in stored() and "job_hash_key" in stored()
     monkeypatch.setenv(secret.KEY_ENV, "not-a-key")
     with pytest.raises(Exception, match="CORE4_JOB_SECRET_KEY: key 1 is not "
                        "a Fernet key"):
@@ -232,13 +247,13 @@ def test_worker_runs_rotated_secrets_and_nothing_leaks(queue, db,
                         fail=True, attempts=1)
     gone = queue.enqueue(QUAL + "SecretJob", api_key=journaled, key="j")
     queue.remove(gone._id)  # journaled with its token
-    old = db.sys_secret.find_one({"_id": secret.KEY_DOC})["keys"]
+    old = stored()["job_keys"]
     before = db.sys_journal.find_one({"_id": gone._id})["secret_args"]
 
     result = secret.rotate_key()
-    assert result == {"source": "sys_secret", "unreadable": 0,
+    assert result == {"source": secret_path(), "unreadable": 0,
                       "sys_queue": 2, "sys_journal": 1}
-    new = db.sys_secret.find_one({"_id": secret.KEY_DOC})["keys"]
+    new = stored()["job_keys"]
     assert len(new) == 1 and new != old
     after = db.sys_journal.find_one({"_id": gone._id})["secret_args"]
     assert after != before
@@ -296,8 +311,9 @@ def test_coco_rotate_key(queue, db):
         capture_output=True, text=True, timeout=60, env=worker_env(),
         stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == ("rotated the key of sys_secret: 1 job(s) in "
-                           "sys_queue and 0 in sys_journal re-encrypted\n")
+    assert proc.stdout == ("rotated the key of %s: 1 job(s) in sys_queue "
+                           "and 0 in sys_journal re-encrypted\n"
+                           % secret_path())
     new = db.sys_queue.find_one({"_id": job._id})["secret_args"]["api_key"]
     assert new != token
     assert secret.keyring().decrypt(new) == api_key
@@ -345,3 +361,32 @@ def test_secrets_handed_to_a_child_process(queue, db):
                              {"token": Secret(token), "n": 2})
     assert doc["args"]["token"] == "***" and doc["secret_args"]
     assert token.encode() not in bson.encode(doc)
+
+
+def test_keys_of_an_older_core4_move_out_of_the_database(queue, db):
+    """An older core4 kept the keys in sys_secret: the first use moves them
+    into the secrets file (0600) and deletes them from the database; jobs
+    encrypted before still run and their uniqueness hash still holds."""
+    import os
+    import stat
+    api_key = new_secret()
+    job = queue.enqueue(QUAL + "SecretJob", api_key=api_key, key="old")
+    keys = stored()
+    # the state an older core4 left: the keys in the database, no file
+    os.remove(secret_path())
+    db.sys_secret.insert_one({"_id": secret.KEY_DOC,
+                              "keys": keys["job_keys"],
+                              "hash_key": keys["job_hash_key"]})
+    doc = lifecycle.claim_by_id(queue, job._id, "test@here")
+    outcome = execute_claimed(doc, lambda: queue)  # reads, moves the keys
+    assert outcome["state"] == "complete", outcome
+    assert db.s_report.find_one({"_id": "old"})["digest"] == digest(api_key)
+    assert db.sys_secret.count_documents({}) == 0
+    assert stored() == keys
+    assert stat.S_IMODE(os.stat(secret_path()).st_mode) == 0o600
+    with pytest.raises(CoreJobExists):  # the same HMAC key
+        queue.enqueue(QUAL + "SecretJob", api_key=api_key, key="old")
+    # idempotent: nothing left to move, nothing changes
+    from core4.config import get_config
+    assert secret.move_out_of_database(get_config()) == keys
+    assert stored() == keys

@@ -25,33 +25,35 @@ Encryption keys, first match encrypts, all of them decrypt:
 1. ``CORE4_JOB_SECRET_KEY``: Fernet keys, comma separated, the first one
    encrypts;
 2. the configuration key ``job.secret_key`` (a key or a list of keys);
-3. ``sys_secret`` (document ``job_keys``), generated at first use.
+3. the secrets file of the core4 home (:mod:`core4.private`, 0600, entry
+   ``job_keys``), generated at first use.
 
-The HMAC key of the hash is always generated into ``sys_secret`` and never
-rotated (the hash is the identity of a queued job). :func:`rotate_key`
-(``coco --rotate-key``) re-encrypts every secret in ``sys_queue`` and
-``sys_journal``.
+The HMAC key of the hash comes from ``CORE4_JOB_HASH_KEY`` (64 hex digits)
+or the secrets file (``job_hash_key``, generated) and is never rotated (the
+hash is the identity of a queued job): hosts that enqueue into one queue
+need the same one. Keys that an older core4 kept in ``sys_secret``
+(document ``job_keys``) are moved into the secrets file and deleted from
+the database at first use (:func:`move_out_of_database`).
+:func:`rotate_key` (``coco --rotate-key``) re-encrypts every secret in
+``sys_queue`` and ``sys_journal``.
 """
 
 import contextlib
-import hashlib
 import hmac
 import logging
-import os
-import secrets as _random
 import sys
 import traceback
 
-from core4.error import Core4ConfigurationError, Core4Error, CoreJobInvalid
+from core4.error import Core4Error, CoreJobInvalid
+from core4.queue.secretkeys import (  # noqa: F401 - the keys' API, here too
+    FILE_HASH_KEY, FILE_KEYS, HASH_KEY_ENV, KEY_DOC, KEY_ENV, KeyRing,
+    configured_hash_key, configured_keys, generate_key, keyring,
+    move_out_of_database, set_stored_keys, stored_keys)
 
 #: how secret values are shown
 MASK = "***"
 #: the field of a job document that holds ``{argument: Fernet token}``
 FIELD = "secret_args"
-#: environment variable with the encryption keys (comma separated)
-KEY_ENV = "CORE4_JOB_SECRET_KEY"
-#: ``_id`` of the key document in ``sys_secret``
-KEY_DOC = "job_keys"
 #: the JSON form of :class:`Secret`: ``{"$secret": "value"}``
 WRAPPER = "$secret"
 #: shorter values are not searched for in logs and output (a secret of one
@@ -105,11 +107,6 @@ def portable(kwargs):
     return {key: {WRAPPER: value.get_secret_value()}
             if isinstance(value, Secret) else value
             for key, value in kwargs.items()}
-
-
-def generate_key():
-    """Return a new Fernet key (a string for ``CORE4_JOB_SECRET_KEY``)."""
-    return _fernet_module().Fernet.generate_key().decode("ascii")
 
 
 # arguments ------------------------------------------------------------------
@@ -205,124 +202,6 @@ def mask_document(doc):
     return doc
 
 
-# keys -----------------------------------------------------------------------
-
-def _fernet_module():
-    try:
-        import cryptography.fernet
-    except ImportError:
-        raise Core4ConfigurationError(
-            "secret job arguments need the package cryptography (pip "
-            "install cryptography)") from None
-    return cryptography.fernet
-
-
-def configured_keys(config):
-    """Return ``(source, keys)``: the keys of ``CORE4_JOB_SECRET_KEY``, else
-    of ``job.secret_key``, else ``(None, [])``. A malformed key raises
-    :class:`Core4ConfigurationError` naming its source."""
-    source, value = KEY_ENV, os.environ.get(KEY_ENV)
-    if not (value or "").strip():
-        source, value = "job.secret_key", config.job.get("secret_key")
-    if not value:
-        return None, []
-    if isinstance(value, str):
-        value = value.split(",")
-    if not isinstance(value, (list, tuple)):
-        raise Core4ConfigurationError("%s must be a Fernet key or a list "
-                                      "of keys" % source)
-    keys = [str(key).strip() for key in value if str(key or "").strip()]
-    fernet = _fernet_module()
-    for position, key in enumerate(keys, 1):
-        try:
-            fernet.Fernet(key)
-        except (ValueError, TypeError):
-            raise Core4ConfigurationError(
-                "%s: key %d is not a Fernet key (32 url-safe base64-encoded "
-                "bytes; make one with python -c \"import core4.queue.secret "
-                "as s; print(s.generate_key())\")" % (source, position)) \
-                from None
-    return source, keys
-
-
-def _key_document(system, need_keys):
-    """Return ``sys_secret``'s key document, generating what is missing:
-    the HMAC key always, an encryption key if ``need_keys``."""
-    import pymongo.errors
-    doc = system.secret.find_one({"_id": KEY_DOC})
-    if doc is None:
-        new = {"_id": KEY_DOC, "hash_key": _random.token_hex(32)}
-        if need_keys:
-            new["keys"] = [generate_key()]
-        try:
-            system.secret.insert_one(new)
-        except pymongo.errors.DuplicateKeyError:
-            pass  # a concurrent first use won
-        doc = system.secret.find_one({"_id": KEY_DOC})
-    if need_keys and not doc.get("keys"):
-        system.secret.update_one({"_id": KEY_DOC,
-                                  "keys": {"$exists": False}},
-                                 {"$set": {"keys": [generate_key()]}})
-        doc = system.secret.find_one({"_id": KEY_DOC})
-    return doc
-
-
-class KeyRing:
-    """The keys of one operation: ``keys[0]`` encrypts, all decrypt;
-    ``hash_key`` keys the HMAC of the uniqueness hash."""
-
-    def __init__(self, keys, hash_key=None, source="sys_secret"):
-        fernet = _fernet_module()
-        self.keys = list(keys)
-        self.source = source
-        self.hash_key = hash_key
-        self.fernet = fernet.MultiFernet(
-            [fernet.Fernet(key) for key in self.keys]) if self.keys else None
-        self.primary = fernet.Fernet(self.keys[0]) if self.keys else None
-        self.invalid = fernet.InvalidToken
-
-    def encrypt(self, text):
-        """Return the Fernet token of ``text`` under the first key."""
-        return self.primary.encrypt(text.encode("utf-8")).decode("ascii")
-
-    def decrypt(self, token):
-        """Return the clear text of ``token``; raises ``InvalidToken``."""
-        return self.fernet.decrypt(token.encode("ascii")).decode("utf-8")
-
-    def is_current(self, token):
-        """True if ``token`` is encrypted with the first key."""
-        try:
-            self.primary.decrypt(token.encode("ascii"))
-            return True
-        except (self.invalid, AttributeError, ValueError):
-            return False
-
-    def digest(self, text):
-        """Return the keyed HMAC-SHA256 of ``text`` (for the hash)."""
-        return hmac.new(bytes.fromhex(self.hash_key), text.encode("utf-8"),
-                        hashlib.sha256).hexdigest()
-
-
-def keyring(config=None, create=True):
-    """Return the :class:`KeyRing` of ``config``: configured keys first,
-    then those in ``sys_secret``. ``create`` generates what is missing in
-    ``sys_secret`` (at enqueue); without it nothing is written (the job
-    process only reads)."""
-    from core4.config import get_config
-    from core4.mongo import SystemCollections, retrying
-    config = config or get_config()
-    source, configured = configured_keys(config)
-    system = SystemCollections(config)
-    if create:
-        doc = retrying(_key_document, system, not configured, timeout=60)
-    else:
-        doc = retrying(system.secret.find_one, {"_id": KEY_DOC},
-                       timeout=60) or {}
-    keys = configured + [key for key in doc.get("keys") or []
-                         if key not in configured]
-    return KeyRing(keys, doc.get("hash_key"), source or "sys_secret")
-
-
 # sealing and revealing ------------------------------------------------------
 
 def _hash_value(ring, value):
@@ -378,8 +257,8 @@ def reveal(doc, config=None):
     if not ring.keys:
         raise CoreSecretError(
             "job %s: cannot decrypt secret argument(s) %s: no key here "
-            "(neither %s nor job.secret_key is set and sys_secret has no "
-            "key)" % (name, ", ".join(sorted(sealed)), KEY_ENV))
+            "(neither %s nor job.secret_key is set and the secrets file "
+            "has no key)" % (name, ", ".join(sorted(sealed)), KEY_ENV))
     for key, token in sealed.items():
         try:
             args[key] = Secret(ring.decrypt(token))
@@ -514,37 +393,37 @@ def rotate_key(config=None):
     "sys_journal", "unreadable"}`` (counts of documents re-encrypted and of
     tokens no key can read, which are left as they are).
 
-    With keys in ``sys_secret`` a new key is generated there and the old
-    ones are deleted after two passes over both collections. With a
+    With keys in the secrets file a new key is generated there and the
+    old ones are deleted after two passes over both collections. With a
     configured key (``CORE4_JOB_SECRET_KEY``/``job.secret_key``) the first
     configured key encrypts (put the new key first, the old one after it,
-    rotate, then drop the old one) and the keys in ``sys_secret`` are
-    deleted. The HMAC key of the uniqueness hash is kept.
+    rotate, then drop the old one) and the keys of the secrets file are
+    deleted. The HMAC key of the uniqueness hash is kept. Keys still in
+    ``sys_secret`` (older core4) are moved out of the database first.
     """
     from core4.config import get_config
     from core4.mongo import SystemCollections
+    from core4.private import secret_file
     from core4.queue import events
     config = config or get_config()
     system = SystemCollections(config)
     source, configured = configured_keys(config)
-    doc = _key_document(system, not configured)
-    stored = list(doc.get("keys") or [])
+    move_out_of_database(config, system)
+    data = stored_keys(config, not configured, True)
+    stored = list(data.get(FILE_KEYS) or [])
     if configured:
         keys = configured + [key for key in stored if key not in configured]
     else:
         keys = [generate_key()] + stored
-        system.secret.update_one({"_id": KEY_DOC}, {"$set": {"keys": keys}})
-    ring = KeyRing(keys, doc.get("hash_key"), source or "sys_secret")
+        set_stored_keys(config, keys)
+    ring = KeyRing(keys, configured_hash_key() or data.get(FILE_HASH_KEY),
+                   source or secret_file(config))
     counts = {"source": ring.source, "unreadable": 0}
     for _ in range(2):  # the second pass takes what moved meanwhile
         counts["unreadable"] = 0
         for collection in (system.queue, system.journal):
             _rotate_collection(collection, ring, counts)
-    if configured:
-        system.secret.update_one({"_id": KEY_DOC}, {"$unset": {"keys": ""}})
-    else:
-        system.secret.update_one({"_id": KEY_DOC},
-                                 {"$set": {"keys": keys[:1]}})
+    set_stored_keys(config, None if configured else keys[:1])
     result = {"source": ring.source, "unreadable": counts["unreadable"],
               "sys_queue": counts.get(system.queue.name, 0),
               "sys_journal": counts.get(system.journal.name, 0)}
