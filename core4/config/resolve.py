@@ -90,7 +90,7 @@ def _resolve(value, scope, path):
     if isinstance(value, Connect):
         try:
             return value.resolve(scope.get("mongo_url"),
-                                 scope.get("mongo_database"))
+                                 scope.get("mongo_database"), path)
         except Core4ConfigurationError as exc:
             raise Core4ConfigurationError("%s: %s" % (path, exc)) from None
     if isinstance(value, dict):
@@ -105,6 +105,7 @@ def _resolve(value, scope, path):
 
 def resolve_connects(config):
     """Resolve every ``!connect`` with the ``mongo_url``/``mongo_database``
-    of the dict containing it, in place."""
+    of the dict containing it, in place; each remembers its dotted key
+    (``sys.queue``, ``mypro.sales``) as its ``path``."""
     for key in config:
         config[key] = _resolve(config[key], config, key)
