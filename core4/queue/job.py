@@ -21,6 +21,7 @@ construction the properties are frozen.
 
 import hashlib
 import json
+import os
 import time
 
 from core4.base import project_of, qual_name
@@ -28,6 +29,7 @@ from core4.config import class_config, get_config
 from core4.error import (CoreJobDeferred, CoreJobInvalid, Core4UsageError)
 from core4.logger import get_logger
 from core4.queue import secret, validate
+from core4.queue.cookie import Cookie
 from core4.queue.validate import EMPTY, PROPERTIES
 
 #: fields of a job document that only the queue and the worker write
@@ -35,7 +37,7 @@ RUNTIME_FIELDS = (
     "_id", "state", "attempts_left", "trial", "enqueued", "started_at",
     "finished_at", "query_at", "runtime", "locked", "prog", "last_error",
     "zombie_at", "wall_at", "killed_at", "removed_at", "inactive_at",
-    "first_started_at", "lost")
+    "first_started_at", "lost", "sources")
 
 
 class CoreAbstractMixin:
@@ -136,7 +138,8 @@ class CoreJob:
         self.__dict__.update({field: None for field in RUNTIME_FIELDS})
         self.__dict__.update(args=args, trial=0, name=name,
                              prog={"value": None, "message": None},
-                             secret_names=secret_names)
+                             secret_names=secret_names, sources=[])
+        self.__dict__["_source"] = None
         self.__dict__["_progress_sink"] = None
         self.__dict__["_next_progress"] = 0.0
         self.__dict__["_frozen"] = True
@@ -220,11 +223,7 @@ class CoreJob:
         ``force`` is true; each update also renews the job's heartbeat.
         """
         value = min(max(float(p), 0.0), 1.0)
-        if message is not None and args:
-            try:
-                message = message % args
-            except (TypeError, ValueError):
-                message = " ".join(str(part) for part in (message,) + args)
+        message = _format(message, args)
         now = time.monotonic()
         if not force and now < self._next_progress:
             return False
@@ -236,9 +235,52 @@ class CoreJob:
             self._progress_sink(value, message)
         return True
 
-    def defer(self, message=None):
-        """Stop now and run again after ``defer_time`` seconds."""
-        raise CoreJobDeferred(message or "deferred")
+    def defer(self, message=None, *args):
+        """Stop now and run again after ``defer_time`` seconds.
+
+        ``message`` is formatted with ``args`` like a log call
+        (``self.defer("waiting for file [%s]", name)``); it becomes the
+        job's ``last_error`` and is logged.
+        """
+        raise CoreJobDeferred(_format(message, args) or "deferred")
+
+    # sources and cookie -----------------------------------------------------
+
+    def set_source(self, source):
+        """Name the file (or other source) the job works on now.
+
+        The base name of ``source`` becomes :meth:`get_source`; the
+        documents the job writes to its project's collections carry it as
+        ``_src`` (see :mod:`core4.queue.stamp`), and it is added to the
+        ``sources`` of the job's document (once). A change is logged.
+        """
+        name = os.path.basename(os.fspath(source).rstrip("/\\"))
+        if not name:
+            raise Core4UsageError("set_source needs a file name, got %r"
+                                  % (source,))
+        if name != self._source:
+            self.logger.info("set source [%s]", name)
+            self.__dict__["_source"] = name
+        if name in self.sources:
+            return
+        self.__dict__["sources"] = list(self.sources) + [name]
+        if self._id is not None:
+            queue = self.config.sys.queue
+            queue.update_one({"_id": self._id},
+                             {"$set": {"sources": self.sources}})
+
+    def get_source(self):
+        """The base name last given to :meth:`set_source`, or None."""
+        return self._source
+
+    @property
+    def cookie(self):
+        """The job class's :class:`~core4.queue.cookie.Cookie`: values in
+        ``sys_cookie`` shared by all runs of this job on all workers."""
+        cookie = self.__dict__.get("_cookie")
+        if cookie is None:
+            cookie = self.__dict__["_cookie"] = Cookie(self.name, self.config)
+        return cookie
 
     # storage ----------------------------------------------------------------
 
@@ -294,6 +336,17 @@ class CoreJob:
 
     def __repr__(self):
         return "<%s %s>" % (self.name, self._id or "(not enqueued)")
+
+
+def _format(message, args):
+    """``message % args`` like a log call (joined with blanks if that
+    fails); ``message`` unchanged without ``args``."""
+    if message is None or not args:
+        return message
+    try:
+        return message % args
+    except (TypeError, ValueError):
+        return " ".join(str(part) for part in (message,) + tuple(args))
 
 
 def _class_value(cls, name):
