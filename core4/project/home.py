@@ -6,10 +6,17 @@
 ``<folder.home>/mongo`` is the embedded database and
 ``<folder.home>/core4`` core4's own environment made by ``croll.py core4``
 (the tutorial's production layout): neither is a project.
+
+A project may also be importable by the Python that runs core4 itself
+(``pip install -e .``, installed, or on ``PYTHONPATH``): see
+:func:`environment_projects`. Its jobs run with that Python.
 """
 
+import importlib.metadata
+import importlib.util
 import json
 import os
+import pkgutil
 import re
 
 #: names in the home that are not projects
@@ -93,3 +100,52 @@ def installed_projects(config):
             else None,
             "commit": commit})
     return found
+
+
+def _top_level_names():
+    """Yield ``(name, directory or None)`` of the top-level packages this
+    Python can import: those on ``sys.path`` and those of installed
+    distributions (editable installs are found by an import hook, not on
+    ``sys.path``), without importing them."""
+    for info in pkgutil.iter_modules():
+        if info.ispkg and hasattr(info.module_finder, "path"):
+            yield info.name, os.path.join(info.module_finder.path, info.name)
+    for dist in importlib.metadata.distributions():
+        try:
+            names = (dist.read_text("top_level.txt") or "").split()
+        except Exception:  # noqa: BLE001 - a broken distribution: skip it
+            continue
+        for name in names:
+            yield name, None
+
+
+def _package_dir(name):
+    """The directory of top-level package ``name`` (not imported)."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    locations = spec and spec.submodule_search_locations
+    return list(locations)[0] if locations else None
+
+
+def environment_projects(config):
+    """Return the core4 projects importable by this Python (their
+    ``__init__.py`` declares ``__project__ = "core4"``), core4 itself and
+    the names reserved in the home left out, sorted by name: dicts with
+    ``name``, ``path`` (the package directory), ``version`` and ``home``
+    (True if the core4 home has a project of that name too: the home's is
+    the one core4 uses)."""
+    found, seen = {}, set()
+    for name, path in _top_level_names():
+        if (name in seen or name in RESERVED or not name.isidentifier()
+                or name.startswith("_")):
+            continue
+        seen.add(name)
+        path = path or _package_dir(name)
+        if path and is_core4_project(path):
+            found[name] = {"name": name, "path": os.path.abspath(path),
+                           "version": package_version(path),
+                           "home": bool(config.folder.home)
+                           and installed(config, name)}
+    return [found[name] for name in sorted(found)]

@@ -1,17 +1,26 @@
-"""The job registry ``sys_job``: every job class of core4 and of the
-installed projects, introspected in each project's own environment (what
-``coco --jobs`` lists and ``sys_job`` records: author, schedule, doc,
-valid and why not)."""
+"""The job registry ``sys_job``: every job class of core4, of the projects
+installed in the core4 home (introspected in each project's own
+environment) and of the projects importable in the current environment
+(introspected with the current Python); what ``coco --jobs`` lists, the
+scheduler schedules and ``sys_job`` records: author, schedule, doc, valid
+and why not."""
 
 import ast
 import importlib.util
 import inspect
+import json
+import subprocess
+import sys
 
+from core4.logger import get_logger
 from core4.mongo import now
-from core4.project.home import installed_projects
+from core4.project.home import environment_projects, installed_projects
 from core4.project.introspect import iter_modules
 from core4.project.remote import run_remote
 from core4.queue.job import CoreJob
+
+#: where core4's own jobs live (its other modules define none)
+CORE4_JOBS = "core4.queue.helper"
 
 
 def describe(cls):
@@ -61,12 +70,13 @@ def collect(package):
     fail to import and may define jobs (``valid`` False; see
     :func:`may_define_jobs`)."""
     found = {}
+    project = package.split(".", 1)[0]
     for name, module in iter_modules(package):
         if isinstance(module, Exception):
             if not may_define_jobs(name):
                 continue
             found[name] = {"_id": name, "name": name,
-                           "project": package, "author": None, "doc": "",
+                           "project": project, "author": None, "doc": "",
                            "schedule": None, "tag": None, "valid": False,
                            "exception": "cannot import %s: %s: %s" % (
                                name, type(module).__name__, module)}
@@ -84,26 +94,69 @@ def introspect(payload):
     return {"jobs": collect(payload["package"])}
 
 
+def introspect_packages(payload):
+    """With the current Python (see :func:`collect_environment`): the
+    registry entries of each package in ``payload["packages"]``."""
+    return {"jobs": [entry for package in payload["packages"]
+                     for entry in collect(package)]}
+
+
+def _invalid(project, exception):
+    return {"_id": project, "name": project, "project": project,
+            "valid": False, "exception": exception}
+
+
+def collect_environment(packages, timeout=120):
+    """Return the registry entries of the projects ``packages`` importable
+    in the current environment, introspected by a fresh process of the
+    current Python (so that changed code is seen, and importing a
+    project's modules leaves the caller alone)."""
+    if not packages:
+        return []
+    op = "%s:%s" % (__name__, introspect_packages.__name__)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-P", "-m", "core4.project.remote", op],
+            input=json.dumps({"packages": list(packages)}),
+            capture_output=True, text=True, timeout=timeout)
+        lines = proc.stdout.strip().splitlines()
+        answer = json.loads(lines[-1]) if lines else {}
+    except (subprocess.TimeoutExpired, ValueError, OSError) as exc:
+        answer = {"message": "introspection failed: %s" % exc}
+    if "jobs" not in answer:
+        last = answer.get("message") or (
+            proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return [_invalid(package, last) for package in packages]
+    return answer["jobs"]
+
+
 def collect_all(config):
-    """Return the registry entries of core4's jobs (introspected here) and
-    of every installed project (introspected in its ``.venv``)."""
-    entries = [entry for entry in collect("core4")
-               if entry["project"] == "core4"]
+    """Return the registry entries of core4's jobs (introspected here), of
+    the projects importable in this environment (see
+    :func:`collect_environment`) and of every project installed in the
+    core4 home (introspected in its ``.venv``). A project found in both
+    places is taken from the home."""
+    entries = collect(CORE4_JOBS)
+    here = []
+    for project in environment_projects(config):
+        if project["home"]:
+            get_logger(__name__).info(
+                "project %s is installed in the core4 home and importable "
+                "here (%s): the home's is used", project["name"],
+                project["path"])
+        else:
+            here.append(project["name"])
+    entries.extend(collect_environment(here))
     for project in installed_projects(config):
         if project["python"] is None:
-            entries.append({
-                "_id": project["name"], "name": project["name"],
-                "project": project["name"], "valid": False,
-                "exception": "no virtual environment in %s" % project[
-                    "root"]})
+            entries.append(_invalid(project["name"], (
+                "no virtual environment in %s" % project["root"])))
             continue
         try:
             answer = run_remote(config, project["name"], introspect,
                                 {"package": project["name"]})
         except Exception as exc:
-            entries.append({"_id": project["name"], "name": project["name"],
-                            "project": project["name"], "valid": False,
-                            "exception": str(exc)})
+            entries.append(_invalid(project["name"], str(exc)))
             continue
         entries.extend(answer["jobs"])
     return entries
