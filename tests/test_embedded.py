@@ -67,14 +67,18 @@ def data_dir(tmp_path):
 def test_start_on_demand(data_dir):
     assert server_status(data_dir) is None
     url = ensure_server(data_dir)
-    assert url.startswith("mongodb://127.0.0.1:") and url.endswith("/")
+    assert url.startswith("mongodb://core4:") and url.endswith("/")
     with client(url) as mongo:
         assert mongo.admin.command("ping")["ok"] == 1
         mongo.core4test.things.insert_one({"_id": "a", "n": 1})
         assert mongo.core4test.things.find_one({"_id": "a"})["n"] == 1
     status = server_status(data_dir)
-    assert status["alive"] is True and status["url"] == url
-    assert {"pid", "port", "url", "started_at", "python"} <= set(status)
+    # the recorded url has no credentials (coco --who shows it)
+    assert status["alive"] is True and status["url"] == (
+        "mongodb://127.0.0.1:%d/" % status["port"])
+    assert url.endswith("@127.0.0.1:%d/" % status["port"])
+    assert {"pid", "port", "url", "started_at", "python", "auth"} <= set(
+        status)
     with open(os.path.join(data_dir, "server.json")) as handle:
         assert json.load(handle)["pid"] == status["pid"]
     assert [p.pid for p in nx_processes(data_dir)] == [status["pid"]]
@@ -133,8 +137,10 @@ def test_pid_of_unrelated_process_is_not_trusted(data_dir):
     url = ensure_server(data_dir)
     stop_server(data_dir)
     port = int(url.rsplit(":", 1)[1].strip("/"))
-    state = {"pid": os.getpid(), "port": port, "url": url,
-             "started_at": time.time(), "python": sys.executable}
+    state = {"pid": os.getpid(), "port": port,
+             "url": "mongodb://127.0.0.1:%d/" % port,
+             "started_at": time.time(), "python": sys.executable,
+             "auth": True}
     with open(os.path.join(data_dir, "server.json"), "w") as handle:
         json.dump(state, handle)
     with open(os.path.join(data_dir, "nx.pid"), "w") as handle:

@@ -18,7 +18,7 @@ import pymongo
 import pytest
 
 from core4.config import reset_config
-from core4.mongo import embedded
+from core4.mongo import embedded, nxauth
 from core4.mongo import now
 from tests.conftest import free_port
 from tests.support import ROOT, WorkerProcess, wait_for, worker_env
@@ -58,7 +58,11 @@ def state(home):
 
 
 def database(home):
-    client = pymongo.MongoClient(state(home)["url"], tz_aware=True,
+    """A client of the home's embedded server (with its credentials) and
+    the test's database."""
+    url = nxauth.client_url(state(home)["url"], nxauth.read_credentials(
+        os.path.join(home, "mongo")))
+    client = pymongo.MongoClient(url, tz_aware=True,
                                  serverSelectionTimeoutMS=30000)
     return client, client.svc
 

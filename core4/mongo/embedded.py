@@ -1,9 +1,16 @@
 """The embedded NX-27017 server, started on demand without a ``mongo_url``.
 
-One data directory holds one server. Files inside ``data_dir``:
+One data directory holds one server. The directory is private (0700) and
+so is every file in it (0600; the server runs with umask 077, and the modes
+of a directory written by an older core4 are fixed at the next start). The
+server accepts only clients that authenticate with the credentials of
+``credentials.json`` (see :mod:`core4.mongo.nxauth`). Files inside
+``data_dir``:
 
 - ``server.json``: the recorded state ``{"pid", "port", "url", "started_at",
-  "python"}`` (``started_at`` in epoch seconds), written atomically
+  "python", "auth"}`` (``started_at`` in epoch seconds, ``url`` without
+  credentials), written atomically
+- ``credentials.json``: the user and password of the server's only user
 - ``port``: the server's TCP port on 127.0.0.1, chosen once (a free port)
   and reused at every start, so that clients reconnect by themselves when
   the server restarts
@@ -28,7 +35,9 @@ import time
 
 import psutil
 
+from core4 import private
 from core4.error import CoreDatabaseUnreachable
+from core4.mongo import nxauth
 
 STATE_FILE = "server.json"
 LOCK_FILE = "server.lock"
@@ -44,9 +53,12 @@ PORT_ATTEMPTS = 5
 # the module first); calling main() keeps nx.out clean. The filter drops the
 # two INFO lines NX logs per generic command (every ping), which would grow
 # nx.log and nx.out at each CLI start.
-# core4.mongo.nxpatch fixes gaps of NX before it serves (see there).
-_NX_CODE = ("import logging, sys; from nx_27017.nx_27017 import main; "
+# core4.mongo.nxpatch fixes gaps of NX before it serves (see there), and
+# core4.mongo.nxauth makes it refuse clients without credentials.
+_NX_CODE = ("import logging, os, sys; os.umask(0o077); "
+            "from nx_27017.nx_27017 import main; "
             "import core4.mongo.nxpatch; core4.mongo.nxpatch.apply(); "
+            "import core4.mongo.nxauth; core4.mongo.nxauth.apply(); "
             "logging.getLogger('nx_27017').addFilter(lambda r: not str(r.msg)"
             ".startswith(('Calling db.command', 'NeoSQLite returned'))); "
             "sys.exit(main())")
@@ -117,12 +129,8 @@ def _read_state(data_dir):
 
 
 def _write_file(data_dir, name, text):
-    """Write ``data_dir/name`` atomically (tmp file + os.replace)."""
-    path = os.path.join(data_dir, name)
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    with open(tmp, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    """Write ``data_dir/name`` atomically (tmp file + os.replace), 0600."""
+    private.write_private(os.path.join(data_dir, name), text)
 
 
 def _write_state(data_dir, state):
@@ -178,8 +186,8 @@ def _unreachable(data_dir, reason):
 def _locked(data_dir, timeout):
     """Hold an exclusive flock on ``data_dir/server.lock`` (poll, timeout)."""
     try:
-        fd = os.open(os.path.join(data_dir, LOCK_FILE),
-                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = private.open_private(os.path.join(data_dir, LOCK_FILE),
+                                  os.O_RDWR | os.O_CREAT)
     except OSError as exc:
         raise _unreachable(data_dir, exc.strerror or str(exc)) from None
     try:
@@ -225,6 +233,7 @@ def _start(data_dir, timeout):
     """Start a detached NX-27017 server on ``data_dir`` at its port (chosen
     once, see ``PORT_FILE``); return its state."""
     deadline = time.monotonic() + timeout
+    nxauth.ensure_credentials(data_dir)
     stored = _read(data_dir, PORT_FILE, int)
     for _ in range(1 if stored else PORT_ATTEMPTS):
         port = stored or _free_port()
@@ -241,11 +250,12 @@ def _start(data_dir, timeout):
                "--pid-file", os.path.join(data_dir, PID_FILE),
                "--log-file", os.path.join(data_dir, LOG_FILE)]
         try:
-            with open(os.path.join(data_dir, OUT_FILE), "wb") as out:
+            with os.fdopen(private.open_private(
+                    os.path.join(data_dir, OUT_FILE)), "wb") as out:
                 child = subprocess.Popen(
                     cmd, stdin=subprocess.DEVNULL, stdout=out,
                     stderr=subprocess.STDOUT, cwd=data_dir, close_fds=True,
-                    start_new_session=True)
+                    start_new_session=True, umask=0o077)
         except OSError as exc:
             raise _unreachable(data_dir, str(exc)) from None
         pause = 0.01
@@ -255,7 +265,8 @@ def _start(data_dir, timeout):
                     _write_file(data_dir, PORT_FILE, "%d\n" % port)
                 state = {"pid": child.pid, "port": port,
                          "url": "mongodb://127.0.0.1:%d/" % port,
-                         "started_at": time.time(), "python": sys.executable}
+                         "started_at": time.time(), "python": sys.executable,
+                         "auth": True}
                 _write_state(data_dir, state)
                 child.returncode = 0  # detached on purpose: no ResourceWarning
                 return state
@@ -274,46 +285,71 @@ def _start(data_dir, timeout):
                        % (PORT_ATTEMPTS, _tail(data_dir)))
 
 
+def _client_url(data_dir, state):
+    """The url of ``state`` with the credentials of ``data_dir``, or None
+    if the server runs without them (started by an older core4) or the
+    credentials file is gone."""
+    credentials = nxauth.read_credentials(data_dir)
+    if not (state.get("auth") and credentials):
+        return None
+    return nxauth.client_url(state["url"], credentials)
+
+
 def ensure_server(data_dir: str, timeout: float = 30.0,
                   kill_hung: bool = True) -> str:
-    """Return ``mongodb://127.0.0.1:PORT/`` of a live server for ``data_dir``.
+    """Return ``mongodb://core4:PASSWORD@127.0.0.1:PORT/`` of a live server
+    for ``data_dir``.
 
-    ``data_dir`` is created if missing. A recorded, live, answering server is
-    returned at once (no lock); otherwise, under ``server.lock``, a stale or
-    silent server is killed and a new one started (waiting up to ``timeout``
-    seconds for it to answer). Without ``kill_hung`` a live server that does
-    not answer (stalled, stopped) is left alone: :class:`CoreDatabaseUnreachable`
-    is raised instead. Raises :class:`CoreDatabaseUnreachable` with a
-    one-line message if no server can be started.
+    ``data_dir`` is created if missing (0700; the modes of an existing one
+    are made private). A recorded, live, answering server is returned at
+    once (no lock); otherwise, under ``server.lock``, a stale or silent
+    server, or one without authentication (started by an older core4), is
+    killed and a new one started (waiting up to ``timeout`` seconds for it
+    to answer). Without ``kill_hung`` a live server that does not answer
+    (stalled, stopped) or runs without authentication is left alone:
+    :class:`CoreDatabaseUnreachable` is raised instead. Raises
+    :class:`CoreDatabaseUnreachable` with a one-line message if no server
+    can be started.
     """
     data_dir = os.path.realpath(os.path.expanduser(data_dir))
     state = _read_state(data_dir)
     if state and _nx_process(state["pid"], data_dir, state["port"]) \
             and ping(state["port"], 1.0):
-        if not os.path.exists(os.path.join(data_dir, PORT_FILE)):
-            _write_file(data_dir, PORT_FILE, "%d\n" % state["port"])
-        return state["url"]
+        url = _client_url(data_dir, state)
+        if url:
+            with contextlib.suppress(OSError):
+                if not private.is_private(data_dir):
+                    private.tighten(data_dir)
+            if not os.path.exists(os.path.join(data_dir, PORT_FILE)):
+                _write_file(data_dir, PORT_FILE, "%d\n" % state["port"])
+            return url
     try:
-        os.makedirs(data_dir, exist_ok=True)
+        private.make_private_dir(data_dir)
+        private.tighten(data_dir)
     except OSError as exc:
         raise _unreachable(data_dir, exc.strerror or str(exc)) from None
     with _locked(data_dir, timeout):
         state = _read_state(data_dir)
         proc = state and _nx_process(state["pid"], data_dir, state["port"])
+        url = state and _client_url(data_dir, state)
         if proc and not kill_hung:
-            raise _unreachable(data_dir, "the server (pid %d) runs but does "
-                               "not answer" % proc.pid)
-        if proc:  # recorded and alive: give it HUNG_AFTER s to answer
+            raise _unreachable(data_dir, (
+                "the server (pid %d) runs but does not answer" if url else
+                "the server (pid %d) runs without authentication (started "
+                "by an older core4): restart it (coco --db stop, coco --db "
+                "start)") % proc.pid)
+        if proc and url:  # recorded and alive: give it HUNG_AFTER s
             deadline = time.monotonic() + HUNG_AFTER
             while time.monotonic() < deadline and not _exited(proc, 0):
                 if ping(state["port"], 1.0):
-                    return state["url"]
+                    return url
                 time.sleep(0.05)
+        if proc:
             _terminate(proc)
         orphan = _nx_process(_read(data_dir, PID_FILE, int), data_dir)
         if orphan:  # started but never recorded: one server per data dir
             _terminate(orphan)
-        return _start(data_dir, timeout)["url"]
+        return _client_url(data_dir, _start(data_dir, timeout))
 
 
 def server_status(data_dir: str) -> dict | None:

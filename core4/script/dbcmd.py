@@ -68,8 +68,15 @@ def stored_port(data_dir):
         return None
 
 
+def access(data_dir):
+    """Who may use the embedded server: the owner of its credentials."""
+    from core4.mongo import nxauth
+    return "owner only: user %s, password in %s (0600)" % (
+        nxauth.USER, os.path.join(data_dir, nxauth.CREDENTIALS_FILE))
+
+
 def status_lines(data_dir):
-    """The lines of ``coco --db status``."""
+    """The lines of ``coco --db status`` (the url without credentials)."""
     from core4.mongo import embedded
     status = embedded.server_status(data_dir)
     alive = bool(status and status["alive"])
@@ -83,6 +90,7 @@ def status_lines(data_dir):
         state = "not running (coco --db start)"
     rows = [("state", state),
             ("url", "mongodb://127.0.0.1:%d/" % port if port else "-"),
+            ("access", access(data_dir)),
             ("port", port or "none yet (chosen at the first start)"),
             ("data dir", data_dir),
             ("size", display.size(data_size(data_dir))),
@@ -118,7 +126,8 @@ def cmd_db(action, config, out=print):
         url = embedded.ensure_server(data_dir)
         status = embedded.server_status(data_dir) or {}
         out("started the embedded NX-27017: pid %s, %s, data %s" % (
-            status.get("pid", "?"), url, data_dir))
+            status.get("pid", "?"), status.get("url") or masked(url),
+            data_dir))
         return
     if alive:
         daemons = live_daemons(config)
@@ -137,14 +146,15 @@ def cmd_db(action, config, out=print):
 def who_line(config):
     """``coco --who``'s database line for the embedded server, and whether
     it runs (``--who`` never starts it)."""
-    from core4.mongo import embedded
+    from core4.mongo import embedded, nxauth
     from core4.mongo.connection import embedded_data_dir
     data_dir = embedded_data_dir(config)
     status = embedded.server_status(data_dir)
     database = config.sys.queue.database
     if status and status["alive"]:
-        return ("database: embedded NX-27017 at %s, data %s, pid %s, "
-                "database %s" % (status["url"], data_dir, status["pid"],
-                                 database)), True
+        return ("database: embedded NX-27017 at %s (owner only: "
+                "password in %s), data %s, pid %s, database %s" % (
+                    status["url"], nxauth.CREDENTIALS_FILE, data_dir,
+                    status["pid"], database)), True
     return ("database: embedded NX-27017, not running (coco --db start), "
             "data %s, database %s" % (data_dir, database)), False
