@@ -228,3 +228,42 @@ def test_signing_secrets_from_the_environment(core4_env, monkeypatch):
     monkeypatch.setenv("CORE4_COOKIE_SECRET", given["cookie"])
     assert get_secrets(SystemCollections(get_config())) == given
     assert not os.path.exists(os.path.join(core4_env.home, SECRET_FILE))
+
+
+def test_configured_url_with_a_password_file(data_dir, tmp_path, monkeypatch):
+    """deploy/ gives the core4 user's password as a file (a Docker secret):
+    CORE4_MONGO_USER and CORE4_MONGO_PASSWORD_FILE add it to a configured
+    mongo_url without credentials; without them the server refuses."""
+    from core4.config import get_config, reset_config
+    from core4.error import Core4ConfigurationError
+    from core4.mongo import connection
+    url = embedded.ensure_server(data_dir)
+    password = tmp_path / "mongo_core4_password"
+    password.write_text(nxauth.read_credentials(data_dir)["password"] + "\n")
+    local = tmp_path / "local.yaml"
+    local.write_text("{}\n")
+    monkeypatch.setenv("CORE4_CONFIG", str(local))
+    monkeypatch.setenv("CORE4_OPTION_folder__home", str(tmp_path / "home"))
+    monkeypatch.setenv("CORE4_OPTION_DEFAULT__mongo_url",
+                       without_credentials(url))
+    monkeypatch.setenv("CORE4_OPTION_DEFAULT__mongo_database", "deployed")
+    monkeypatch.delenv(connection.USER_ENV, raising=False)
+    reset_config()
+    try:
+        with pytest.raises(pymongo.errors.OperationFailure):
+            connection.SystemCollections(get_config()).queue.find_one()
+        connection.close_clients()
+        monkeypatch.setenv(connection.USER_ENV, nxauth.USER)
+        monkeypatch.setenv(connection.PASSWORD_FILE_ENV, str(password))
+        system = connection.SystemCollections(get_config())
+        system.queue.insert_one({"_id": "deployed"})
+        assert system.queue.find_one({"_id": "deployed"})
+        connection.close_clients()
+        monkeypatch.setenv(connection.PASSWORD_FILE_ENV,
+                           str(tmp_path / "missing"))
+        with pytest.raises(Core4ConfigurationError,
+                           match="CORE4_MONGO_PASSWORD_FILE: cannot read"):
+            connection.SystemCollections(get_config()).queue.find_one()
+    finally:
+        connection.close_clients()
+        reset_config()

@@ -7,14 +7,21 @@ parent's client (pymongo clients are not fork-safe), it opens its own.
 import contextlib
 import os
 import time
+import urllib.parse
 
 import pymongo
 import pymongo.errors
 
-from core4.error import CoreDatabaseError, CoreDatabaseUnreachable
+from core4.error import (Core4ConfigurationError, CoreDatabaseError,
+                         CoreDatabaseUnreachable)
 from core4.mongo import embedded
 
 _CLIENTS = {}
+#: the user of a configured ``mongo_url`` that names none (with
+#: :data:`PASSWORD_FILE_ENV`), e.g. ``core4``
+USER_ENV = "CORE4_MONGO_USER"
+#: a file holding that user's password (e.g. a Docker secret)
+PASSWORD_FILE_ENV = "CORE4_MONGO_PASSWORD_FILE"
 
 
 def embedded_data_dir(config):
@@ -51,8 +58,27 @@ def revive(config, log=None):
         return False
 
 
+def environment_credentials(url):
+    """Return ``{"username", "password"}`` for ``url`` from
+    ``CORE4_MONGO_USER`` and the file named by ``CORE4_MONGO_PASSWORD_FILE``
+    if both are set and ``url`` names no user; else ``{}``. The password
+    stays out of the url, the configuration and the command line."""
+    user = os.environ.get(USER_ENV)
+    path = os.environ.get(PASSWORD_FILE_ENV)
+    if not (user and path) or "@" in urllib.parse.urlsplit(url).netloc:
+        return {}
+    try:
+        with open(path) as handle:
+            password = handle.read().strip("\r\n")
+    except OSError as exc:
+        raise Core4ConfigurationError("%s: cannot read %s: %s" % (
+            PASSWORD_FILE_ENV, path, exc.strerror)) from None
+    return {"username": user, "password": password}
+
+
 def get_client(url, config):
-    """Return this process' :class:`pymongo.MongoClient` for ``url``."""
+    """Return this process' :class:`pymongo.MongoClient` for ``url`` (with
+    the credentials of :func:`environment_credentials`, if any)."""
     key = (url, os.getpid())
     client = _CLIENTS.get(key)
     if client is None:
@@ -62,7 +88,8 @@ def get_client(url, config):
         client = pymongo.MongoClient(
             url, tz_aware=True,
             serverSelectionTimeoutMS=config.mongo.server_timeout,
-            connectTimeoutMS=config.mongo.connect_timeout, connect=False)
+            connectTimeoutMS=config.mongo.connect_timeout, connect=False,
+            **environment_credentials(url))
         _CLIENTS[key] = client
     return client
 
