@@ -4,6 +4,9 @@
   the ``docker-compose.dev.yml`` overlay; the resolved configuration has the
   replica set, the workers, two schedulers and the app server, and its core4
   settings load with core4's own configuration code.
+* MongoDB runs with authentication: a replica-set keyfile, a root and a
+  core4 user made from Docker secrets by ``make-secrets.sh``, and core4
+  connecting as core4 with the password file.
 * ``systemd-analyze verify`` checks the systemd units, and their stop,
   restart and start settings are asserted.
 
@@ -217,6 +220,72 @@ def test_dockerfile_installs_core4():
         assert (ROOT / name).exists(), name
         # the build context excludes everything it does not re-include
         assert "!" + name in ignore or "!" + name + "/" in ignore, name
+
+
+def test_compose_mongo_authentication(tmp_path):
+    config = compose_config("docker-compose.yml")
+    services, secrets = config["services"], config["secrets"]
+    assert {name: Path(secret["file"]) for name, secret in secrets.items()} \
+        == {name: DEPLOY / "secrets" / name for name in (
+            "mongo_keyfile", "mongo_root_password", "mongo_core4_password")}
+    for name in MONGO:
+        mongo = services[name]
+        command = mongo["command"]
+        assert "--auth" in command
+        keyfile = command[command.index("--keyFile") + 1]
+        assert [s["source"] for s in mongo["secrets"]] == ["mongo_keyfile"]
+        # the secret is copied to the keyfile, 0400 and owned by mongodb
+        script = mongo["entrypoint"][2]
+        assert ("install -m 0400 -o mongodb -g mongodb "
+                "/run/secrets/mongo_keyfile %s" % keyfile) in script
+        assert "exec docker-entrypoint.sh" in script
+
+    init = services["mongo-init"]
+    assert init["network_mode"] == "service:mongo1"  # localhost exception
+    assert "mongodb://127.0.0.1:27017/" in " ".join(init["command"])
+    assert {s["source"] for s in init["secrets"]} == {
+        "mongo_root_password", "mongo_core4_password"}
+    script = (DEPLOY / "mongo" / "init-replica-set.js").read_text()
+    for needed in ('secret("mongo_root_password")',
+                   'secret("mongo_core4_password")', 'roles: ["root"]',
+                   '{ role: "readWrite", db: "core4" }', "createUser",
+                   "updateUser", 'admin.auth("root", rootPassword)'):
+        assert needed in script, needed
+
+    for name in CORE4:
+        service = services[name]
+        assert [s["source"] for s in service["secrets"]] == [
+            "mongo_core4_password"]
+        env = service["environment"]
+        assert "@" not in env["CORE4_OPTION_DEFAULT__mongo_url"]
+        assert env["CORE4_MONGO_USER"] == "core4"
+        assert env["CORE4_MONGO_PASSWORD_FILE"] == \
+            "/run/secrets/mongo_core4_password"
+
+
+def test_make_secrets(tmp_path):
+    """make-secrets.sh makes the three secrets once, in a 0700 directory."""
+    import stat
+    script = tmp_path / "make-secrets.sh"
+    script.write_text((DEPLOY / "make-secrets.sh").read_text())
+    proc = subprocess.run(["sh", str(script)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    folder = tmp_path / "secrets"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    made = {path.name: path.read_text() for path in folder.iterdir()}
+    assert set(made) == {"mongo_keyfile", "mongo_root_password",
+                         "mongo_core4_password"}
+    for name in ("mongo_root_password", "mongo_core4_password"):
+        assert re.fullmatch(r"[0-9a-f]{64}\n", made[name]), name
+    assert made["mongo_root_password"] != made["mongo_core4_password"]
+    key = "".join(made["mongo_keyfile"].split())
+    assert 6 <= len(key) <= 1024 and re.fullmatch(r"[A-Za-z0-9+/=]+", key)
+    again = subprocess.run(["sh", str(script)], capture_output=True,
+                           text=True, timeout=60)
+    assert again.returncode == 0 and again.stdout == "", again.stdout
+    assert {path.name: path.read_text() for path in folder.iterdir()} == made
+    assert "*" in (DEPLOY / "secrets" / ".gitignore").read_text().split()
 
 
 # -- systemd ------------------------------------------------------------------
