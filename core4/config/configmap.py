@@ -2,6 +2,7 @@
 
 from collections.abc import Mapping
 
+from core4.config.folders import get_folder
 from core4.error import Core4ConfigurationError
 
 _READ_ONLY = "configuration is read-only"
@@ -38,8 +39,8 @@ class ConfigMap(Mapping):
     ``cfg.job.attempts`` equals ``cfg["job"]["attempts"]``; nested dicts are
     ConfigMaps, lists are tuples. Setting or deleting an item or attribute
     raises :class:`Core4ConfigurationError`. Keys that collide with mapping
-    methods (``get``, ``items``, ``keys``, ``values``, ``to_dict``) are
-    reachable with ``cfg["key"]`` only.
+    methods (``get``, ``items``, ``keys``, ``values``, ``to_dict``,
+    ``get_folder``) are reachable with ``cfg["key"]`` only.
     """
 
     __slots__ = ("_data",)
@@ -101,6 +102,12 @@ class ConfigMap(Mapping):
     def to_dict(self):
         """Return a deep copy as plain dicts and lists."""
         return thaw(self)
+
+    def get_folder(self, name):
+        """Return the absolute path of ``folder.<name>`` (``root``,
+        ``transfer``, ``process``, ``archive``, ``temp`` or ``home``), see
+        :func:`core4.config.folders.get_folder`."""
+        return get_folder(self, name)
 
 
 def class_config(cfg, qual_name):
