@@ -46,8 +46,8 @@ import traceback
 
 from core4.error import Core4Error, CoreJobInvalid
 from core4.queue.secretkeys import (  # noqa: F401 - the keys' API, here too
-    FILE_HASH_KEY, FILE_KEYS, HASH_KEY_ENV, KEY_DOC, KEY_ENV, KeyRing,
-    configured_hash_key, configured_keys, generate_key, keyring,
+    FILE_HASH_KEY, FILE_KEYS, FILE_SOURCE, HASH_KEY_ENV, KEY_DOC, KEY_ENV,
+    KeyRing, configured_hash_key, configured_keys, generate_key, keyring,
     move_out_of_database, set_stored_keys, stored_keys)
 
 #: how secret values are shown
@@ -403,7 +403,6 @@ def rotate_key(config=None):
     """
     from core4.config import get_config
     from core4.mongo import SystemCollections
-    from core4.private import secret_file
     from core4.queue import events
     config = config or get_config()
     system = SystemCollections(config)
@@ -417,7 +416,7 @@ def rotate_key(config=None):
         keys = [generate_key()] + stored
         set_stored_keys(config, keys)
     ring = KeyRing(keys, configured_hash_key() or data.get(FILE_HASH_KEY),
-                   source or secret_file(config))
+                   source or FILE_SOURCE)
     counts = {"source": ring.source, "unreadable": 0}
     for _ in range(2):  # the second pass takes what moved meanwhile
         counts["unreadable"] = 0

@@ -29,6 +29,8 @@ HASH_KEY_ENV = "CORE4_JOB_HASH_KEY"
 KEY_DOC = "job_keys"
 #: entries of the secrets file: encryption keys and the HMAC key
 FILE_KEYS = "job_keys"
+#: the source of keys from the secrets file, as messages name it
+FILE_SOURCE = "the secrets file"
 FILE_HASH_KEY = "job_hash_key"
 
 def generate_key():
@@ -155,7 +157,7 @@ class KeyRing:
     """The keys of one operation: ``keys[0]`` encrypts, all decrypt;
     ``hash_key`` keys the HMAC of the uniqueness hash."""
 
-    def __init__(self, keys, hash_key=None, source="the secrets file"):
+    def __init__(self, keys, hash_key=None, source=FILE_SOURCE):
         fernet = _fernet_module()
         self.keys = list(keys)
         self.source = source
@@ -193,11 +195,10 @@ def keyring(config=None, create=True):
     in the secrets file (at enqueue); without it nothing is generated (the
     job process only reads)."""
     from core4.config import get_config
-    from core4.private import secret_file
     config = config or get_config()
     source, configured = configured_keys(config)
     data = stored_keys(config, not configured, create)
     keys = configured + [key for key in data.get(FILE_KEYS) or []
                          if key not in configured]
     return KeyRing(keys, configured_hash_key() or data.get(FILE_HASH_KEY),
-                   source or secret_file(config))
+                   source or FILE_SOURCE)
