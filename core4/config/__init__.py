@@ -7,12 +7,16 @@ Use :func:`get_config` (cached per project and process)::
     cfg = get_config("mypro")
     cfg.job.attempts                    # 1, unless configured otherwise
     cfg.sys.queue                       # Connect(url=..., database=..., ...)
+    cfg.sys.log.find_one()              # ... which is also the collection
+    cfg.get_folder("transfer")          # absolute data folder
     class_config(cfg, "mypro.myjob.MyJob")  # per-class settings or None
 
 The layers, later winning, are the package defaults ``core4/core4.yaml``
 (also the schema), the project's ``<project>.yaml``, one local file and
 ``CORE4_OPTION_<k1>__<k2>=<value>`` environment variables; see
-:mod:`core4.config.cascade`.
+:mod:`core4.config.cascade`. A ``!connect`` value is a lazily connected
+pymongo collection (:mod:`core4.config.connect`); the data folders are
+described in :mod:`core4.config.folders`.
 """
 
 import os
