@@ -15,6 +15,7 @@ import pytest
 
 from core4.config import get_config
 from core4.logger import get_logger, setup_logging
+from core4.script.chist import build_parser, build_query
 from tests.conftest import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,9 +92,10 @@ def test_filters(env):
         (["--start", "3h"], ["alpha started", "beta detail", "Gamma warning",
                              "delta failed", "epsilon"]),
         (["--start", "25m"], ["Gamma warning", "delta failed", "epsilon"]),
-        (["--start", "1d", "--end", "10m"],
+        # a relative --end counts forward from the start
+        (["--start", "3h", "--end", "170m"],
          ["alpha started", "beta detail", "Gamma warning"]),
-        (["--start", "1w", "--end", "100m"], ["alpha started"]),
+        (["--start", "150m", "--end", "50m"], ["alpha started"]),
         (["--start", local(40, "%Y-%m-%dT%H:%M:%S")],
          ["beta detail", "Gamma warning", "delta failed", "epsilon"]),
         (["--start", local(40, "%Y-%m-%d %H:%M:%S"), "--end",
@@ -146,7 +148,8 @@ def test_output_tab_and_traceback(env):
 
 @pytest.mark.parametrize("args", [
     ["--start", "yesterday"], ["--end", "2024-13-45"], ["--start", "25:00"],
-    ["--start", "5m", "--end", "1h"], ["--level", "LOUD"],
+    ["--start", "2024-05-02", "--end", "2024-5-1 23:00"], ["--start", "5"],
+    ["--level", "LOUD"],
     ["--level", ""], ["--message", "(unclosed"], ["--bogus"],
     ["--follow", "0"], ["--follow", "x"], ["--follow", "--end", "1h"],
     ["extra"],
@@ -219,3 +222,80 @@ def test_follow_prints_new_records(env, monkeypatch):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# chist times as upstream, at a fixed clock (issue 19, item 11) -------------
+
+def _local(*args):
+    """An aware UTC datetime of a local wall time."""
+    return datetime.datetime(*args).astimezone().astimezone(UTC)
+
+
+#: "now" of the range tests: 2024-05-01 12:00 local time
+NOON = _local(2024, 5, 1, 12, 0)
+
+
+@pytest.mark.parametrize("args, start, end", [
+    (["--start", "20:00"], (2024, 4, 30, 20), None),
+    (["--start", "11:00"], (2024, 5, 1, 11), None),
+    (["--start", "12:00"], (2024, 5, 1, 12), None),
+    (["--start", "13:00", "--end", "08:00"], (2024, 4, 30, 13),
+     (2024, 5, 1, 8)),
+    (["--start", "08:00", "--end", "18:00"], (2024, 4, 30, 8),
+     (2024, 4, 30, 18)),
+    (["--start", "6h", "--end", "05:00"], (2024, 5, 1, 6), (2024, 5, 2, 5)),
+    (["--start", "6h", "--end", "2h"], (2024, 5, 1, 6), (2024, 5, 1, 8)),
+    (["--start", "20:00", "--end", "2h"], (2024, 4, 30, 20),
+     (2024, 4, 30, 22)),
+    (["--start", "30m"], (2024, 5, 1, 11, 30), None),
+    (["--start", "2d"], (2024, 4, 29, 12), None),
+    (["--start", "1w"], (2024, 4, 24, 12), None),
+    (["--end", "30m"], (2024, 5, 1, 11), (2024, 5, 1, 11, 30)),
+    (["--end", "11:15"], (2024, 5, 1, 11), (2024, 5, 1, 11, 15)),
+    (["--start", "2018-4-30 8:00"], (2018, 4, 30, 8), None),
+    (["--start", "2018 5 1 11:00", "--end", "2018-05-01T12:30"],
+     (2018, 5, 1, 11), (2018, 5, 1, 12, 30)),
+    (["--start", "2018-4-30 8:00", "--end", "05:00"], (2018, 4, 30, 8),
+     (2018, 5, 1, 5)),
+    (["--start", "2018-4-30 8:00", "--end", "1d"], (2018, 4, 30, 8),
+     (2018, 5, 1, 8)),
+], ids=lambda value: " ".join(value) if isinstance(value, list) else None)
+def test_time_ranges_as_upstream(args, start, end):
+    flt = build_query(build_parser().parse_args(args), now=NOON)
+    assert flt["created"]["$gte"] == _local(*start)
+    assert flt["created"].get("$lte") == (_local(*end) if end else None)
+
+
+def test_an_end_before_the_start_is_an_error():
+    with pytest.raises(ValueError, match="--end .* is before --start"):
+        build_query(build_parser().parse_args(
+            ["--start", "2018-5-2", "--end", "2018-5-1 23:00"]), now=NOON)
+
+
+def test_case_sensitive_and_explain(env):
+    (code, out, err), (scode, sout, serr), (ecode, eout, eerr) = run_all([
+        ["--message", "gamma"], ["--message", "gamma", "--case-sensitive"],
+        ["--explain", "--level", "WARN"]])
+    assert (code, scode, ecode) == (0, 0, 0), (err, serr, eerr)
+    assert messages(out) == ["Gamma warning"]
+    assert messages(sout) == []
+    assert messages(eout) == ["Gamma warning", "delta failed", "epsilon"]
+    lines = eerr.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "query", "index", "count"], eerr
+    assert '"levelno": {"$gte": 30}' in lines[0]
+    assert lines[1].split(": ", 1)[1]  # an index name, a scan or unknown
+    assert lines[2] == "count: 3"
+
+
+def test_help_states_the_time_rules():
+    done = subprocess.run(CHIST + ["--help"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    for rule in ("--case-sensitive", "--explain",
+                 "at 12:00, 20:00 is yesterday 20:00",
+                 "13:00-08:00 is yesterday 13:00 to today 08:00",
+                 "--start 6h --end 2h at 12:00 is 06:00-08:00",
+                 "6h-05:00 ends tomorrow 05:00", "2018 5 1 11:00"):
+        assert rule in text, rule

@@ -19,41 +19,136 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 ORDER = [("created", 1), ("_id", 1)]
 
 
-def parse_time(text, now=None):
-    """Return the aware datetime of ``text``; raise ValueError if bad.
+#: a date needs its year (a bare number would be a day of this month)
+_YEAR = re.compile(r"\d{4}")
+_BAD_TIME = ("bad time %r (use an ISO datetime like 2024-05-01T14:30, a "
+             "time of day like 14:30, or 30m, 2h, 1d, 1w ago)")
 
-    ``text`` is relative to ``now`` (``90s``, ``30m``, ``2h``, ``1d``,
-    ``1w``: that long ago), a time of day (``14:30``, ``14:30:15``: today,
-    local time) or an ISO datetime (``2024-05-01``, ``2024-05-01T14:30``,
-    ``2024-05-01 14:30:00+02:00``; without offset: local time).
-    """
-    value = str(text).strip()
-    now = now or datetime.datetime.now(UTC)
-    match = _RELATIVE.match(value)
-    if match:
-        seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
-        try:
-            return now - datetime.timedelta(seconds=seconds)
-        except OverflowError:
-            raise ValueError("time %r is too far back" % text) from None
-    match = _TIME_OF_DAY.match(value)
-    try:
+
+class Moment:
+    """One ``--start`` or ``--end`` of chist, parsed: ``kind`` is
+    ``relative`` (``value``: seconds), ``time`` (a time of day: ``value``
+    is a :class:`datetime.time`) or ``absolute`` (an aware UTC
+    datetime)."""
+
+    def __init__(self, kind, value, text):
+        self.kind, self.value, self.text = kind, value, text
+
+    @classmethod
+    def parse(cls, text):
+        """Parse ``text``; raise ValueError with a one-line reason."""
+        from dateutil import parser as dateparser
+        value = str(text).strip()
+        match = _RELATIVE.match(value)
+        if match:
+            seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
+            return cls("relative", seconds, text)
+        match = _TIME_OF_DAY.match(value)
         if match:
             hour, minute, second, frac = match.groups()
-            local = now.astimezone()
-            return local.replace(
-                hour=int(hour), minute=int(minute), second=int(second or 0),
-                microsecond=int((frac or "0").ljust(6, "0")))
-        stamp = datetime.datetime.fromisoformat(value)
-    except ValueError:
-        stamp = None
-    if stamp is None or not value:
-        raise ValueError(
-            "bad time %r (use an ISO datetime like 2024-05-01T14:30, a time "
-            "of day like 14:30, or 30m, 2h, 1d, 1w ago)" % text)
-    if stamp.tzinfo is None:
-        stamp = stamp.astimezone()  # naive: local time
-    return stamp.astimezone(UTC)
+            try:
+                return cls("time", datetime.time(
+                    int(hour), int(minute), int(second or 0),
+                    int((frac or "0").ljust(6, "0"))), text)
+            except ValueError:
+                raise ValueError(_BAD_TIME % text) from None
+        if not _YEAR.search(value):
+            raise ValueError(_BAD_TIME % text)
+        try:
+            stamp = dateparser.parse(value)
+        except (ValueError, OverflowError):
+            raise ValueError(_BAD_TIME % text) from None
+        if stamp.tzinfo is None:
+            stamp = stamp.astimezone()  # naive: local time
+        return cls("absolute", stamp.astimezone(UTC), text)
+
+
+def _on_day(day, time_of_day):
+    """The aware UTC datetime of ``time_of_day`` (local) on ``day``."""
+    return datetime.datetime.combine(day, time_of_day).astimezone(
+        ).astimezone(UTC)
+
+
+def latest_before(time_of_day, limit, strict=False):
+    """The last occurrence of ``time_of_day`` (local) at or before
+    ``limit`` (before it with ``strict``)."""
+    day = limit.astimezone().date()
+    stamp = _on_day(day, time_of_day)
+    while stamp > limit or (strict and stamp == limit):
+        day -= datetime.timedelta(days=1)
+        stamp = _on_day(day, time_of_day)
+    return stamp
+
+
+def first_after(time_of_day, limit):
+    """The first occurrence of ``time_of_day`` (local) after ``limit``."""
+    day = limit.astimezone().date()
+    stamp = _on_day(day, time_of_day)
+    while stamp <= limit:
+        day += datetime.timedelta(days=1)
+        stamp = _on_day(day, time_of_day)
+    return stamp
+
+
+def _back(now, seconds, text):
+    try:
+        return now - datetime.timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError("time %r is too far back" % text) from None
+
+
+def _forward(start, seconds, text):
+    try:
+        return start + datetime.timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError("time %r is too far ahead" % text) from None
+
+
+def parse_range(start=None, end=None, now=None, default=3600.0):
+    """Return ``(start, end)`` (aware UTC datetimes, ``end`` None if not
+    given) of chist's ``--start`` and ``--end`` texts, as upstream core4
+    read them; raise ValueError with a one-line reason if bad.
+
+    * A relative ``start`` (``30m``, ``6h``, ``2d``, ``1w``) counts back
+      from ``now``; a relative ``end`` forward from the start.
+    * A time of day ``start`` alone is its most recent occurrence (at
+      12:00, ``20:00`` is yesterday 20:00). With a time of day ``end`` too,
+      the end is its most recent occurrence and the start the last one
+      before that end.
+    * After an absolute or relative start, a time of day ``end`` is its
+      first occurrence after the start.
+    * Dates parse loosely (``2018-4-30 8:00``, ``2018 5 1 11:00``), local
+      time unless they say otherwise.
+    * Without ``start``: ``default`` seconds ago.
+    """
+    now = now or datetime.datetime.now(UTC)
+    first = Moment.parse(start) if start is not None else None
+    last = Moment.parse(end) if end is not None else None
+    until = None
+    if last is not None and last.kind == "absolute":
+        until = last.value
+    elif (last is not None and last.kind == "time" and first is not None
+            and first.kind == "time"):
+        until = latest_before(last.value, now)
+    if first is None:
+        since = _back(now, default, "default")
+    elif first.kind == "relative":
+        since = _back(now, first.value, first.text)
+    elif first.kind == "absolute":
+        since = first.value
+    elif until is not None:
+        since = latest_before(first.value, until, strict=True)
+    else:
+        since = latest_before(first.value, now)
+    if last is not None and until is None:
+        if last.kind == "relative":
+            until = _forward(since, last.value, last.text)
+        else:
+            until = first_after(last.value, since)
+    if until is not None and until < since:
+        raise ValueError("--end %s is before --start %s" % (
+            local_time(until), local_time(since)))
+    return since, until
 
 
 def parse_level(text):
@@ -69,10 +164,11 @@ def parse_level(text):
         text, ", ".join(name for name, _ in LEVELS)))
 
 
-def compile_message(text):
-    """Return the compiled case-insensitive regex; ValueError if bad."""
+def compile_message(text, case_sensitive=False):
+    """Return the compiled regex (case-insensitive unless
+    ``case_sensitive``); ValueError if bad."""
     try:
-        return re.compile(text, re.IGNORECASE)
+        return re.compile(text, 0 if case_sensitive else re.IGNORECASE)
     except re.error as exc:
         raise ValueError("bad regular expression %r: %s" % (text, exc)) \
             from None
@@ -80,13 +176,13 @@ def compile_message(text):
 
 def build_filter(start=None, end=None, level=None, project=None,
                  qual_name=None, identifier=None, hostname=None,
-                 username=None, message=None):
+                 username=None, message=None, case_sensitive=False):
     """Return the ``sys.log`` filter of the given conditions.
 
     ``start``/``end`` are datetimes (inclusive), ``level`` a number (that
     level and above), ``project`` matches ``project`` and ``project.*``,
-    ``qual_name`` is a prefix, ``message`` a regex (case-insensitive); the
-    other conditions are exact.
+    ``qual_name`` is a prefix, ``message`` a regex (case-insensitive unless
+    ``case_sensitive``); the other conditions are exact.
     """
     query = {}
     created = {}
@@ -112,8 +208,10 @@ def build_filter(start=None, end=None, level=None, project=None,
         if value is not None:
             query[key] = str(value)
     if message:
-        compile_message(message)
-        query["message"] = {"$regex": message, "$options": "i"}
+        compile_message(message, case_sensitive)
+        query["message"] = {"$regex": message}
+        if not case_sensitive:
+            query["message"]["$options"] = "i"
     return query
 
 
@@ -168,3 +266,36 @@ def format_record(doc, tab=False):
             text = text.splitlines()
         lines.extend(indent + str(line).rstrip("\n") for line in text)
     return "\n".join(line.rstrip() for line in lines)
+
+
+def plan_index(explained):
+    """The index a query used, from the answer of ``explain`` (MongoDB's
+    ``winningPlan`` stages, or NX-27017's plan text): its name, ``none
+    (collection scan)``, or ``unknown``."""
+    plan = (explained or {}).get("queryPlanner", {}).get("winningPlan")
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("indexName"):
+                found.append(node["indexName"])
+            elif node.get("stage") == "COLLSCAN":
+                found.append(None)
+            detail = node.get("detail")
+            if isinstance(detail, str):
+                match = re.search(r"USING (?:COVERING )?INDEX (\S+)", detail)
+                if match:
+                    found.append(match.group(1))
+                elif detail.startswith("SCAN"):
+                    found.append(None)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+    walk(plan)
+    if not found:
+        return "unknown"
+    names = [name for name in found if name]
+    return ", ".join(dict.fromkeys(names)) if names \
+        else "none (collection scan)"

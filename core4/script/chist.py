@@ -2,11 +2,11 @@
 
 ``chist [--start T] [--end T] [--level L] [--project P] [--qual_name Q]
 [--identifier ID] [--hostname H] [--username U] [--message REGEX]
-[--follow [SECONDS]] [--tab]``
+[--case-sensitive] [--explain] [--follow [SECONDS]] [--tab]``
 
-Times are ISO datetimes, times of day (today, local time) or relative
-(``30m``, ``2h``, ``1d``, ``1w`` ago); the default start is one hour ago.
-Every user mistake ends with one line on stderr and exit code 2.
+Times are read as upstream core4 read them (see :data:`TIME_RULES` and
+:func:`core4.logger.query.parse_range`); the default start is one hour
+ago. Every user mistake ends with one line on stderr and exit code 2.
 """
 
 import argparse
@@ -17,6 +17,7 @@ import sys
 import threading
 
 import pymongo.errors
+from bson import json_util
 
 from core4.error import Core4UserError
 from core4.logger import query
@@ -25,6 +26,27 @@ from core4.logger import query
 #: made when a record is logged), so records written a little late (a busy
 #: writer, a clock a few seconds behind) are still shown
 FOLLOW_LOOKBACK = 10.0
+
+#: how --start and --end are read (chist --help)
+TIME_RULES = """\
+times T (local time unless a date says otherwise):
+  30m, 6h, 2d, 1w       relative: --start counts back from now, --end
+                        forward from the start (--start 6h --end 2h at
+                        12:00 is 06:00-08:00)
+  14:30, 8:00:15        time of day: --start alone is its most recent
+                        occurrence (at 12:00, 20:00 is yesterday 20:00,
+                        11:00 today); with two times of day --end is its
+                        most recent occurrence and --start the last one
+                        before that end (at 12:00, 13:00-08:00 is
+                        yesterday 13:00 to today 08:00, 08:00-18:00 is
+                        yesterday); after an absolute or relative --start,
+                        --end is its first occurrence after the start
+                        (6h-05:00 ends tomorrow 05:00)
+  2018-4-30 8:00, 2018 5 1 11:00, 2024-05-01T14:30+02:00
+                        a date (with its year), parsed loosely
+--start defaults to 1h ago, --end to open (now); an --end before the
+--start is an error. --message is a regular expression, not case-sensitive
+unless --case-sensitive."""
 
 
 class ChistParser(argparse.ArgumentParser):
@@ -50,9 +72,8 @@ def _seconds(text):
 def build_parser():
     """Return the ``chist`` argument parser."""
     parser = ChistParser(
-        prog="chist", description="Show the log records of sys.log. Times T "
-        "are ISO datetimes (2024-05-01T14:30), times of day (14:30, today) "
-        "or relative (30m, 2h, 1d, 1w ago).")
+        prog="chist", description="Show the log records of sys.log.",
+        epilog=TIME_RULES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add("--start", metavar="T", help="records from T (default: 1h ago)")
     add("--end", metavar="T", help="records until T")
@@ -66,7 +87,13 @@ def build_parser():
     add("--hostname", metavar="H", help="records of host H")
     add("--username", metavar="U", help="records of user U")
     add("--message", metavar="REGEX",
-        help="records whose message matches REGEX (case-insensitive)")
+        help="records whose message matches REGEX (not case-sensitive "
+        "unless --case-sensitive)")
+    add("--case-sensitive", action="store_true",
+        help="--message is case-sensitive")
+    add("--explain", action="store_true",
+        help="print the query, the index it uses and the number of records "
+        "to stderr")
     add("--follow", nargs="?", const=1.0, type=_seconds, metavar="SECONDS",
         help="then show new records, polling every SECONDS (default 1), "
         "until Ctrl-C")
@@ -76,20 +103,29 @@ def build_parser():
 
 def build_query(ns, now=None):
     """Return the filter of the parsed options; ValueError if bad."""
-    now = now or datetime.datetime.now(datetime.timezone.utc)
-    start = query.parse_time(ns.start, now) if ns.start else \
-        now - datetime.timedelta(hours=1)
-    end = query.parse_time(ns.end, now) if ns.end is not None else None
-    if end is not None and end < start:
-        raise ValueError("--end %s is before --start %s" % (
-            query.local_time(end), query.local_time(start)))
+    start, end = query.parse_range(ns.start or None, ns.end, now)
     level = query.parse_level(ns.level) if ns.level is not None else None
     if ns.message is not None:
-        query.compile_message(ns.message)
+        query.compile_message(ns.message, ns.case_sensitive)
     return query.build_filter(
         start=start, end=end, level=level, project=ns.project,
         qual_name=ns.qual_name, identifier=ns.identifier,
-        hostname=ns.hostname, username=ns.username, message=ns.message)
+        hostname=ns.hostname, username=ns.username, message=ns.message,
+        case_sensitive=ns.case_sensitive)
+
+
+def explain(collection, flt):
+    """Print the query, the index it uses and its count to stderr."""
+    try:
+        index = query.plan_index(
+            collection.find(flt).sort(query.ORDER).explain())
+    except pymongo.errors.OperationFailure as exc:
+        index = "unknown (%s)" % str(exc).split(", full error:")[0]
+    print("query: %s" % json_util.dumps(
+        {"filter": flt, "sort": dict(query.ORDER)},
+        json_options=json_util.RELAXED_JSON_OPTIONS), file=sys.stderr)
+    print("index: %s" % index, file=sys.stderr)
+    print("count: %d" % collection.count_documents(flt), file=sys.stderr)
 
 
 def _show(docs, tab):
@@ -149,6 +185,8 @@ def main(argv=None):
             system = SystemCollections(get_config())
             with translate_errors(system.describe()):
                 collection = system.log
+                if ns.explain:
+                    explain(collection, flt)
                 docs = list(collection.find(flt).sort(query.ORDER))
                 _show(docs, ns.tab)
                 if ns.follow is not None:
