@@ -3,6 +3,7 @@ what is wrong with it."""
 
 import datetime
 import json
+import re
 
 import dateutil.parser
 from bson import ObjectId
@@ -58,10 +59,49 @@ def _no_constant(name):
     raise ValueError("%s is not a JSON number" % name)
 
 
+#: a JSON escape of a UTF-16 surrogate (half of a pair, or a lone one)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _refuse_surrogates(value):
+    """Raise ValueError if a string in ``value`` (keys included) holds a
+    lone UTF-16 surrogate: no UTF-8 text can carry it (the database and
+    the logs would fail on it later)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, str) and _SURROGATE.search(item):
+            raise ValueError("a string holds a lone UTF-16 surrogate "
+                             "(\\ud800-\\udfff), which is no text")
+
+
 def loads(text):
     """Parse JSON ``text`` as a client sends it: numbers must be finite
-    (no NaN, Infinity or 1e400), which every answer can show again."""
-    return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+    (no NaN, Infinity or 1e400), which every answer can show again, and
+    strings must be text (no lone UTF-16 surrogate like ``"\\ud800"``)."""
+    if isinstance(text, str) and _SURROGATE.search(text):
+        raise ValueError("the text holds a lone UTF-16 surrogate")
+    value = json.loads(text, parse_float=_finite,
+                       parse_constant=_no_constant)
+    if _SURROGATE_ESCAPE.search(text):
+        _refuse_surrogates(value)
+    return value
+
+
+def parse_body(body):
+    """Parse a request ``body`` (bytes) as JSON: it must be UTF-8 text
+    (see :func:`loads`); raise ValueError naming the problem."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError("not UTF-8 text (byte %d)" % exc.start) from None
+    return loads(text)
 
 
 def _json(kind):

@@ -6,6 +6,7 @@ answers everything, errors included, in one JSON envelope
 (:mod:`core4.api.envelope`).
 """
 
+import asyncio
 import functools
 import time
 import traceback
@@ -16,14 +17,17 @@ import pymongo
 import tornado.web
 from bson import ObjectId
 
-from core4.api import auth, envelope
-from core4.api.arguments import ArgumentError, convert, loads
+from core4.api import auth, envelope, throttle
+from core4.api.arguments import ArgumentError, convert, parse_body
 from core4.api.errors import (RETRY_AFTER, ApiError, login_required,
                               status_of)
 from core4.error import Core4UserError, CoreDatabaseUnreachable
 from core4.mongo.connection import short_error
 
 REQUIRED = object()
+#: bytes of a JSON body parsed on the event loop; larger ones are parsed
+#: in a thread, so no request holds the loop up for long
+PARSE_ON_LOOP = 64 * 1024
 #: query arguments whose values are never logged
 SECRET_ARGUMENTS = ("password", "new_password", "token")
 
@@ -50,6 +54,16 @@ def database_timeout(config):
     connect timeout)."""
     return (float(config.mongo.server_timeout) +
             float(config.mongo.connect_timeout)) / 1000.0
+
+
+def query_timeout(config):
+    """Seconds the database operations of one blocking call of a request
+    may take in all: ``api.max_time``, at most :func:`database_timeout`.
+    pymongo sends each query the time left as ``maxTimeMS`` (a real
+    MongoDB stops the query then; NX-27017 ignores it, so there only the
+    bounded shape of each query keeps it short)."""
+    return min(database_timeout(config),
+               float(config.api.max_time) / 1000.0)
 
 
 def bounded(timeout, function, *args, **kwargs):
@@ -157,6 +171,26 @@ class CoreRequestHandler(tornado.web.RequestHandler):
         self.permissions = None
         self.json_arguments = {}
         self._json_body = False
+        self._believe_trusted_proxy()
+
+    def _believe_trusted_proxy(self):
+        """Take the client's address and scheme from a trusted proxy's
+        headers (``api.trusted_proxies``); from nobody else (the server
+        runs without tornado's ``xheaders``, so ``request.remote_ip`` and
+        ``request.protocol`` are the connection's own)."""
+        if self.context is None or not throttle.from_trusted_proxy(self):
+            return
+        self.request.remote_ip = throttle.client_address(self)
+        self.request.protocol = "https" if throttle.is_tls(self) else "http"
+
+    @classmethod
+    def body_limit(cls, config):
+        """Bytes a request body of this handler may have (a larger one is
+        refused with 413 before it is read): ``api.max_body_public`` for
+        handlers that need no login, else ``api.max_body``. A handler that
+        takes larger bodies (an upload) overrides this."""
+        return int(config.api.max_body_public if cls.public
+                   else config.api.max_body)
 
     @classmethod
     def qual_name(cls):
@@ -183,7 +217,7 @@ class CoreRequestHandler(tornado.web.RequestHandler):
                 raise ApiError(403, "%s %s is not permitted for %s" % (
                     self.request.method, self.request.path,
                     self.user["name"]))
-        self._parse_body()
+        await self._parse_body()
 
     def may_access(self):
         """True if the logged-in user may call this handler's method."""
@@ -196,15 +230,19 @@ class CoreRequestHandler(tornado.web.RequestHandler):
         return self.permissions.can_call(self.qual_name(),
                                          self.request.method)
 
-    def _parse_body(self):
+    async def _parse_body(self):
         body = self.request.body
         kind = self.request.headers.get("Content-Type", "")
         if not body or not (kind.startswith("application/json")
                             or body.lstrip()[:1] in (b"{", b"[")):
             return
         try:
-            value = loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            if len(body) > PARSE_ON_LOOP:
+                value = await asyncio.get_running_loop().run_in_executor(
+                    None, parse_body, body)
+            else:
+                value = parse_body(body)
+        except (ValueError, RecursionError) as exc:
             raise ApiError(400, "request body is not valid JSON: %s" % (
                 str(exc).splitlines()[0] if str(exc) else
                 type(exc).__name__))
@@ -252,10 +290,18 @@ class CoreRequestHandler(tornado.web.RequestHandler):
         pool and return its result.
 
         Its database operations, together, wait at most
-        :func:`database_timeout` seconds: in an outage the request ends in
-        503 (see :func:`~core4.api.errors.status_of`) instead of hanging
-        on a connection that does not answer; while the database is known
-        to be away it ends in 503 at once (see :class:`DatabaseState`)."""
+        :func:`query_timeout` seconds: in an outage, or when a query runs
+        too long, the request ends in 503 (see
+        :func:`~core4.api.errors.status_of`) instead of hanging on a
+        connection that does not answer; while the database is known to be
+        away it ends in 503 at once (see :class:`DatabaseState`)."""
+        return await self.run_within(query_timeout(self.context.config),
+                                     function, *args, **kwargs)
+
+    async def run_within(self, seconds, function, *args, **kwargs):
+        """:meth:`run` with the database operations of the call bounded by
+        ``seconds`` (e.g. :func:`database_timeout` for a call that also
+        waits for a child process)."""
         state = database_state(self.context)
         admitted = state.admit()
         if admitted is None:
@@ -264,8 +310,7 @@ class CoreRequestHandler(tornado.web.RequestHandler):
         try:
             result = await loop.run_in_executor(
                 self.context.executor, functools.partial(
-                    bounded, database_timeout(self.context.config),
-                    function, *args, **kwargs))
+                    bounded, seconds, function, *args, **kwargs))
         except BaseException as exc:
             state.done(admitted, exc)
             raise
@@ -335,6 +380,28 @@ class CoreRequestHandler(tornado.web.RequestHandler):
 
     def check_xsrf_cookie(self):
         """Cookies are SameSite=Strict; no separate XSRF token."""
+
+
+@tornado.web.stream_request_body
+class BodyTooLargeHandler(CoreRequestHandler):
+    """Answers 413 for a request whose ``Content-Length`` is larger than
+    its handler takes (see :meth:`CoreRequestHandler.body_limit`), before
+    the body is read: the connection is closed after the answer.
+
+    Rule arguments: ``limit`` (bytes) and ``length`` (bytes announced)."""
+
+    public = True
+    openapi = False
+    limit = 0
+    length = 0
+
+    def prepare(self):
+        """Refuse the request."""
+        raise ApiError(413, "request body of %d bytes is too large: at most "
+                       "%d bytes here" % (self.length, self.limit))
+
+    def data_received(self, chunk):
+        """Drop what arrives anyway."""
 
 
 class NotFoundHandler(CoreRequestHandler):

@@ -76,6 +76,12 @@ class ProxyHandler(CoreRequestHandler):
     target = None
     project = None
 
+    @classmethod
+    def body_limit(cls, config):
+        """``api.max_body``: the project's server applies its own limits
+        (with the login it checks)."""
+        return int(config.api.max_body)
+
     async def prepare(self):
         """No authentication here: the project's server checks it."""
         self._upstream = None

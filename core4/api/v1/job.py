@@ -1,17 +1,21 @@
 """The job API: enqueue, list, detail, kill, restart and remove.
 
 Reading a job needs ``job://<name>/r`` (or ``/x``), changing it
-``job://<name>/x``; others see it masked as ``UnauthorizedJob``.
+``job://<name>/x``; others see it masked as ``UnauthorizedJob`` (only
+its ``_id`` and ``state``). Filters on, and sorting by, anything else
+apply only to the jobs the user may read, and so do the counts of such
+a listing: a masked job never matches them.
 """
 
 import datetime
+import fnmatch
 import math
 import re
 
 from bson import ObjectId
 
 from core4.api.errors import ApiError
-from core4.api.handler import CoreRequestHandler
+from core4.api.handler import CoreRequestHandler, database_timeout
 from core4.api.v1 import jobdoc
 from core4.mongo import count, from_datetime, now
 from core4.queue import states
@@ -21,6 +25,11 @@ ID = r"([0-9a-fA-F]{24})"
 QUAL_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 #: states a job can be restarted from
 RESTARTABLE = states.WAITING + states.STOPPED
+#: the fields of a job everyone sees (see :func:`jobdoc.masked`)
+VISIBLE_FIELDS = ("_id", "state")
+#: the longest ``search`` of ``GET /job/list``, and its most wildcard runs
+MAX_SEARCH = 200
+MAX_WILDCARDS = 16
 
 
 def time_span(handler):
@@ -63,6 +72,23 @@ def _state_filter(values):
         raise ApiError(400, "unknown state %r (one of %s)" % (
             unknown[0] if unknown else "", ", ".join(states.ALL)))
     return wanted
+
+
+def wildcard_match(search):
+    """Return a function telling whether a job name matches ``search``
+    (``*`` any characters, ``?`` one, case-insensitive); 400 if it is
+    longer than :data:`MAX_SEARCH` or has more than :data:`MAX_WILDCARDS`
+    runs of wildcards. The match is linear in the name: Python's
+    ``fnmatch`` matches each ``*`` atomically (no backtracking)."""
+    if len(search) > MAX_SEARCH:
+        raise ApiError(400, "search is longer than %d characters" %
+                       MAX_SEARCH)
+    if len(re.findall(r"[*?]+", search)) > MAX_WILDCARDS:
+        raise ApiError(400, "search has more than %d runs of wildcards "
+                       "(* and ?)" % MAX_WILDCARDS)
+    # only * and ? are wildcards: [ stands for itself
+    pattern = fnmatch.translate(search.replace("[", "[[]"))
+    return re.compile(pattern, re.IGNORECASE).match
 
 
 class JobHandler(CoreRequestHandler):
@@ -110,7 +136,7 @@ class JobHandler(CoreRequestHandler):
                 raise ApiError(400, "state must be a state name or a list")
             query["state"] = {"$in": _state_filter(values)}
         name = self.get_argument("name", None, as_type=str)
-        if name:
+        if name:  # a prefix: linear, and anchored for an index
             query["name"] = {"$regex": "^" + re.escape(name)}
         user = self.get_argument("user", None, as_type=str)
         if user:
@@ -120,9 +146,29 @@ class JobHandler(CoreRequestHandler):
             query["enqueued.at"] = span
         return query
 
+    def readable(self, collection, query, sort):
+        """Return ``query`` (of :meth:`_query`) restricted to the jobs the
+        user may read if it filters or sorts by a field a masked job hides
+        (blocking). The job names of ``collection`` are read and checked
+        here (the ``name`` prefix too), so neither the filters nor a count
+        ever run on a job the user may not read."""
+        hidden = [key for key in query if key not in VISIBLE_FIELDS]
+        if not hidden and sort[0][0] in VISIBLE_FIELDS:
+            return query  # masked jobs included, as their _id and state
+        if self.permissions.admin:
+            return query
+        prefix = query.get("name")  # our own escaped, anchored prefix
+        prefix = re.compile(prefix["$regex"]) if prefix else None
+        names = sorted(
+            name for name in collection.distinct("name")
+            if isinstance(name, str) and self.permissions.can_read_job(name)
+            and (prefix is None or prefix.match(name)))
+        return dict(query, name={"$in": names})
+
     def page_of(self, source, query, sort, page, per_page):
         """Return ``(one page of documents, total)`` (blocking)."""
         collection = getattr(self.context.system, source)
+        query = self.readable(collection, query, sort)
         total = count(collection, query)
         if page * per_page >= total:
             return [], total  # past the end (also a page too big to skip)
@@ -151,8 +197,11 @@ class JobHandler(CoreRequestHandler):
         def check(job):
             self.check_execute(job.name)
             enqueued.append(job)
-        _id = await self.run(enqueue_as, self.context.queue, name,
-                             self.user["name"], {"args": args}, check=check)
+        # (a job not registered is validated in a child process meanwhile)
+        _id = await self.run_within(
+            database_timeout(self.context.config), enqueue_as,
+            self.context.queue, name, self.user["name"], {"args": args},
+            check=check)
         doc = await self.run(self.context.queue.detail, _id)
         if enqueued and (doc is None or doc.get("state") != states.PENDING):
             # claimed already: answer what was enqueued
@@ -168,6 +217,10 @@ class JobHandler(CoreRequestHandler):
                 self.user["name"], name))
 
 
+#: the fields of a registered job ``GET /job/list`` answers
+LISTED_FIELDS = ("name", "project", "author", "doc", "schedule", "tag")
+
+
 class JobListHandler(CoreRequestHandler):
     """``GET /job/list``: the valid jobs of the registry the user may
     execute (``search`` with ``*`` and ``?`` wildcards)."""
@@ -175,19 +228,19 @@ class JobListHandler(CoreRequestHandler):
     access = "user"
 
     async def get(self):
-        """List enqueueable jobs."""
+        """List enqueueable jobs: those the user may execute first, then
+        those of them ``search`` matches (no pattern reaches the
+        database)."""
         search = self.get_argument("search", None, as_type=str)
+        matches = wildcard_match(search) if search else None
         query = {"valid": {"$in": [True, 1]}}  # NX may store True as 1
-        if search:
-            pattern = re.escape(search).replace(r"\*", ".*").replace(
-                r"\?", ".")
-            query["name"] = {"$regex": "^" + pattern + "$", "$options": "i"}
-        docs = await self.run(lambda: list(
-            self.context.system.job.find(query).sort("name", 1)))
-        self.reply([{key: doc.get(key) for key in (
-            "name", "project", "author", "doc", "schedule", "tag")}
-            for doc in docs if self.permissions.can_execute_job(
-                doc["name"])])
+        docs = await self.run(lambda: list(self.context.system.job.find(
+            query, dict.fromkeys(LISTED_FIELDS, 1)).sort("name", 1)))
+        self.reply([{key: doc.get(key) for key in LISTED_FIELDS}
+                    for doc in docs
+                    if isinstance(doc.get("name"), str)
+                    and self.permissions.can_execute_job(doc["name"])
+                    and (matches is None or matches(doc["name"]))])
 
 
 class JobMixin:
