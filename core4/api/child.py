@@ -215,7 +215,8 @@ class Refused(Exception):
 async def _serve(project, filters, answer):
     from core4.api.context import ApiContext
     from core4.api.discover import find_containers
-    from core4.api.application import bind, build_application
+    from core4.api.application import (bind, build_application,
+                                      setup_access_log)
     from core4.config import get_config
     from core4.error import Core4UserError
     import tornado.httpserver
@@ -240,8 +241,9 @@ async def _serve(project, filters, answer):
                                     debug=bool(config.api.debug))
         except Core4UserError as exc:
             raise Refused(str(exc)) from None
+        setup_access_log(config)
         sockets = bind(0, "127.0.0.1")
-        server = tornado.httpserver.HTTPServer(app, xheaders=True)
+        server = tornado.httpserver.HTTPServer(app)
         server.add_sockets(sockets)
         _answer(answer, {
             "port": sockets[0].getsockname()[1],

@@ -24,7 +24,8 @@ import signal
 import tornado.httpserver
 
 from core4.api import child, discover
-from core4.api.application import bind, build_application
+from core4.api.application import (bind, build_application,
+                                  setup_access_log)
 from core4.api.context import ApiContext
 from core4.base import hostname
 from core4.error import Core4UserError
@@ -93,13 +94,14 @@ class AppServer:
                        for root, name in zip(c.roots, c.containers)]
             app = build_application(containers, context, proxies,
                                     debug=bool(self.config.api.debug))
+            setup_access_log(self.config)
             names = [c.qual_name() for c in app.core4_containers] + [
                 q for c in self.children for q in c.containers]
             if not names:
                 raise Core4UserError("no container to serve%s" % (
                     " (see the log above)" if self.project or self.filters
                     else ""))
-            server = tornado.httpserver.HTTPServer(app, xheaders=True)
+            server = tornado.httpserver.HTTPServer(app)
             server.add_sockets(sockets)
             context.system.worker.update_one(
                 {"_id": self.identifier}, {"$set": {"containers": names}})
