@@ -7,6 +7,9 @@ Later layers win:
 3. one local file: ``local_file``, else ``$CORE4_CONFIG``, else
    ``~/.core4/local.yaml``, else ``/etc/core4/local.yaml``;
 4. ``CORE4_OPTION_<k1>__<k2>...=<yaml scalar>`` environment variables.
+
+Keys of the original core4 that core4 does not have are mapped or dropped
+with a warning before a layer is validated (:mod:`core4.config.upstream`).
 """
 
 import copy
@@ -16,7 +19,7 @@ import importlib.util
 import os
 import re
 
-from core4.config import resolve
+from core4.config import resolve, upstream
 from core4.config.configmap import ConfigMap
 from core4.config.loader import load_file, parse_scalar
 from core4.config.schema import validate_layer
@@ -133,7 +136,9 @@ def option_layers(environ=None):
         yield source, layer
 
 
-def _add(config, schema, layer, source):
+def _add(config, schema, layer, source, project=None):
+    layer = upstream.translate(schema, layer, source,
+                               (project,) if project else ())
     validate_layer(schema, layer, source)
     # an empty namespace (``mypro:`` without entries) adds nothing
     layer = {key: value for key, value in layer.items()
@@ -159,12 +164,12 @@ def load_config(project=None, local_file=None, environ=None):
             raise Core4ConfigurationError(
                 "%s: project %s clashes with core4 section %s"
                 % (path, project, project))
-        _add(config, schema, {project: load_file(path)}, path)
+        _add(config, schema, {project: load_file(path)}, path, project)
     path = local_path(local_file, environ)
     if path is not None:
-        _add(config, schema, load_file(path), path)
+        _add(config, schema, load_file(path), path, project)
     for source, layer in option_layers(environ):
-        _add(config, schema, layer, source)
+        _add(config, schema, layer, source, project)
     resolve.expand_folders(config)
     resolve.propagate_defaults(config)
     resolve.resolve_connects(config)

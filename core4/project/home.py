@@ -66,8 +66,10 @@ def source_dir(root, name):
 
 
 def installed(config, name):
-    """True if ``name`` is a project in the core4 home."""
-    return (name not in RESERVED and name.isidentifier()
+    """True if ``name`` is a project in the core4 home (never without a
+    home: ``folder.home: ~``, as the original core4 had by default)."""
+    return (bool(config.folder.home) and name not in RESERVED
+            and name.isidentifier()
             and os.path.isdir(project_root(config, name)))
 
 
@@ -77,6 +79,8 @@ def installed_projects(config):
     ``version`` and ``commit`` (croll.py installs)."""
     home = config.folder.home
     found = []
+    if not home:
+        return found
     try:
         names = sorted(os.listdir(home))
     except OSError:
@@ -146,6 +150,5 @@ def environment_projects(config):
         if path and is_core4_project(path):
             found[name] = {"name": name, "path": os.path.abspath(path),
                            "version": package_version(path),
-                           "home": bool(config.folder.home)
-                           and installed(config, name)}
+                           "home": installed(config, name)}
     return [found[name] for name in sorted(found)]

@@ -202,10 +202,12 @@ def run_job(doc, result_path, log_path=None, config=None):
     anew here (``config``: see :func:`adopt_config`); with ``log_path``
     the job's ``sys.log`` records go to that file for the worker to
     forward. Its output is captured through an :class:`OutputPipe`."""
+    from core4.config import upstream
     from core4.logger import flush_logging, setup_logging
     from core4.mongo.connection import close_clients
     from core4.queue.queue import CoreQueue
     from core4.queue.launcher.runner import execute_claimed
+    upstream.silence()  # the worker warned of upstream keys, not each job
     # each line in order with what the job's children write
     sys.stdout.reconfigure(line_buffering=True)
     output = OutputPipe()
