@@ -13,6 +13,7 @@ import textwrap
 
 import pytest
 
+from core4.api.discover import route_rows
 from core4.config import get_config
 from core4.queue.registry import collect_all
 from tests.support import ROOT, wait_for, worker_env
@@ -81,8 +82,27 @@ def test_coco_jobs_lists_only_core4_job_modules(core4_env, tmp_path):
     assert done.returncode == 0, done.stderr
     listed = [line.split()[1] for line in done.stdout.splitlines()[2:]
               if line.startswith("core4 ")]
-    assert listed == ["core4.queue.helper.job.example.DummyJob",
-                      "core4.queue.helper.job.example.NoopJob"], done.stdout
+    assert {"core4.queue.helper.job.example.DummyJob",
+            "core4.queue.helper.job.example.NoopJob"} <= set(listed)
+    assert all(name.startswith("core4.queue.helper.job.")
+               for name in listed), done.stdout
+    assert "apidoc" not in done.stdout and "NO" not in done.stdout
+
+
+API = '''
+from core4.api import CoreApiContainer, CoreRequestHandler
+
+
+class HelloHandler(CoreRequestHandler):
+    """Say hello."""
+
+    def get(self):
+        self.reply("hello")
+
+
+class HelloApi(CoreApiContainer):
+    rules = [("/hello", HelloHandler)]
+'''
 
 
 def _fake_home_project(home, name, job):
@@ -90,6 +110,7 @@ def _fake_home_project(home, name, job):
     this Python with the project's source on its path (no venv built)."""
     root = home / name
     make_package(root, name, job, "home")
+    (root / name / "api.py").write_text(API)
     python = root / ".venv" / "bin" / "python"
     python.parent.mkdir(parents=True)
     python.write_text(textwrap.dedent("""\
@@ -133,3 +154,14 @@ def test_scheduler_enqueues_a_project_on_pythonpath(core4_env, env_path, db,
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_routes_of_the_containers_served(core4_env):
+    """What replaces upstream's ``coco --container``: the routes of core4's
+    containers and of a project's in the home (asked in its .venv)."""
+    _fake_home_project(pathlib.Path(core4_env.home), "hellopro", "HelloJob")
+    rows = route_rows(get_config())
+    assert {"container": "hellopro.api.HelloApi", "enabled": True,
+            "route": "/hellopro/hello",
+            "handler": "hellopro.api.HelloHandler"} in rows, rows
+    assert any(row["route"] == "/core4/api/v1/roles" for row in rows)
