@@ -51,9 +51,9 @@ class Finisher:
                     complete.append(proc)
                 else:
                     self.report(proc, lifecycle.apply_outcome(
-                        self.queue, proc.doc, outcome, move=False))
+                        self.queue, proc.doc, outcome, move=False), outcome)
             else:
-                self.report(proc, self.interrupted(proc))
+                self.report(proc, self.interrupted(proc), outcome)
         if len(complete) == 1:
             proc = complete[0]
             self.completed_job(proc, lifecycle.set_complete(
@@ -95,29 +95,40 @@ class Finisher:
             outcome = outcomes[proc.doc["_id"]] or {}
             dependency.enqueue_chain(self.queue, after,
                                      outcome.get("chain") or [], self.log)
-        self.report(proc, after)
+        self.report(proc, after, outcomes[proc.doc["_id"]])
 
-    def report(self, proc, after):
-        """Tell the event stream and the log how a job ended."""
+    def report(self, proc, after, outcome=None):
+        """Tell the event stream and the log how a job ended: the run's one
+        "done execution" record is the job process's (``logged`` in its
+        ``outcome``) if it names the state the job ended in, else it is
+        written here; the worker's own line goes to the console only. A
+        job whose removal was requested while it ran moves to the journal
+        now."""
         if after is None:
             lifecycle.settle_interrupted(self.queue, proc.doc["_id"],
                                          self.log)
             return
-        self.events.add(events.job_event("%s_job" % after["state"], after))
-        if after["state"] == states.COMPLETE:
+        state = after["state"]
+        self.events.add(events.job_event("%s_job" % state, after))
+        if state in lifecycle.DONE_LEVELS and \
+                (outcome or {}).get("logged") != state:
+            lifecycle.log_done(after)
+        elif state == states.COMPLETE:
             self.log.info("job [%s] %s complete after %.2f s", after["_id"],
                           after["name"], after.get("runtime") or 0.0,
                           extra=CONSOLE_ONLY)
-            return
-        level = {states.DEFERRED: logging.INFO,
-                 states.PENDING: logging.WARNING}.get(after["state"],
-                                                      logging.ERROR)
-        self.log.log(level, "job [%s] %s %s after %.2f s: %s",
-                     after["_id"], after["name"], after["state"],
-                     after.get("runtime") or 0.0,
-                     (after.get("last_error") or {}).get("exception"))
-        if after.get("removed_at"):
-            lifecycle.journal(self.queue, after)
+        else:
+            # lost (pending again) is the worker's business, not the job's
+            lost = state == states.PENDING
+            self.log.log(
+                logging.WARNING if lost else lifecycle.DONE_LEVELS.get(
+                    state, logging.ERROR),
+                "job [%s] %s %s after %.2f s: %s", after["_id"],
+                after["name"], "lost its worker" if lost else state,
+                after.get("runtime") or 0.0,
+                (after.get("last_error") or {}).get("exception"),
+                extra=None if lost else CONSOLE_ONLY)
+        if lifecycle.journal_removed(self.queue, after):
             self.events.add(events.job_event("remove_job", after))
 
     def journal(self):

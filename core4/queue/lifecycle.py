@@ -6,6 +6,7 @@ claim time (``locked.token``): a process that lost its lease (its worker was
 declared dead and the job recovered) can no longer change the job.
 """
 
+import logging
 import traceback
 import uuid
 
@@ -13,12 +14,35 @@ import pymongo
 import pymongo.errors
 
 from core4.base import hostname
+from core4.logger.adapter import get_logger
 from core4.mongo import elapsed, now, seconds, to_datetime
 from core4.queue import states
 
 
 #: ``max_lost`` of jobs enqueued before it existed
 DEFAULT_MAX_LOST = 3
+
+#: the level of the "done execution with [state]" record of each state a
+#: run (or a deferred job's inactivation) ends in
+DONE_LEVELS = {states.COMPLETE: logging.INFO, states.DEFERRED: logging.INFO,
+               states.FAILED: logging.CRITICAL,
+               states.ERROR: logging.CRITICAL, states.KILLED: logging.ERROR,
+               states.INACTIVE: logging.ERROR}
+
+
+def log_done(doc, message=None):
+    """Write the one "done execution with [<state>]" record of the job
+    ``doc`` (under the job's ``_id``), at the level of its state (see
+    :data:`DONE_LEVELS`); ``message`` defaults to its ``last_error``. The
+    job process writes it for runs that ended there; this is for the ends
+    that only the worker sees (killed, lost, not started, inactive)."""
+    state = doc["state"]
+    if message is None:
+        message = (doc.get("last_error") or {}).get("exception")
+    get_logger(doc["name"], doc["_id"]).log(
+        DONE_LEVELS.get(state, logging.WARNING),
+        "done execution with [%s]%s", state,
+        ": %s" % message if message else "")
 
 
 def new_lease(worker, pid=None):
@@ -149,6 +173,22 @@ def set_error(queue, doc, error=None, message=None, at=None):
     return _update(queue, doc, {"$set": fields, "$unset": {"locked": ""}})
 
 
+def inactive_at(doc):
+    """When the deferring job ``doc`` becomes inactive: ``defer_max``
+    seconds after its first start."""
+    stored = to_datetime(doc.get("inactive_at"))
+    if stored is not None:
+        return stored
+    first = to_datetime(doc.get("first_started_at") or doc["started_at"])
+    return first + seconds(doc["defer_max"])
+
+
+def deferred_state(doc, at):
+    """The state a run of ``doc`` that deferred and ended ``at`` ends in:
+    ``deferred``, or ``inactive`` once ``defer_max`` has passed."""
+    return states.INACTIVE if at >= inactive_at(doc) else states.DEFERRED
+
+
 def set_deferred(queue, doc, message, at=None):
     """Running → deferred (again after ``defer_time``), or inactive once
     ``defer_max`` has passed since the first start; the job ended ``at``
@@ -156,11 +196,8 @@ def set_deferred(queue, doc, message, at=None):
     at = at or now()
     fields = _finish(doc, at)
     fields["last_error"] = error_document(message=message)
-    inactive_at = doc.get("inactive_at") or (
-        doc.get("first_started_at") or doc["started_at"]) + seconds(
-        doc["defer_max"])
-    fields["inactive_at"] = inactive_at
-    if at >= inactive_at:
+    fields["inactive_at"] = inactive_at(doc)
+    if deferred_state(doc, at) == states.INACTIVE:
         fields.update(state=states.INACTIVE)
     else:
         fields.update(state=states.DEFERRED,
@@ -249,6 +286,17 @@ def journal_many(queue, docs):
                                           docs[index], upsert=True)
     queue.sys.queue.delete_many({"_id": {"$in": [d["_id"] for d in docs]},
                                  "state": states.COMPLETE})
+
+
+def journal_removed(queue, doc):
+    """Move the job ``doc`` (after its run ended) to the journal if its
+    removal was requested while it ran: it is never run again. A complete
+    job moves there anyway. Returns True if it was moved here."""
+    if doc is None or not doc.get("removed_at") or \
+            doc["state"] in (states.RUNNING, states.COMPLETE):
+        return False
+    journal(queue, doc)
+    return True
 
 
 def journal(queue, doc):

@@ -85,7 +85,8 @@ class CoreQueue:
 
     def submit(self, job, by=None, parent_id=None):
         """Insert a validated job object; ``by`` overrides the user name,
-        ``parent_id`` links it to the job that triggered it."""
+        ``parent_id`` links it to the job that triggered it (stored as
+        ``enqueued.parent_id``, None if not given)."""
         if job.dependency or job.chain:
             dependency.check_references(self, job)
         doc = self.submit_document(job.serialise(), by, parent_id)
@@ -104,14 +105,14 @@ class CoreQueue:
         doc.update(
             state=states.PENDING, attempts_left=doc["attempts"], trial=0,
             query_at=at, prog={"value": 0.0, "message": None},
-            enqueued={"at": at, "hostname": hostname(), "username": by})
+            enqueued={"at": at, "hostname": hostname(), "username": by,
+                      # always there, as upstream: None unless a job made it
+                      "parent_id": parent_id})
         if doc.get("dependency"):
             doc["waiting_for"] = list(doc["dependency"])
             doc["query_at"] = dependency.WAITING_AT
             doc["prog"]["message"] = "waiting for %s" % ", ".join(
                 str(value) for value in doc["dependency"])
-        if parent_id is not None:
-            doc["enqueued"]["parent_id"] = parent_id
         doc["_id"] = ObjectId()
         try:
             self.sys.queue.insert_one(doc)
@@ -226,29 +227,36 @@ class CoreQueue:
             pass  # inserted by the interrupted attempt
 
     def remove(self, _id, by=None):
-        """Remove a job: journal it now, or kill it first if it runs.
+        """Remove a job: a job that does not run moves to the journal now.
+        A running job only gets ``removed_at``: its run goes on to its end,
+        then the job moves to the journal in the state the run ended in
+        (``complete``, ``failed``, ...) and never runs again. :meth:`kill`
+        stops a run.
 
         Returns True if the job was removed or its removal requested (then
         audited as done ``by`` the user).
         """
         _id = parse_id(_id)
         at = now()
-        doc = self.sys.queue.find_one_and_update(
-            {"_id": _id, "state": {"$ne": states.RUNNING}},
-            {"$set": {"removed_at": at}},
-            return_document=pymongo.ReturnDocument.AFTER)
-        if doc is not None:
-            lifecycle.journal(self, doc)
-            events.emit(self.sys, events.job_event("remove_job", doc))
-            self._audit("remove", by, doc, running=False)
-            return True
-        doc = self.sys.queue.find_one_and_update(
-            {"_id": _id, "state": states.RUNNING},
-            {"$set": {"removed_at": at, "killed_at": at}},
-            projection={"name": 1})
-        if doc is not None:
-            self._audit("remove", by, doc, running=True)
-        return doc is not None
+        for _ in range(2):  # the job may start or end between the updates
+            doc = self.sys.queue.find_one_and_update(
+                {"_id": _id, "state": {"$ne": states.RUNNING}},
+                {"$set": {"removed_at": at}},
+                return_document=pymongo.ReturnDocument.AFTER)
+            if doc is not None:
+                lifecycle.journal(self, doc)
+                events.emit(self.sys, events.job_event("remove_job", doc))
+                self._audit("remove", by, doc, running=False)
+                return True
+            doc = self.sys.queue.find_one_and_update(
+                {"_id": _id, "state": states.RUNNING},
+                {"$set": {"removed_at": at}}, projection={"name": 1})
+            if doc is not None:
+                self._audit("remove", by, doc, running=True)
+                return True
+            if self.sys.queue.find_one({"_id": _id}, {"_id": 1}) is None:
+                return False
+        return False
 
     def remove_hard(self, _id, by=None):
         """Delete a job from the queue at once (journaled), whatever its

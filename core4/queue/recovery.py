@@ -16,7 +16,8 @@ def recover_lost(queue, cutoff, log, skip=()):
 
     A lost job runs again at once without using up an attempt (see
     :func:`core4.queue.lifecycle.set_lost`); a pending kill request makes
-    it ``killed``, a pending removal also journals it. Jobs in ``skip`` (the
+    it ``killed``, a pending removal also journals it (as do removed jobs
+    whose run ended before their worker could journal them). Jobs in ``skip`` (the
     caller's own, alive) are left alone. A completed job whose process died
     before it was journaled is journaled. Returns the recovered documents.
     """
@@ -47,19 +48,43 @@ def recover_lost(queue, cutoff, log, skip=()):
             continue  # renewed or recovered by someone else meanwhile
         log.error("recovered job [%s] %s: %s -> %s", doc["_id"], doc["name"],
                   lost, after["state"])
+        if after["state"] in lifecycle.DONE_LEVELS:
+            lifecycle.log_done(after)  # its process could not say it
         if after.get("removed_at"):
             lifecycle.journal(queue, after)
         recovered.append(after)
+    sweep_removed(queue)
     return recovered
 
 
+def sweep_removed(queue):
+    """Journal the jobs whose removal was requested while they ran and
+    whose run has ended, but which are still in the queue (their worker
+    died between recording the end and journaling them)."""
+    for doc in queue.sys.queue.find({"removed_at": {"$exists": True}},
+                                    {"state": 1}):
+        if doc["state"] != states.RUNNING:
+            full = queue.sys.queue.find_one({"_id": doc["_id"]})
+            if full is not None and full["state"] != states.RUNNING:
+                lifecycle.journal(queue, full)
+
+
 def inactivate_deferred(queue):
-    """Deferred jobs past ``inactive_at`` become ``inactive``."""
+    """Deferred jobs past ``inactive_at`` become ``inactive``; each gets
+    its one "done execution with [inactive]" record. Returns how many."""
     at = now()
-    result = queue.sys.queue.update_many(
-        {"state": states.DEFERRED, "inactive_at": {"$lte": at}},
-        {"$set": {"state": states.INACTIVE, "finished_at": at}})
-    return result.modified_count
+    count = 0
+    for doc in queue.sys.queue.find(
+            {"state": states.DEFERRED, "inactive_at": {"$lte": at}},
+            {"name": 1, "last_error": 1}):
+        # by _id and state: of several workers, one inactivates it
+        if queue.sys.queue.update_one(
+                {"_id": doc["_id"], "state": states.DEFERRED},
+                {"$set": {"state": states.INACTIVE,
+                          "finished_at": at}}).modified_count:
+            count += 1
+            lifecycle.log_done(dict(doc, state=states.INACTIVE))
+    return count
 
 
 def flag_running(queue, docs, log):

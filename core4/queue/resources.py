@@ -45,3 +45,27 @@ class ResourceMonitor:
         if cpu > self.max_cpu:
             return "CPU load %.0f%% > %s%%" % (cpu, self.max_cpu)
         return None
+
+
+class HeldBack:
+    """The jobs a worker holds back because it is short of CPU or memory:
+    one INFO record "skipped job [<_id>] <name>: not enough resources
+    (<what>)" when a job starts being held back, not at every claim."""
+
+    def __init__(self, log):
+        self.log = log
+        self.ids = set()
+
+    def note(self, short, candidates):
+        """Record a claim round: ``short`` is why resources do not suffice
+        (None if they do), ``candidates`` the jobs due for this worker
+        (those not forced are held back while resources are short)."""
+        if not short:
+            self.ids.clear()
+            return
+        held = {candidate.id: candidate for candidate in candidates
+                if not candidate.force}
+        for job_id in held.keys() - self.ids:
+            self.log.info("skipped job [%s] %s: not enough resources (%s)",
+                          job_id, held[job_id].name, short)
+        self.ids = set(held)

@@ -52,7 +52,7 @@ from core4.queue.launcher.environments import Environments, EnvironmentProblem
 from core4.queue.launcher.watchdog import write_renewal
 from core4.queue.launcher.launcher import Done, LauncherError, Started
 from core4.queue.queue import CoreQueue
-from core4.queue.resources import ResourceMonitor
+from core4.queue.resources import HeldBack, ResourceMonitor
 from core4.queue.wakeup import QueueWatch
 
 #: seconds between writes of buffered events and job log records
@@ -94,6 +94,7 @@ class CoreWorker:
         self.plan["heartbeat"] = self.heartbeat
         self.resources = ResourceMonitor(wcfg.max_cpu, wcfg.min_free_ram,
                                          wcfg.avg_stats_secs)
+        self.held_back = HeldBack(self.log)  # jobs waiting for resources
         self.jobs = {}              # job id -> JobProcess
         self.phase = STARTUP
         self.started_at = None
@@ -314,10 +315,11 @@ class CoreWorker:
             if self.parallel.waiting:
                 self.parallel.withdraw(
                     {c.name for c in claimer.candidates.values()})
+            short = self.resources.exhausted()
             candidates = claimer.next_candidates(
                 self.parallel.capped_names(self.jobs),
-                self.maintenance["projects"],
-                force_only=bool(self.resources.exhausted()))
+                self.maintenance["projects"], force_only=bool(short))
+            self.held_back.note(short, claimer.candidates.values())
             while candidates:
                 batch, candidates = self.parallel.batch_of(
                     candidates, slots, self.jobs)
@@ -362,8 +364,10 @@ class CoreWorker:
                 self.renewed_at + self.heartbeat / 2)
         except (EnvironmentProblem, LauncherError) as exc:
             self.jobs.pop(doc["_id"], None)
-            lifecycle.set_error(self.queue, doc, message=str(exc))
             self.log.error("cannot start job [%s]: %s", doc["_id"], exc)
+            after = lifecycle.set_error(self.queue, doc, message=str(exc))
+            if after is not None:
+                lifecycle.log_done(after)
 
     def renew(self):
         """Renew this worker's heartbeat and the leases of its jobs; then

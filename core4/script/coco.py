@@ -50,7 +50,8 @@ def build_parser():
         help="count queued jobs by name and state")
     add("--kill", nargs="+", metavar="ID|QUAL_NAME", help="kill jobs")
     add("--restart", nargs="+", metavar="ID|QUAL_NAME", help="restart jobs")
-    add("--remove", nargs="+", metavar="ID|QUAL_NAME", help="remove jobs")
+    add("--remove", nargs="+", metavar="ID|QUAL_NAME",
+        help="remove jobs (a running job when its run ends)")
     add("--remove-hard", nargs="+", metavar="ID|QUAL_NAME",
         help="delete jobs from the queue at once")
     add("--pause", nargs="?", const=GLOBAL, metavar="PROJECT",
@@ -259,6 +260,26 @@ def _each(values, action, verb, done):
             failed, verb))
 
 
+def cmd_remove(values):
+    """``--remove``: journal jobs; a running job is journaled when its run
+    ends (in the state it ends in), and ``--kill`` stops a run."""
+    queue = _queue()
+    failed = 0
+    for value in values:
+        for _id in queue.resolve(value, queued=True):
+            if not queue.remove(_id):
+                failed += 1
+                print("failed to remove [%s]" % _id)
+            elif queue.sys.queue.find_one(
+                    {"_id": _id, "state": states.RUNNING}, {"_id": 1}):
+                print("removing [%s]: it is running; the removal takes "
+                      "effect when the run ends (--kill stops it now)" % _id)
+            else:
+                print("removed [%s]" % _id)
+    if failed:
+        raise Core4UserError("%d job(s) not in a state to remove" % failed)
+
+
 def cmd_worker(name, start_method):
     """``--worker``: run a worker until halted or signalled."""
     from core4.queue.worker import CoreWorker
@@ -442,7 +463,7 @@ def dispatch(ns, parser):
     elif ns.restart:
         _each(ns.restart, "restart", "restart", "restarted")
     elif ns.remove:
-        _each(ns.remove, "remove", "remove", "removed")
+        cmd_remove(ns.remove)
     elif ns.remove_hard:
         _each(ns.remove_hard, "remove_hard", "remove", "hard removed")
     elif ns.pause:

@@ -5,6 +5,10 @@ touching the job's document; :func:`core4.queue.lifecycle.apply_outcome`
 records it. A worker's job process hands the outcome to its worker (which
 records it with its own, pooled connection); ``execute()`` records it
 itself through :func:`run_claimed`.
+
+Every run writes one "done execution with [<state>]" record under the
+job's ``_id``, naming the state it ends in (``logged`` in the outcome), at
+the level of :data:`core4.queue.lifecycle.DONE_LEVELS`.
 """
 
 import inspect
@@ -30,10 +34,14 @@ def check_signature(job):
 
 
 def build_job(doc):
-    """Return the job object of ``doc``, or an ``error`` outcome."""
+    """Return the job object of ``doc``, or an ``error`` outcome (its
+    "done execution with [error]" record written)."""
     try:
         cls = load_job_class(doc["name"])
         job = cls.deserialise(doc)
+        if isinstance(job.enqueued, dict):
+            # a job enqueued before parent_id was always stored
+            job.enqueued.setdefault("parent_id", None)
         job.validate()
         check_signature(job)
         return job, None
@@ -43,7 +51,10 @@ def build_job(doc):
         error = lifecycle.error_document(sys.exc_info())
         error["exception"] = "cannot start %s: %s: %s" % (
             doc["name"], type(exc).__name__, exc)
-    return None, {"state": states.ERROR, "error": error}
+    lifecycle.log_done({"name": doc["name"], "_id": doc["_id"],
+                        "state": states.ERROR, "last_error": error})
+    return None, {"state": states.ERROR, "error": error,
+                  "logged": states.ERROR}
 
 
 def execute_claimed(doc, queue_factory):
@@ -63,11 +74,12 @@ def execute_claimed(doc, queue_factory):
             as clean:
         outcome = _execute(job, doc, queue_factory, clean)
     chain = outcome.pop("chain", None)
+    # when the job ended: its runtime, not when its worker recorded it
+    ended = outcome.pop("ended_at")
     outcome = clean(outcome)
     if chain is not None:
         outcome["chain"] = chain
-    # when the job ended: its runtime, not when its worker recorded it
-    outcome["ended_at"] = now()
+    outcome["ended_at"] = ended
     return outcome
 
 
@@ -91,17 +103,27 @@ def _execute(job, doc, queue_factory, clean):
     try:
         job.execute(**job.args)
     except CoreJobDeferred as exc:
-        log.info("done execution with [deferred]: %s", exc)
-        return {"state": states.DEFERRED, "message": str(exc)}
+        ended = now()
+        # the run's one "done execution" record names the state it ends in
+        state = lifecycle.deferred_state(doc, ended)
+        if state == states.INACTIVE:
+            log.error("done execution with [inactive]: %s", exc)
+        else:
+            log.info("done execution with [deferred]: %s", exc)
+        return {"state": states.DEFERRED, "message": str(exc),
+                "ended_at": ended, "logged": state}
     except Exception:
+        ended = now()
         # the job fails for good when this was its last attempt
         final = states.ERROR if doc.get("attempts_left", 1) <= 1 \
             else states.FAILED
         log.critical("done execution with [%s]", final, exc_info=True)
-        return {"state": states.FAILED,
+        return {"state": states.FAILED, "ended_at": ended, "logged": final,
                 "error": lifecycle.error_document(sys.exc_info())}
+    ended = now()
     log.info("done execution with [complete]")
-    outcome = {"state": states.COMPLETE}
+    outcome = {"state": states.COMPLETE, "ended_at": ended,
+               "logged": states.COMPLETE}
     if job.chain:
         outcome["chain"] = chain_documents(job)
     return outcome
@@ -124,4 +146,6 @@ def run_claimed(queue, doc):
     the job's final document (None if the lease was lost meanwhile)."""
     outcome = execute_claimed(doc, lambda: queue)
     outcome.pop("chain", None)  # execute() leaves nothing behind
-    return retrying(lifecycle.apply_outcome, queue, doc, outcome)
+    after = retrying(lifecycle.apply_outcome, queue, doc, outcome)
+    lifecycle.journal_removed(queue, after)
+    return after
