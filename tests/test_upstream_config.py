@@ -279,3 +279,12 @@ def test_keys_unknown_to_both_stay_errors(core4_env, tmp_path, text, key):
     assert done.returncode != 0
     assert done.stderr.count("\n") == 1, done.stderr
     assert "unknown key %s" % key in done.stderr, done.stderr
+
+
+def test_docs_list_every_upstream_key():
+    from core4.config.upstream import MAPPED, NO_NONE
+    text = open(os.path.join(ROOT, "docs", "upstream.rst")).read()
+    for key in list(MAPPED) + list(MAPPED.values()) + list(IGNORED):
+        assert "``%s``" % key in text, key
+    for key in NO_NONE:
+        assert "``%s: ~``" % key in text, key

@@ -40,8 +40,9 @@ IGNORED = {
     "logging.extra": "configure further Python logging handlers in your "
                      "own code (logging.config.dictConfig)",
     "logging.size": "sys_log keeps records logging.mongodb_ttl seconds",
-    "event.queue_interval": "the dashboard follows the queue by a change "
-                            "stream; remove it",
+    "event.queue_interval": "the dashboard's live queue "
+                            "(/_dashboard/stream/queue) sends an event every "
+                            "interval seconds its client asks for; remove it",
     "event.size": "sys_event keeps events event.ttl seconds",
     "event.write_concern": "remove it",
     "base.log_level": "set logging.stderr, logging.stdout and "
