@@ -3,6 +3,12 @@
 User mistakes derive from :class:`Core4UserError`: the command line and the
 API turn them into one clear line (CLI exit code 2, API 4xx) instead of a
 traceback.
+
+The errors of loading and validating a job also derive from the built-in
+classes upstream core4 raised, so code that catches those keeps working: a
+job module that is missing or cannot be imported is an :class:`ImportError`,
+an object that is not an enqueueable job class a :class:`TypeError`, an
+invalid job an :class:`AssertionError`.
 """
 
 
@@ -26,20 +32,29 @@ class CoreJobNotFound(Core4UserError):
     """The job class or the job document does not exist."""
 
 
-class CoreJobModuleNotFound(CoreJobNotFound):
-    """The module part of a job's qualified name cannot be imported."""
+class CoreJobModuleError(CoreJobNotFound, ImportError):
+    """The module part of a job's qualified name cannot be imported: it is
+    not a module name, or importing it fails (an :class:`ImportError`)."""
 
 
-class CoreJobNotAJob(Core4UserError):
-    """The qualified name does not point to a :class:`CoreJob` subclass."""
+class CoreJobModuleNotFound(CoreJobModuleError, ModuleNotFoundError):
+    """The module part of a job's qualified name does not exist (a
+    :class:`ModuleNotFoundError`)."""
 
 
-class CoreJobAbstract(Core4UserError):
-    """The job class is abstract and cannot be enqueued."""
+class CoreJobNotAJob(Core4UserError, TypeError):
+    """The object or qualified name is not a :class:`CoreJob` subclass (a
+    :class:`TypeError`)."""
 
 
-class CoreJobInvalid(Core4UserError):
-    """A job property has a wrong type or value."""
+class CoreJobAbstract(Core4UserError, TypeError):
+    """The job class is abstract and cannot be enqueued (a
+    :class:`TypeError`)."""
+
+
+class CoreJobInvalid(Core4UserError, AssertionError):
+    """A job property has a wrong type or value, or the job has no author
+    (an :class:`AssertionError`)."""
 
 
 class CoreJobExists(Core4UserError):

@@ -123,6 +123,21 @@ PROPERTIES = {
 EMPTY = {"chain": [], "dependency": [], "tag": [], "schedule": None}
 
 
+#: validators of the properties that must be numbers: a job class that
+#: sets one of them to None explicitly gets None (a validation error, as
+#: upstream core4), not the default (see :func:`explicit_none`)
+NUMBER_CHECKS = (positive_int, positive_number, integer)
+
+
+def explicit_none(cls, name):
+    """True if the job class ``cls`` itself sets property ``name`` to None
+    although it must be a number (``defer_time = None``): the job then has
+    None, which validation refuses, unless the configuration or an enqueue
+    keyword sets it."""
+    return name in cls.__dict__ and cls.__dict__[name] is None and \
+        PROPERTIES[name].check in NUMBER_CHECKS
+
+
 def check_property(qual_name, name, value):
     """Raise :class:`CoreJobInvalid` naming the attribute and the value."""
     problem = PROPERTIES[name].check(value)

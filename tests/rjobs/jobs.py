@@ -4,7 +4,7 @@ tests/test_parent_id.py (run by real ``coco --worker`` processes)."""
 import os
 import time
 
-from core4.queue.job import CoreJob
+from core4.queue.job import CoreAbstractMixin, CoreJob
 
 
 def collection(name):
@@ -81,6 +81,38 @@ class ChainingJob(CoreJob):
     """Complete; then its chain enqueues a :class:`ParentIdJob`."""
     author = "test"
     chain = ["tests.rjobs.jobs.ParentIdJob"]
+
+    def execute(self, **kwargs):
+        pass
+
+
+class NoAuthorJob(CoreJob):
+    """Has no author: invalid."""
+
+    def execute(self, **kwargs):
+        pass
+
+
+class NoneDeferTimeJob(CoreJob):
+    """Sets a number property to None explicitly: invalid (as upstream)."""
+    author = "test"
+    defer_time = None
+
+    def execute(self, **kwargs):
+        pass
+
+
+class AbstractBaseJob(CoreAbstractMixin, CoreJob):
+    """An abstract job: a base for others, not enqueueable."""
+    author = "test"
+
+    def execute(self, **kwargs):
+        pass
+
+
+class NotAJob:
+    """A class that is not derived from CoreJob."""
+    author = "test"
 
     def execute(self, **kwargs):
         pass
