@@ -2,7 +2,8 @@
 ``/core4/api/v1``."""
 
 from core4.api.container import CoreApiContainer
-from core4.api.v1 import audit, follow, job, login, openapi, queue, role
+from core4.api.v1 import (audit, follow, job, login, openapi, queue, role,
+                          service)
 
 ID = job.ID
 
@@ -32,5 +33,7 @@ class CoreApiServer(CoreApiContainer):
         ("/roles", role.RoleHandler),
         ("/roles/%s" % ID, role.RoleItemHandler),
         ("/audit", audit.AuditHandler),
+        ("/service", service.ServiceListHandler),
+        ("/service/%s" % ID, service.ServiceStopHandler),
         ("/openapi.json", openapi.OpenApiHandler),
     ]
