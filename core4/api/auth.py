@@ -2,9 +2,18 @@
 login cookie, tried in this order. Anything else, or anything invalid,
 is nobody.
 
-Password logins are throttled (:mod:`core4.api.throttle`): while a user
-at an address, or the address, is locked, a Basic login answers 429 with
-``Retry-After`` without its password being checked.
+HTTP Basic is accepted only where a login is needed (every route that is
+not public) and by the handlers that say so (``basic = True``: ``GET
+/login``); elsewhere Basic credentials are ignored without a password
+check. Password logins are throttled (:mod:`core4.api.throttle`): while a
+user at an address, or the address, is locked, a Basic login answers 429
+with ``Retry-After`` without its password being checked. The password is
+checked in the app server's password pool
+(:class:`~core4.api.password.Checker`): when it is full, 429 at once.
+
+A long-lived response (server-sent events) re-checks its login every
+:data:`RECHECK` seconds (:class:`Recheck`) and ends when it no longer
+holds.
 
 The cookie is ``HttpOnly``, ``SameSite=Strict`` and, over TLS, ``Secure``.
 An unsafe request (POST, PUT, PATCH, DELETE) authenticated by the cookie
@@ -24,6 +33,8 @@ from core4.api import role, throttle, token
 from core4.api.errors import ApiError
 
 COOKIE = "core4_token"
+#: seconds between the re-checks of a long-lived response's login
+RECHECK = 3.0
 #: methods that change state: with the cookie they need a same origin
 UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
 _PORTS = {"http": 80, "https": 443}
@@ -66,6 +77,8 @@ def credentials(handler):
     header = handler.request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "basic":
+        if not accepts_basic(handler):
+            return None
         try:
             text = base64.b64decode(value.strip(), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
@@ -90,6 +103,15 @@ def credentials(handler):
     return None
 
 
+def accepts_basic(handler):
+    """True if ``handler`` takes HTTP Basic credentials: its ``basic``
+    attribute, else whether it needs a login (not ``public``)."""
+    basic = getattr(handler, "basic", None)
+    if basic is None:
+        return not getattr(handler, "public", False)
+    return bool(basic)
+
+
 def login_with(context, creds):
     """Return the :class:`Login` of ``creds`` or None (blocking: call it in
     the executor); raise 429 while a Basic login is throttled."""
@@ -105,7 +127,9 @@ def login_with(context, creds):
         refusal = gate.check(creds[1], address)
         if refusal is not None:
             raise throttled(refusal)
-        user = role.authenticate(system, creds[1], creds[2])
+        # waits for the password pool (429 at once when it is full)
+        user = role.authenticate(system, creds[1], creds[2],
+                                 verify=context.passwords.verify)
         if user is None:
             throttle.report_failure(context, creds[1], address, "basic")
             return None
@@ -129,6 +153,71 @@ def login_with(context, creds):
 def authenticate(handler):
     """Return the :class:`Login` of ``handler``'s request, or None."""
     return login_with(handler.context, credentials(handler))
+
+
+# long-lived responses ---------------------------------------------------------
+
+def recheck(context, user):
+    """Return the :class:`Login` of ``user`` (logged in earlier) as it
+    is now, or None if the user was deleted, renamed or deactivated or
+    its stamp changed (password changed) meanwhile (blocking: call it in
+    the executor)."""
+    current = role.find_user(context.system, user["name"])
+    if (current is None or current["_id"] != user["_id"]
+            or current.get("token_version") != user.get("token_version")):
+        return None
+    return Login(current, role.effective_permissions(context.system,
+                                                     current), "recheck")
+
+
+def token_expiry(handler):
+    """The ``exp`` of the request's token (Bearer or cookie), or None
+    (HTTP Basic, or no valid token)."""
+    header = handler.request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        value = value.strip()
+    elif header:
+        return None
+    else:
+        cookie = handler.get_signed_cookie(COOKIE, max_age_days=31)
+        if not cookie:
+            return None
+        value = cookie.decode("ascii", errors="replace")
+    payload = token.decode_token(value, handler.context.secrets["jwt"],
+                                 handler.context.config)
+    return payload["exp"] if payload else None
+
+
+class Recheck:
+    """The login of a long-lived response, checked again every
+    ``interval`` seconds: :meth:`revoked` answers why it no longer holds
+    (the user was deleted, renamed or deactivated, its password changed,
+    its token expired), else None; it renews the handler's ``user`` and
+    ``permissions``, which the caller checks further (e.g. permission to
+    read a job)."""
+
+    def __init__(self, handler, interval=RECHECK):
+        self.handler = handler
+        self.interval = float(interval)
+        self.expires = token_expiry(handler)
+        self.checked = time.monotonic()
+
+    async def revoked(self):
+        """None while the login holds (checked at most every
+        ``interval`` seconds), else the one-line reason."""
+        handler = self.handler
+        if time.monotonic() - self.checked < self.interval:
+            return None
+        name = handler.user["name"]
+        if self.expires is not None and time.time() >= self.expires:
+            return "the login token of %s expired" % name
+        login = await handler.run(recheck, handler.context, handler.user)
+        self.checked = time.monotonic()
+        if login is None:
+            return "the login of %s is no longer valid" % name
+        handler.user, handler.permissions = login.user, login.permissions
+        return None
 
 
 # cross-site requests ---------------------------------------------------------

@@ -2,19 +2,28 @@
 
 import concurrent.futures
 
-from core4.api import role, secret
+from core4.api import password, role, secret
 from core4.mongo import SystemCollections
 
 
 class ApiContext:
-    """Configuration, system collections, secrets and the thread pool for
-    blocking calls of one app server."""
+    """Configuration, system collections, secrets, the thread pool for
+    blocking calls (database) and the pool of password checks of one app
+    server.
+
+    The database pool has ``threads`` threads plus one for each place of
+    the password pool: an HTTP Basic login waits in a database thread for
+    its password check, so even a full password pool leaves ``threads``
+    threads to everyone else.
+    """
 
     def __init__(self, config, threads=8):
         self.config = config
         self.system = SystemCollections(config)
+        self.passwords = password.Checker.of_config(config)
         self.executor = concurrent.futures.ThreadPoolExecutor(
-            threads, thread_name_prefix="core4-api")
+            threads + self.passwords.capacity,
+            thread_name_prefix="core4-api")
         self.secrets = None
         self._queue = None
 
@@ -35,5 +44,6 @@ class ApiContext:
         return self._queue
 
     def close(self):
-        """Stop the thread pool."""
+        """Stop the thread pools."""
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.passwords.close()

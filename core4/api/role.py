@@ -6,6 +6,12 @@ are unique and always matched exactly, never as a pattern. Every change
 replaces the document's ``etag``: an update or delete must name the etag it
 read (optimistic concurrency), or it is refused.
 
+A user's ``token_version`` is a random value (its *stamp*) that every
+login token of the user carries (:mod:`core4.api.token`). It is made
+anew when the user is created, renamed or deactivated and when its
+password changes: a token names one user, and dies with it. A new user
+never gets the stamp of a former one, even under the same name.
+
 Every create, update and delete is audited: an event of channel ``audit``
 names who did it (``by``, default the OS user), the action and the user or
 role (and for an update the names of the fields changed, never values).
@@ -44,7 +50,37 @@ class RoleConflict(Core4UserError):
     status = 409
 
 
+def new_stamp():
+    """A fresh random ``token_version`` (see the module)."""
+    return secrets.token_urlsafe(16)
+
+
 def setup(system):
+    """Create the unique indexes of ``sys_role`` and give users of an
+    older core4 a random stamp (idempotent)."""
+    _indexes(system)
+    upgrade_stamps(system)
+
+
+def upgrade_stamps(system):
+    """Replace each counter ``token_version`` (of core4 before random
+    stamps: the same for a deleted user and a new one of the same name)
+    by a random stamp. Tokens issued before are no longer valid: their
+    users log in again. Return how many were replaced."""
+    replaced = 0
+    for doc in system.role.find({}, {"token_version": 1}):
+        old = doc.get("token_version")
+        if isinstance(old, str):
+            continue
+        match = {"_id": doc["_id"]}
+        match["token_version"] = (old if old is not None
+                                  else {"$exists": False})
+        replaced += system.role.update_one(match, {"$set": {
+            "token_version": new_stamp()}}).modified_count
+    return replaced
+
+
+def _indexes(system):
     """Create the unique indexes of ``sys_role`` (idempotent)."""
     ensure_index(system.role, [("name", 1)], unique=True)
     # users have an email, roles none: email_key is the email for users
@@ -100,7 +136,7 @@ def _prepare(system, fields, current=None):
         raise Core4UserError("a user (with password) needs an email")
     if "password" in fields and fields["password"] is not None:
         doc["password"] = passwords.hash_password(fields["password"])
-        doc["token_version"] = (current or {}).get("token_version", 0) + 1
+        doc["token_version"] = new_stamp()
     elif current is not None and "password" in fields:
         doc["password"] = current.get("password")
     for name in doc.get("roles", []):
@@ -124,7 +160,7 @@ def _audit(system, action, by, doc, **extra):
 def create(system, fields, by=None):
     """Create a user or role from ``fields``; return it (without secrets;
     audited as done ``by`` the user)."""
-    setup(system)
+    _indexes(system)
     fields = dict(fields)
     _check(fields, creating=True)
     fields.setdefault("realname", None)
@@ -137,7 +173,7 @@ def create(system, fields, by=None):
     at = now()
     doc.update(_id=ObjectId(), etag=str(ObjectId()), created=at, updated=at,
                last_login=None)
-    doc.setdefault("token_version", 0)
+    doc["token_version"] = new_stamp()
     try:
         system.role.insert_one(doc)
     except pymongo.errors.DuplicateKeyError:
@@ -176,6 +212,11 @@ def update(system, _id, etag, fields, by=None):
     doc = _prepare(system, fields, current)
     _cycle(system, doc)
     doc.update(etag=str(ObjectId()), updated=now())
+    if doc["name"] != current["name"] or (
+            current.get("is_active", True) and not doc.get("is_active")):
+        # a renamed or deactivated user's tokens end (and stay ended when
+        # the old name is taken again or the user re-activated)
+        doc["token_version"] = new_stamp()
     if "name" in fields and fields["name"] != current["name"]:
         if system.role.find_one({"roles": current["name"]}, {"_id": 1}):
             raise Core4UserError("role %s is included by others: cannot "
@@ -222,7 +263,9 @@ def get(system, _id):
 
 
 def find_user(system, name):
-    """Return the active user named exactly ``name``, or None."""
+    """Return the active user named exactly ``name``, or None (its
+    password is checked by :func:`authenticate` or a
+    :class:`~core4.api.password.Checker`)."""
     if not isinstance(name, str) or not NAME.fullmatch(name):
         return None
     doc = system.role.find_one({"name": name})
@@ -252,17 +295,16 @@ def effective_permissions(system, user):
     return permission.Permissions(result)
 
 
-def authenticate(system, name, password):
+def authenticate(system, name, password,
+                 verify=passwords.verify_or_pretend):
     """Return the user if ``name`` and ``password`` match, else None.
 
     An unknown name costs a hash check as well, so that the time of the
-    answer does not tell which names exist.
+    answer does not tell which names exist. ``verify(hashed, password)``
+    checks the password (an app server passes its password pool's).
     """
     user = find_user(system, name)
-    if user is None:
-        passwords.verify_password(passwords.dummy_hash(), password)
-        return None
-    if not passwords.verify_password(user.get("password"), password):
+    if not verify(user.get("password") if user else None, password):
         return None
     return user
 
@@ -277,6 +319,13 @@ def change_password(system, user, old, new):
     """Change the own password after checking the old one."""
     if not passwords.verify_password(user.get("password"), old):
         raise Core4UserError("the current password is wrong")
+    return replace_password(system, user, new)
+
+
+def replace_password(system, user, new):
+    """Set the password of ``user`` to ``new`` (clear, or
+    :class:`~core4.api.password.Hashed`) without checking the old one;
+    return the user (without secrets)."""
     fresh = get(system, user["_id"])
     return update(system, user["_id"], fresh["etag"], {"password": new},
                   by=user["name"])

@@ -1,13 +1,14 @@
 """Login, logout and the own profile.
 
-Password logins are throttled (:mod:`core4.api.throttle`); successful
+Password logins are throttled (:mod:`core4.api.throttle`) and checked
+in the app server's password pool (429 when it is full); successful
 logins are logged in one line and emitted as ``login`` events (channel
 ``auth``), locks as ``login_locked``.
 """
 
 import asyncio
 
-from core4.api import auth, password, role, throttle, token
+from core4.api import auth, role, throttle, token
 from core4.api.errors import ApiError, login_required
 from core4.api.handler import CoreRequestHandler
 
@@ -18,6 +19,8 @@ class LoginHandler(CoreRequestHandler):
     while failed logins lock the user or the address."""
 
     public = True
+    #: HTTP Basic is taken here (a public route otherwise ignores it)
+    basic = True
     spec = {"post": {"errors": ["401", "403", "429"]},
             "get": {"errors": ["401", "429"]}}
 
@@ -30,8 +33,10 @@ class LoginHandler(CoreRequestHandler):
         refusal = gate.check(name, address)
         if refusal is not None:
             raise auth.throttled(refusal)
-        user = await self.run(role.authenticate, self.context.system, name,
-                              secret)
+        user = await self.run(role.find_user, self.context.system, name)
+        if not await self.context.passwords.verify_async(
+                user.get("password") if user else None, secret):
+            user = None
         if user is None:
             await self.run(throttle.report_failure, self.context, name,
                            address, "password")
@@ -103,14 +108,15 @@ class ProfileHandler(CoreRequestHandler):
         refusal = gate.check(name, address)
         if refusal is not None:
             raise auth.throttled(refusal)
-        if not await self.run(password.verify_password,
-                              self.user.get("password"), old):
+        if not await self.context.passwords.verify_async(
+                self.user.get("password"), old):
             await self.run(throttle.report_failure, self.context, name,
                            address, "profile")
             raise ApiError(400, "the current password is wrong")
         gate.succeeded(name, address)
-        updated = await self.run(role.change_password, self.context.system,
-                                 self.user, old, new)
+        hashed = await self.context.passwords.hash_async(new)
+        updated = await self.run(role.replace_password, self.context.system,
+                                 self.user, hashed)
         user = await self.run(role.get, self.context.system, updated["_id"])
         value, expires = token.create_token(user, self.context.secrets["jwt"],
                                             self.context.config)
