@@ -14,6 +14,12 @@ Job documents look as in the job API (names the user may not read are
 masked as ``UnauthorizedJob``). After ``lifetime`` seconds the server ends
 the stream and the browser reconnects (with a renewed login cookie).
 
+Every :data:`~core4.api.auth.RECHECK` seconds the stream checks its login
+again (:class:`~core4.api.auth.Recheck`: the masks follow the user's
+current permissions); when it no longer holds (the user was deleted,
+renamed or deactivated, its password changed, its token expired), the
+stream sends one ``revoked`` event, ``{"message": ...}``, and ends.
+
 While the database cannot be reached the stream stays open and sends an
 ``unavailable`` event instead, ``{"code": 503, "message": ...}``, once per
 failed attempt (each waits at most the request's database timeout); the
@@ -26,7 +32,7 @@ import time
 
 import tornado.iostream
 
-from core4.api import envelope
+from core4.api import auth, envelope
 from core4.api.errors import status_of
 from core4.api.v1 import jobdoc
 from core4.api.v1.job import JobHandler
@@ -48,6 +54,7 @@ class QueueStreamHandler(DashboardHandler):
     # validation, same messages)
     listing_arguments = JobHandler.listing_arguments
     _query = JobHandler._query
+    readable = JobHandler.readable
     page_of = JobHandler.page_of
 
     async def get(self):
@@ -59,10 +66,16 @@ class QueueStreamHandler(DashboardHandler):
         self.set_header("X-Accel-Buffering", "no")
         self._gone = False
         deadline = time.monotonic() + float(self.lifetime)
+        login = auth.Recheck(self)
         try:
             self.write("retry: 1000\n\n")
             while not self._gone and time.monotonic() < deadline:
                 try:
+                    revoked = await login.revoked()
+                    if revoked:
+                        self.write("event: revoked\ndata: %s\n\n" % (
+                            envelope.dumps({"message": revoked})))
+                        break
                     data = await self.run(self._snapshot, source, query,
                                           sort, page, per_page)
                 except Exception as exc:

@@ -8,7 +8,7 @@ import time
 import tornado.iostream
 from bson import ObjectId
 
-from core4.api import envelope
+from core4.api import auth, envelope
 from core4.api.errors import ApiError
 from core4.api.handler import CoreRequestHandler
 from core4.api.v1 import jobdoc
@@ -77,6 +77,11 @@ class JobFollowHandler(JobMixin, CoreRequestHandler):
     finally ``close`` (the final state). A comment line every 15 seconds
     keeps idle connections open. A client that reconnects with
     ``Last-Event-ID`` gets only the records after that one.
+
+    Every :data:`~core4.api.auth.RECHECK` seconds the stream checks its
+    login again (:class:`~core4.api.auth.Recheck`) and the permission to
+    read the job: when either no longer holds, it ends with ``close``
+    whose ``revoked`` names why.
     """
 
     access = "user"
@@ -94,6 +99,7 @@ class JobFollowHandler(JobMixin, CoreRequestHandler):
         seen, last, last_state = set(), None, None
         kept_alive = time.monotonic()
         oid = ObjectId(_id)
+        login = auth.Recheck(self)
         resume = self.request.headers.get("Last-Event-ID", "")
         if ObjectId.is_valid(resume):
             last = ObjectId(resume)
@@ -124,6 +130,12 @@ class JobFollowHandler(JobMixin, CoreRequestHandler):
                     await self.flush()
                     kept_alive = time.monotonic()
                 await asyncio.sleep(interval)
+                revoked = await self._revoked(login, doc)
+                if revoked:
+                    await self.event("close", {
+                        "_id": _id, "state": doc.get("state"),
+                        "timeout": False, "revoked": revoked})
+                    break
                 doc = await self.run(self.context.queue.detail, oid)
                 if doc is None:
                     await self.event("close", {"_id": _id, "state": None,
@@ -132,6 +144,16 @@ class JobFollowHandler(JobMixin, CoreRequestHandler):
         except tornado.iostream.StreamClosedError:
             return
         self.finish()
+
+    async def _revoked(self, login, doc):
+        """Why the stream must end (its login or the permission to read
+        the job no longer holds), else None."""
+        revoked = await login.revoked()
+        if revoked is None and not self.permissions.can_read_job(
+                doc.get("name", "")):
+            revoked = "%s may no longer read job %s" % (
+                self.user["name"], doc["_id"])
+        return revoked
 
     @staticmethod
     def _snapshot(doc):
