@@ -12,10 +12,13 @@ import os
 import threading
 import time
 
+import types
+
 import jwt
 import pytest
 import requests
 
+from core4.api import role
 from tests.api.conftest import API, unique
 from tests.appserver import start_app_server, stop_app_server
 
@@ -133,6 +136,24 @@ def test_a_token_made_for_longer_than_the_lifetime_is_refused(ident,
     claims = jwt.decode(own, options={"verify_signature": False})
     assert claims["exp"] - claims["iat"] == LIFETIME
     assert profile(ident, own).status_code == 200
+
+
+def test_users_of_an_older_core4_get_a_stamp_and_keep_working(ident):
+    """Before stamps, ``token_version`` counted from 1 for every user:
+    the upgrade (at each app server's start) gives each a random stamp;
+    the user logs in as before."""
+    name = unique("erin")
+    create(ident, name)
+    ident.db.sys_role.update_one({"name": name},
+                                 {"$set": {"token_version": 1}})
+    assert role.upgrade_stamps(types.SimpleNamespace(
+        role=ident.db.sys_role)) >= 1
+    stamp = ident.db.sys_role.find_one({"name": name})["token_version"]
+    assert isinstance(stamp, str) and len(stamp) >= 20
+    token = ident.login(name, "password-1")
+    assert jwt.decode(token, options={"verify_signature": False})[
+        "ver"] == stamp
+    assert profile(ident, token).status_code == 200
 
 
 # item 3: password checks cannot starve the server ---------------------------
