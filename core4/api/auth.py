@@ -155,7 +155,7 @@ def authenticate(handler):
     return login_with(handler.context, credentials(handler))
 
 
-# long-lived responses ---------------------------------------------------------
+# long-lived responses --------------------------------------------------------
 
 def recheck(context, user):
     """Return the :class:`Login` of ``user`` (logged in earlier) as it
