@@ -345,7 +345,8 @@ def test_version(core4_env):
 
 def test_who_names_the_database(core4_env):
     out = ok("--who")
-    assert core4_env.url in out
+    from core4.script.dbcmd import masked
+    assert masked(core4_env.url) in out
     assert core4_env.database in out
     assert "sys.queue: %s.sys_queue" % core4_env.database in out
 

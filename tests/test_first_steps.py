@@ -22,7 +22,7 @@ import yaml
 
 from core4.config import reset_config
 from core4.mongo import now
-from core4.mongo.embedded import server_status, stop_server
+from core4.mongo.embedded import ensure_server, server_status, stop_server
 from core4.project import create
 
 DUMMY = "core4.queue.helper.job.DummyJob"
@@ -133,7 +133,7 @@ def test_db_status_start_stop_and_who(fresh):
 
 def test_db_stop_is_refused_while_a_daemon_uses_it(fresh):
     ok(coco("--db", "start", env=fresh.env))
-    url = server_status(fresh.data_dir)["url"]
+    url = ensure_server(fresh.data_dir)  # (with the server's credentials)
     client = pymongo.MongoClient(url)
     try:
         client.core4.sys_worker.insert_one({

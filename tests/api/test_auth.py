@@ -15,6 +15,8 @@ import base64
 import json
 import os
 import re
+import shutil
+import tempfile
 import time
 
 import jwt
@@ -59,8 +61,10 @@ def auth_api(api_env):
 
 
 def secret(server, name="jwt"):
-    """The stored secret ``name`` of ``server``."""
-    return server.db.sys_secret.find_one({"_id": name})["value"]
+    """The secret ``name`` of ``server`` (from its home's secrets file)."""
+    from core4.private import SECRET_FILE, read_secrets
+    return read_secrets(os.path.join(
+        server.env["CORE4_OPTION_folder__home"], SECRET_FILE))[name]
 
 
 def make_token(server, name, secret_value=None, algorithm="HS256", **claims):
@@ -119,7 +123,8 @@ USER = {("GET", "/profile"): 200, ("PUT", "/profile"): 400,
         ("PUT", r"/job/%s/kill" % spec.ID): 403,
         ("PUT", r"/job/%s/restart" % spec.ID): 403,
         ("GET", "/queue"): 200, ("GET", "/queue/history"): 200,
-        ("GET", "/system"): 200}
+        ("GET", "/system"): 200, ("GET", "/service"): 200,
+        ("DELETE", r"/service/%s" % spec.ID): 403}
 
 
 def call_all(server, _id, **kwargs):
@@ -544,20 +549,27 @@ def test_admin_password_never_stored_or_logged(auth_api, api):
     assert marker not in api.output()
 
 
-def test_secrets_generated_at_first_start(auth_api, api):
-    # (sys_secret may also hold the key of secret job arguments, made when
-    # an earlier test enqueued one)
-    api_keys = {"_id": {"$in": ["jwt", "cookie"]}}
-    docs = {doc["_id"]: doc["value"]
-            for doc in auth_api.db.sys_secret.find(api_keys)}
-    assert set(docs) == {"jwt", "cookie"}
-    assert all(re.fullmatch("[0-9a-f]{64}", value) for value in
-               docs.values())
-    assert docs["jwt"] != docs["cookie"]
-    others = {doc["_id"]: doc["value"]
-              for doc in api.db.sys_secret.find(api_keys)}
-    assert set(others) == {"jwt", "cookie"}
-    assert not set(docs.values()) & set(others.values())
-    # a token of the other deployment (other secret) is nobody here
-    response = auth_api.request("GET", API + "/profile", token=api.admin)
-    assert response.status_code == 401
+def test_secrets_generated_at_first_start(auth_api, api, api_env):
+    # both servers of this package share one home: a server of another
+    # home (another deployment) generates its own secrets
+    other_home = tempfile.mkdtemp(prefix="core4-secrets-")
+    other = start_app_server(api_env, name="other",
+                             CORE4_OPTION_folder__home=other_home)
+    try:
+        docs = {name: secret(other, name) for name in ("jwt", "cookie")}
+        assert all(re.fullmatch("[0-9a-f]{64}", value)
+                   for value in docs.values())
+        assert docs["jwt"] != docs["cookie"]
+        mode = os.stat(os.path.join(other_home, "secrets.json")).st_mode
+        assert mode & 0o077 == 0
+        assert not set(docs.values()) & {secret(api, "jwt"),
+                                         secret(api, "cookie")}
+        # none of them in the database
+        assert other.db.sys_secret.count_documents(
+            {"_id": {"$in": ["jwt", "cookie"]}}) == 0
+        # a token of the other deployment (other secret) is nobody here
+        response = other.request("GET", API + "/profile", token=api.admin)
+        assert response.status_code == 401
+    finally:
+        stop_app_server(other)
+        shutil.rmtree(other_home, ignore_errors=True)
