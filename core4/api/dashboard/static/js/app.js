@@ -10,6 +10,7 @@ import * as login from "./views/login.js";
 import * as queue from "./views/queue.js";
 import * as job from "./views/job.js";
 import * as start from "./views/start.js";
+import * as services from "./views/services.js";
 import * as daemons from "./views/daemons.js";
 import * as roles from "./views/roles.js";
 import * as audit from "./views/audit.js";
@@ -30,6 +31,7 @@ const VIEWS = {
   queue: {view: queue, title: "Queue", nav: "Queue"},
   job: {view: job, title: "Job"},
   start: {view: start, title: "Start a job", nav: "Start a job"},
+  services: {view: services, title: "Services", nav: "Services"},
   daemons: {view: daemons, title: "Daemons", nav: "Daemons"},
   roles: {view: roles, title: "Users and roles", nav: "Users and roles",
     admin: true},
