@@ -73,7 +73,8 @@ def build_parser():
     """Return the ``chist`` argument parser."""
     parser = ChistParser(
         prog="chist", description="Show the log records of sys.log.",
-        epilog=TIME_RULES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=TIME_RULES,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add("--start", metavar="T", help="records from T (default: 1h ago)")
     add("--end", metavar="T", help="records until T")

@@ -6,8 +6,8 @@ A worker starts it either by forking its warm launcher
 the result path on stdin. Either way the process has its own process group,
 its standard output and error go to a file the worker stores in
 ``sys_stdout`` (through a pipe, see :class:`OutputPipe`), and it writes the
-job's outcome to the result file, which the worker records. It opens a database connection of its own only if the
-job reports progress.
+job's outcome to the result file, which the worker records. It opens a
+database connection of its own only if the job reports progress.
 """
 
 import datetime
