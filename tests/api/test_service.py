@@ -157,3 +157,29 @@ def service_pids(worker, port):
                 conn.status == psutil.CONN_LISTEN and conn.pid:
             found.append(conn.pid)
     return found
+
+
+def test_an_idle_service_is_stopped_and_completes(api, api_worker):
+    job = enqueue(api, "tests.apijobs.IdleService")
+    running_service(api, job["_id"])
+    doc = wait_job(api, job["_id"], "complete", timeout=60)
+    assert doc["runtime"] >= 3
+
+
+def test_a_crashed_service_runs_again_by_its_attempts(api, api_worker,
+                                                      tmp_path):
+    marker = str(tmp_path / "runs")
+    job = enqueue(api, "tests.apijobs.CrashingService", marker=marker)
+    # the first run fails (code 3), the second is healthy and stays up
+    wait_for(lambda: get_job(api, job["_id"]).get("trial", 0) >= 2, 120,
+             message="a second run")
+    entry = running_service(api, job["_id"])
+    doc = get_job(api, job["_id"])
+    assert "exited with code 3" in doc["last_error"]["exception"]
+    with open(marker) as handle:
+        assert len(handle.readlines()) == 2
+    response = api.request("DELETE", API + "/service/%s" % job["_id"],
+                           token=api.admin)
+    assert response.status_code == 200, response.text
+    assert entry["health"] == "healthy"
+    wait_job(api, job["_id"], "killed", timeout=60)

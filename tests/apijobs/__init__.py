@@ -95,3 +95,37 @@ class ChattyJob(CoreJob):
     def execute(self, n=1, **kwargs):
         for i in range(int(n)):
             self.logger.info("record %d", i)
+
+
+from core4.queue.helper.job.service import HttpService  # noqa: E402
+
+
+class IdleService(HttpService):
+    """An HttpService that stops after 3 seconds without a request."""
+
+    author = "mra"
+    idle_timeout = 3
+    check_interval = 0.5
+
+
+class CrashingService(HttpService):
+    """An HttpService whose server dies once healthy (argument ``marker``:
+    a file; each run appends a line, the second run stays up)."""
+
+    author = "mra"
+    attempts = 2
+    check_interval = 0.5
+
+    def command(self, port, prefix, marker=None, **kwargs):
+        runs = 0
+        if os.path.exists(marker):
+            with open(marker) as handle:
+                runs = len(handle.readlines())
+        with open(marker, "a") as handle:
+            handle.write("run\n")
+        serve = super().command(port, prefix, **kwargs)
+        if runs:
+            return serve
+        # the first run: healthy for a moment, then exits with code 3
+        return ["bash", "-c", '"$@" & sleep 2; kill $!; exit 3', "serve",
+                *map(str, serve)]
