@@ -3,7 +3,7 @@ login cookie, tried in this order. Anything else, or anything invalid,
 is nobody.
 
 HTTP Basic is accepted only where a login is needed (every route that is
-not public) and by the handlers that say so (``basic = True``: ``GET
+not public) and by the handlers that say so (``basic``: ``GET
 /login``); elsewhere Basic credentials are ignored without a password
 check. Password logins are throttled (:mod:`core4.api.throttle`): while a
 user at an address, or the address, is locked, a Basic login answers 429
@@ -104,11 +104,14 @@ def credentials(handler):
 
 
 def accepts_basic(handler):
-    """True if ``handler`` takes HTTP Basic credentials: its ``basic``
-    attribute, else whether it needs a login (not ``public``)."""
+    """True if ``handler`` takes HTTP Basic credentials for its request:
+    as its ``basic`` attribute says (True, False or the methods that take
+    it), else if it needs a login (not ``public``)."""
     basic = getattr(handler, "basic", None)
     if basic is None:
         return not getattr(handler, "public", False)
+    if isinstance(basic, (tuple, list, set, frozenset)):
+        return handler.request.method in basic
     return bool(basic)
 
 

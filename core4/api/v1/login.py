@@ -19,8 +19,8 @@ class LoginHandler(CoreRequestHandler):
     while failed logins lock the user or the address."""
 
     public = True
-    #: HTTP Basic is taken here (a public route otherwise ignores it)
-    basic = True
+    #: HTTP Basic is taken by GET (a public route otherwise ignores it)
+    basic = ("GET",)
     spec = {"post": {"errors": ["401", "403", "429"]},
             "get": {"errors": ["401", "429"]}}
 
