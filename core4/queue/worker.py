@@ -316,10 +316,12 @@ class CoreWorker:
                 self.parallel.withdraw(
                     {c.name for c in claimer.candidates.values()})
             short = self.resources.exhausted()
-            candidates = claimer.next_candidates(
-                self.parallel.capped_names(self.jobs),
-                self.maintenance["projects"], force_only=bool(short))
-            self.held_back.note(short, claimer.candidates.values())
+            capped = self.parallel.capped_names(self.jobs)
+            paused = self.maintenance["projects"]
+            candidates = claimer.next_candidates(capped, paused,
+                                                 force_only=bool(short))
+            self.held_back.note(short, claimer.next_candidates(
+                capped, paused) if short else ())
             while candidates:
                 batch, candidates = self.parallel.batch_of(
                     candidates, slots, self.jobs)
