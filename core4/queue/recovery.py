@@ -16,10 +16,11 @@ def recover_lost(queue, cutoff, log, skip=()):
 
     A lost job runs again at once without using up an attempt (see
     :func:`core4.queue.lifecycle.set_lost`); a pending kill request makes
-    it ``killed``, a pending removal also journals it (as do removed jobs
-    whose run ended before their worker could journal them). Jobs in ``skip`` (the
-    caller's own, alive) are left alone. A completed job whose process died
-    before it was journaled is journaled. Returns the recovered documents.
+    it ``killed``, a pending removal also journals it (as it does removed
+    jobs whose run ended before their worker could journal them). Jobs in
+    ``skip`` (the caller's own, alive) are left alone. A completed job whose
+    process died before it was journaled is journaled. Returns the
+    recovered documents.
     """
     recovered = []
     for doc in queue.sys.queue.find(
