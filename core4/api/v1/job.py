@@ -2,9 +2,10 @@
 
 Reading a job needs ``job://<name>/r`` (or ``/x``), changing it
 ``job://<name>/x``; others see it masked as ``UnauthorizedJob`` (only
-its ``_id`` and ``state``). Filters on, and sorting by, anything else
-apply only to the jobs the user may read, and so do the counts of such
-a listing: a masked job never matches them.
+its ``_id`` and ``state``). Filters on anything else, and sorting by
+anything else than these and the enqueue time, apply only to the jobs
+the user may read, and so do the counts of such a listing: a masked job
+never matches them.
 """
 
 import datetime
@@ -27,6 +28,9 @@ QUAL_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 RESTARTABLE = states.WAITING + states.STOPPED
 #: the fields of a job everyone sees (see :func:`jobdoc.masked`)
 VISIBLE_FIELDS = ("_id", "state")
+#: the fields a listing with masked jobs may be sorted by: the visible
+#: ones and the enqueue time (the _id of a masked job tells it anyway)
+VISIBLE_ORDER = VISIBLE_FIELDS + ("enqueued.at",)
 #: the longest ``search`` of ``GET /job/list``, and its most wildcard runs
 MAX_SEARCH = 200
 MAX_WILDCARDS = 16
@@ -91,6 +95,27 @@ def wildcard_match(search):
     return re.compile(pattern, re.IGNORECASE).match
 
 
+def readable(collection, query, sort, permissions):
+    """Return the listing ``query`` (of :meth:`JobHandler._query`)
+    restricted to the jobs ``permissions`` may read if it filters or sorts
+    by a field a masked job hides (blocking). The job names of
+    ``collection`` are read and checked here (the ``name`` prefix too), so
+    neither the filters nor a count ever run on a job the user may not
+    read."""
+    hidden = [key for key in query if key not in VISIBLE_FIELDS]
+    if not hidden and sort[0][0] in VISIBLE_ORDER:
+        return query  # masked jobs included, as their _id and state
+    if permissions.admin:
+        return query
+    prefix = query.get("name")  # our own escaped, anchored prefix
+    prefix = re.compile(prefix["$regex"]) if prefix else None
+    names = sorted(
+        name for name in collection.distinct("name")
+        if isinstance(name, str) and permissions.can_read_job(name)
+        and (prefix is None or prefix.match(name)))
+    return dict(query, name={"$in": names})
+
+
 class JobHandler(CoreRequestHandler):
     """``GET /job``: the job listing; ``POST /job``: enqueue a job."""
 
@@ -146,29 +171,10 @@ class JobHandler(CoreRequestHandler):
             query["enqueued.at"] = span
         return query
 
-    def readable(self, collection, query, sort):
-        """Return ``query`` (of :meth:`_query`) restricted to the jobs the
-        user may read if it filters or sorts by a field a masked job hides
-        (blocking). The job names of ``collection`` are read and checked
-        here (the ``name`` prefix too), so neither the filters nor a count
-        ever run on a job the user may not read."""
-        hidden = [key for key in query if key not in VISIBLE_FIELDS]
-        if not hidden and sort[0][0] in VISIBLE_FIELDS:
-            return query  # masked jobs included, as their _id and state
-        if self.permissions.admin:
-            return query
-        prefix = query.get("name")  # our own escaped, anchored prefix
-        prefix = re.compile(prefix["$regex"]) if prefix else None
-        names = sorted(
-            name for name in collection.distinct("name")
-            if isinstance(name, str) and self.permissions.can_read_job(name)
-            and (prefix is None or prefix.match(name)))
-        return dict(query, name={"$in": names})
-
     def page_of(self, source, query, sort, page, per_page):
         """Return ``(one page of documents, total)`` (blocking)."""
         collection = getattr(self.context.system, source)
-        query = self.readable(collection, query, sort)
+        query = readable(collection, query, sort, self.permissions)
         total = count(collection, query)
         if page * per_page >= total:
             return [], total  # past the end (also a page too big to skip)
