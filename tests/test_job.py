@@ -17,8 +17,8 @@ if ROOT not in sys.path:  # makes tests.jobs importable by its dotted name
 import core4.config  # noqa: E402
 from core4.error import (Core4ConfigurationError, Core4UsageError,  # noqa
                          CoreJobAbstract, CoreJobInvalid,
-                         CoreJobModuleNotFound, CoreJobNotAJob,
-                         CoreJobNotFound)
+                         CoreJobModuleError, CoreJobModuleNotFound,
+                         CoreJobNotAJob, CoreJobNotFound)
 from core4.mongo import now  # noqa: E402
 from core4.queue.job import CoreJob  # noqa: E402
 from core4.queue.loader import load_job_class, make_job  # noqa: E402
@@ -221,12 +221,12 @@ def test_abstract_cannot_be_enqueued(core4_env):
     ("tests.jobs.nosuchmodule.MyJob", CoreJobModuleNotFound),
     ("nosuchpackage_core4.mod.MyJob", CoreJobModuleNotFound),
     ("tests.jobs.mod.NoSuchJob", CoreJobNotFound),
-    ("tests.jobs.broken.MyJob", CoreJobNotFound),
+    ("tests.jobs.broken.MyJob", CoreJobModuleError),
     ("tests.jobs.mod.NotAJob", CoreJobNotAJob),
     ("tests.jobs.mod.CoreJob", CoreJobAbstract),
     ("os.path", CoreJobNotAJob),
     ("MyJob", CoreJobNotFound),
-    ("tests..mod.MyJob", CoreJobNotFound),
+    ("tests..mod.MyJob", CoreJobModuleError),
     ("tests.jobs.mod.My-Job", CoreJobNotFound),
     ("", CoreJobNotFound),
 ])

@@ -309,13 +309,13 @@ def test_remove_pending_job_journals_it(queue):
     assert queue.remove(job._id) is False
 
 
-def test_remove_running_job_requests_kill(queue):
+def test_remove_running_job_lets_it_run(queue):
     job = queue.enqueue(DummyJob, sleep=1)
     claim(queue, job._id)
     assert queue.remove(job._id) is True
     doc = queue.sys.queue.find_one({"_id": job._id})
     assert doc["state"] == states.RUNNING
-    assert near_now(doc["removed_at"]) and near_now(doc["killed_at"])
+    assert near_now(doc["removed_at"]) and "killed_at" not in doc
     assert queue.sys.journal.find_one({"_id": job._id}) is None
 
 

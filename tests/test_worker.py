@@ -359,6 +359,8 @@ def test_remove_running_and_restart_killed(db, start_worker):
             for key in ("removed", "killed")]
     try:
         assert queue.remove(removed_id) is True
+        # a removal lets the run go on: kill stops it
+        assert queue.kill(removed_id) is True
         assert queue.kill(killed_id) is True
         def journaled():
             doc = db.sys_journal.find_one({"_id": removed_id})

@@ -47,7 +47,6 @@ IGNORED = {
     "event.write_concern": "remove it",
     "base.log_level": "set logging.stderr, logging.stdout and "
                       "logging.mongodb to the levels you want",
-    "job.archive_stamp": "core4 does not use it; remove it",
     "job.hidden": "core4 lists every job; remove it",
     "job.schedule": "set schedule in the job class or in its class "
                     "section (<qual_name>: {schedule: ...})",

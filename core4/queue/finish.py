@@ -14,6 +14,7 @@ import logging
 
 from core4.logger.mongo import CONSOLE_ONLY
 from core4.queue import dependency, events, lifecycle, states
+from core4.queue.cookie import record_runtime
 from core4.queue.launcher.jobprocess import store_output
 from core4.queue.launcher.process import read_result
 
@@ -136,4 +137,5 @@ class Finisher:
         at once."""
         if self.completed:
             lifecycle.journal_many(self.queue, self.completed)
+            record_runtime(self.queue.sys.cookie, self.completed)
             self.completed = []

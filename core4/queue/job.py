@@ -116,7 +116,9 @@ class CoreJob:
             value = config.job.get(prop_name, EMPTY.get(prop_name))
             declared = (_class_value(cls, prop_name) if prop.inherited
                         else cls.__dict__.get(prop_name))
-            if declared is not None:
+            if cls is not CoreJob and validate.explicit_none(cls, prop_name):
+                value = None  # as upstream: refused by validate()
+            elif declared is not None:
                 value = declared
             if prop.config and own.get(prop_name) is not None:
                 value = own[prop_name]

@@ -36,6 +36,7 @@ import pymongo.errors
 
 from core4.base import hostname
 from core4.config import get_config
+from core4.config.folders import ensure_folders
 from core4.error import Core4UserError
 from core4.logger import get_logger, setup_logging
 from core4.logger.forward import LogForwarder
@@ -124,6 +125,7 @@ class CoreWorker:
     def start(self):
         """Register, run the loop until stopped, then shut down."""
         setup_logging(self.config)
+        ensure_folders(self.config)
         self.started_at = now()
         register(self.queue.sys, self.identifier, self.kind, self.config,
                  max_jobs=self.config.worker.max_jobs)

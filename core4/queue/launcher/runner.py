@@ -19,7 +19,7 @@ import pymongo.errors
 from core4.error import (Core4Error, CoreDatabaseError, CoreJobDeferred,
                          CoreJobInvalid)
 from core4.mongo import now, retrying
-from core4.queue import lifecycle, secret, states
+from core4.queue import lifecycle, secret, stamp, states
 from core4.queue.loader import load_job_class, make_job
 
 
@@ -101,7 +101,8 @@ def _execute(job, doc, queue_factory, clean):
     log = job.logger
     log.info("start execution")
     try:
-        job.execute(**job.args)
+        with stamp.running(job):
+            job.execute(**job.args)
     except CoreJobDeferred as exc:
         ended = now()
         # the run's one "done execution" record names the state it ends in

@@ -68,6 +68,7 @@ import pymongo.errors
 
 from core4.base import hostname, project_of
 from core4.config import class_config, get_config
+from core4.config.folders import ensure_folders
 from core4.error import Core4UserError
 from core4.logger import get_logger, setup_logging
 from core4.mongo import now as wall_now, to_datetime
@@ -157,6 +158,7 @@ class CoreScheduler:
     def start(self):
         """Register, run the loop until halted or signalled, then exit."""
         setup_logging(self.config)
+        ensure_folders(self.config)
         self.started_at = wall_now()
         register(self.sys, self.identifier, self.kind, self.config)
         signal.signal(signal.SIGTERM, self._on_signal)

@@ -1,8 +1,10 @@
-"""Jobs that ship with core4 (``core4.queue.helper.job.DummyJob``) and
-the base class of jobs that process files
-(``core4.queue.helper.job.CoreLoadJob``)."""
+"""Jobs that ship with core4 (``core4.queue.helper.job.DummyJob``), the
+base class of jobs that process files
+(``core4.queue.helper.job.CoreLoadJob``) and the services
+(``core4.queue.helper.job.HttpService``, ``JupyterService``)."""
 
 from core4.queue.helper.job.base import CoreLoadJob
 from core4.queue.helper.job.example import DummyJob
+from core4.queue.helper.job.service import HttpService, JupyterService
 
-__all__ = ["CoreLoadJob", "DummyJob"]
+__all__ = ["CoreLoadJob", "DummyJob", "HttpService", "JupyterService"]

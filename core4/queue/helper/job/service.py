@@ -11,7 +11,7 @@ class HttpService(CoreService):
     """Serves a directory over HTTP (argument ``directory``, default the
     worker's current directory)."""
 
-    author = "core4"
+    author = "mra"
     health_path = ""
 
     def command(self, port, prefix, directory=None, **kwargs):
@@ -35,7 +35,7 @@ class JupyterService(CoreService):
     and adds it to every request it relays, so users only log in to
     core4."""
 
-    author = "core4"
+    author = "mra"
     health_path = "api/status"
     start_timeout = 120
 
