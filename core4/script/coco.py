@@ -48,6 +48,10 @@ def build_parser():
         help="list queued jobs, optionally of some states")
     add("-i", "--info", action="store_true",
         help="count queued jobs by name and state")
+    add("--services", action="store_true",
+        help="list running service jobs with their urls")
+    add("--container", action="store_true",
+        help="list the API containers and their routes")
     add("--kill", nargs="+", metavar="ID|QUAL_NAME", help="kill jobs")
     add("--restart", nargs="+", metavar="ID|QUAL_NAME", help="restart jobs")
     add("--remove", nargs="+", metavar="ID|QUAL_NAME",
@@ -456,6 +460,12 @@ def dispatch(ns, parser):
         cmd_detail(ns.detail)
     elif ns.listing is not None:
         cmd_listing(ns.listing)
+    elif ns.services:
+        from core4.script.services import cmd_services
+        cmd_services(_queue())
+    elif ns.container:
+        from core4.script.services import cmd_container
+        cmd_container()
     elif ns.info:
         cmd_info()
     elif ns.kill:

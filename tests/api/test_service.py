@@ -183,3 +183,32 @@ def test_a_crashed_service_runs_again_by_its_attempts(api, api_worker,
     assert response.status_code == 200, response.text
     assert entry["health"] == "healthy"
     wait_job(api, job["_id"], "killed", timeout=60)
+
+
+def test_coco_lists_running_services(api, api_worker, served):
+    import subprocess
+    import sys
+    job = enqueue(api, HTTP, directory=served)
+    entry = running_service(api, job["_id"])
+    out = subprocess.run(
+        [sys.executable, "-m", "core4.script.coco", "--services"],
+        env=api.env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    line = [row for row in out.stdout.splitlines() if job["_id"] in row]
+    assert line and "healthy" in line[0], out.stdout
+    assert (api.url + entry["path"]) in line[0], out.stdout
+    response = api.request("DELETE", API + "/service/%s" % job["_id"],
+                           token=api.admin)
+    assert response.status_code == 200, response.text
+    wait_job(api, job["_id"], "killed", timeout=60)
+
+
+def test_coco_lists_the_containers_routes(api):
+    import subprocess
+    import sys
+    out = subprocess.run(
+        [sys.executable, "-m", "core4.script.coco", "--container"],
+        env=api.env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "/core4/api/v1/job" in out.stdout
+    assert "core4.api.v1.service.ServiceContainer" in out.stdout
