@@ -54,7 +54,6 @@ class QueueStreamHandler(DashboardHandler):
     # validation, same messages)
     listing_arguments = JobHandler.listing_arguments
     _query = JobHandler._query
-    readable = JobHandler.readable
     page_of = JobHandler.page_of
 
     async def get(self):
