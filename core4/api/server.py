@@ -28,6 +28,7 @@ from core4.api.application import (bind, build_application,
                                   setup_access_log)
 from core4.api.context import ApiContext
 from core4.base import hostname
+from core4.config.folders import ensure_folders
 from core4.error import Core4UserError
 from core4.mongo import now
 from core4.mongo.connection import TRANSIENT, revive, short_error
@@ -63,6 +64,7 @@ class AppServer:
         """Serve until halted or signalled."""
         from core4.logger import setup_logging
         setup_logging(self.config)
+        ensure_folders(self.config)
         asyncio.run(self._serve())
 
     async def _serve(self):

@@ -195,22 +195,22 @@ class ServiceProxyHandler(ProxyHandler):
             task.cancel()
 
     async def _recheck(self, closed):
-        """End the tunnel once the user may no longer open the service, or
-        it stopped running."""
-        from core4.api import auth
+        """End the tunnel once the user's login no longer holds (see
+        :class:`core4.api.auth.Recheck`), the user may no longer open the
+        service, or it stopped running."""
+        from core4.api.auth import Recheck
+        login = Recheck(self, RECHECK_SECONDS)
         while not closed.is_set():
             await asyncio.sleep(RECHECK_SECONDS)
             try:
-                login = await self.run(auth.login_with, self.context,
-                                       auth.credentials(self))
+                if await login.revoked():
+                    break
                 doc = await self.run(self._service, self.doc["_id"])
             except Exception:  # noqa: BLE001 - the database is away
                 continue
-            if login is None or doc is None or \
-                    doc.get("state") != states.RUNNING:
+            if doc is None or doc.get("state") != states.RUNNING:
                 break
-            self.user, self.permissions = login.user, login.permissions
-            if may_open(self, doc):
+            if may_open(self, doc) is not None:
                 break
             await self.run(self._record_use, doc["_id"])
         closed.set()
