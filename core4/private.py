@@ -109,29 +109,35 @@ def read_secrets(path):
 
 
 @contextlib.contextmanager
-def _locked(path):
-    """Hold an exclusive flock on ``path + ".lock"`` (0600)."""
+def locked(path, timeout, failed):
+    """Hold an exclusive flock on the private file ``path`` (created 0600),
+    polling for at most ``timeout`` seconds; ``failed(reason)`` returns
+    the exception raised when the file cannot be opened or stays locked."""
     try:
-        fd = open_private(path + ".lock", os.O_RDWR | os.O_CREAT)
+        fd = open_private(path, os.O_RDWR | os.O_CREAT)
     except OSError as exc:
-        raise Core4ConfigurationError(
-            "cannot change the secrets file %s: %s" % (
-                path, exc.strerror)) from None
+        raise failed(exc.strerror or str(exc)) from None
     try:
-        deadline = time.monotonic() + LOCK_TIMEOUT
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise Core4ConfigurationError(
-                        "the secrets file %s is locked for more than %.0f s"
-                        % (path, LOCK_TIMEOUT)) from None
+                    raise failed("%s is locked for more than %.0f s" % (
+                        os.path.basename(path), timeout)) from None
                 time.sleep(0.01)
         yield
     finally:
         os.close(fd)
+
+
+def _locked(path):
+    """Hold the lock of the secrets file ``path``."""
+    return locked(path + ".lock", LOCK_TIMEOUT, lambda reason:
+                  Core4ConfigurationError("cannot change the secrets file "
+                                          "%s: %s" % (path, reason)))
 
 
 def update_secrets(path, change):

@@ -18,11 +18,13 @@ import sys
 import tempfile
 import time
 
+import psutil
 import pymongo
 import pytest
 
 from core4.config import reset_config
 from core4.mongo import embedded
+from tests.support import WorkerProcess, worker_env
 
 REAL_MONGO = os.environ.get("CORE4_TEST_MONGO_URL")
 BACKENDS = ["nx", "secantus"] + (["mongodb"] if REAL_MONGO else [])
@@ -176,3 +178,47 @@ def db(core4_env):
     client = core4_env.client()
     yield client[core4_env.database]
     client.close()
+
+
+#: numbers of the log folders of start_worker's workers
+_WORKER_LOGS = itertools.count()
+
+
+@pytest.fixture
+def start_worker(core4_env, tmp_path):
+    """Start a worker (``start_worker(name, start_method, wait, **env)``);
+    every worker started is stopped at the end of the test, and so is every
+    job process listed in ``start_worker.orphans`` (job processes of killed
+    workers)."""
+    started = []
+    orphans = []
+
+    def start(name="w", start_method="fork", wait=True, **options):
+        log_dir = tmp_path / ("log%d" % next(_WORKER_LOGS))
+        log_dir.mkdir()
+        worker = WorkerProcess(name, start_method=start_method,
+                               env=worker_env(**options),
+                               log_dir=str(log_dir))
+        started.append(worker)
+        if wait:
+            client = core4_env.client()
+            try:
+                worker.wait_registered(client[core4_env.database], 60)
+            except AssertionError:
+                raise AssertionError("worker %s did not register; log:\n%s"
+                                     % (name, worker.output()[-2000:]))
+            finally:
+                client.close()
+        return worker
+
+    start.orphans = orphans
+    yield start
+    for worker in started:
+        worker.stop()
+    for pid in orphans:
+        try:
+            job = psutil.Process(pid)
+            if "core4" in " ".join(job.cmdline()):
+                job.kill()
+        except psutil.Error:
+            pass

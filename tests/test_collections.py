@@ -8,7 +8,6 @@ folder on ``sys.path`` and on the ``PYTHONPATH`` of the real ``coco
 --worker`` processes that run its jobs.
 """
 
-import itertools
 import os
 import sys
 
@@ -20,10 +19,9 @@ import core4.error
 import core4.mongo
 from core4.queue import stamp
 from core4.queue.queue import CoreQueue
-from tests.support import WorkerProcess, wait_state, worker_env
+from tests.support import wait_state
 
 PROJECT = "c4stamp"
-_LOGS = itertools.count()
 
 PROJECT_YAML = """\
 sales: !connect mongodb://sales
@@ -86,34 +84,6 @@ def project(core4_env, project_dir, monkeypatch):
     core4.config.reset_config()
     yield core4_env
     core4.config.reset_config()
-
-
-@pytest.fixture
-def start_worker(core4_env, tmp_path):
-    """``start_worker(name, **env)`` starts a real ``coco --worker NAME``
-    and waits until its loop runs; all are stopped at the end."""
-    started = []
-
-    def start(name="w", wait=True, **options):
-        log_dir = tmp_path / ("log%d" % next(_LOGS))
-        log_dir.mkdir()
-        worker = WorkerProcess(name, env=worker_env(**options),
-                               log_dir=str(log_dir))
-        started.append(worker)
-        if wait:
-            client = core4_env.client()
-            try:
-                worker.wait_registered(client[core4_env.database], 60)
-            except AssertionError:
-                raise AssertionError("worker %s did not register; log:\n%s"
-                                     % (name, worker.output()[-2000:]))
-            finally:
-                client.close()
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()
 
 
 # a !connect value is a collection ------------------------------------------

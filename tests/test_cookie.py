@@ -18,7 +18,6 @@ from core4.queue.helper.functool import execute
 from core4.queue.job import CoreJob
 from core4.queue.queue import CoreQueue
 from tests.support import wait_for, wait_state
-from tests.test_collections import start_worker  # noqa: F401 (fixture)
 
 #: increments of each of the two concurrent runs
 ROUNDS = 40

@@ -10,7 +10,6 @@ import logging
 from core4.base import hostname
 from core4.queue.queue import CoreQueue
 from tests.support import let_worker_cycle, wait_for, wait_state
-from tests.test_worker import start_worker  # noqa: F401 (a fixture)
 
 JOBS = "tests.rjobs.jobs."
 

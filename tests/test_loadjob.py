@@ -21,7 +21,6 @@ from core4.queue.helper import functool
 from core4.queue.helper.job.base import CoreLoadJob
 from core4.queue.queue import CoreQueue
 from tests.support import wait_for, wait_state
-from tests.test_collections import start_worker  # noqa: F401 (fixture)
 
 FOLDERS = ("transfer", "proc", "arch", "temp")
 

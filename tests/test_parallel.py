@@ -17,7 +17,7 @@ from core4.queue import lifecycle, states
 from core4.queue.parallel import ParallelLimit, parse_holder
 from core4.queue.queue import CoreQueue
 from tests.support import wait_for
-from tests.test_worker import enqueue, start_worker, wait_journal  # noqa: F401
+from tests.test_worker import enqueue, wait_journal
 
 DUMMY = "core4.queue.helper.job.example.DummyJob"
 SLEEP = "tests.wjobs.jobs.SleepJob"

@@ -7,7 +7,6 @@ from core4.queue.job import CoreJob
 from core4.queue.queue import CoreQueue
 from core4.queue.remote import enqueue_anywhere
 from tests.support import find_job, wait_for, wait_state
-from tests.test_worker import start_worker  # noqa: F401 (a fixture)
 
 JOBS = "tests.rjobs.jobs."
 

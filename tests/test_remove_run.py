@@ -8,7 +8,6 @@ import sys
 
 from core4.queue.queue import CoreQueue
 from tests.support import let_worker_cycle, wait_for, worker_env
-from tests.test_worker import start_worker  # noqa: F401 (a fixture)
 
 JOBS = "tests.rjobs.jobs."
 

@@ -20,7 +20,6 @@ from core4.queue import lifecycle
 from core4.queue.queue import CoreQueue
 from core4.queue.secret import Secret
 from tests.support import wait_for, wait_state
-from tests.test_worker import start_worker  # noqa: F401 - fixture
 
 QUAL = "tests.test_secrets."
 

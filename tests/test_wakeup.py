@@ -36,7 +36,6 @@ NO_POLL = {
 
 # helpers ---------------------------------------------------------------------
 
-from tests.test_worker import start_worker  # noqa: E402,F401 (fixture)
 
 
 def enqueue(name, **kwargs):

@@ -2,7 +2,6 @@
 tests/support.py) run the jobs of tests/wjobs against the session's
 NX-27017 server (fixture ``core4_env``)."""
 
-import itertools
 import os
 import signal
 import subprocess
@@ -15,56 +14,14 @@ import pytest
 from core4.base import hostname
 from core4.mongo import now
 from core4.queue.queue import CoreQueue
-from tests.support import (WorkerProcess, find_job, let_worker_cycle,
-                           wait_for, wait_state,
+from tests.support import (find_job, let_worker_cycle, wait_for, wait_state,
                            worker_env)
 
 JOBS = "tests.wjobs.jobs."
 DUMMY = "core4.queue.helper.job.DummyJob"
-_LOGS = itertools.count()
 
 
 # helpers -------------------------------------------------------------------
-
-@pytest.fixture
-def start_worker(core4_env, tmp_path):
-    """Start a worker (``start_worker(name, start_method, wait, **env)``);
-    every worker started is stopped at the end of the test, and so is every
-    job process listed in ``start_worker.orphans`` (job processes of killed
-    workers)."""
-    started = []
-    orphans = []
-
-    def start(name="w", start_method="fork", wait=True, **options):
-        log_dir = tmp_path / ("log%d" % next(_LOGS))
-        log_dir.mkdir()
-        worker = WorkerProcess(name, start_method=start_method,
-                               env=worker_env(**options),
-                               log_dir=str(log_dir))
-        started.append(worker)
-        if wait:
-            client = core4_env.client()
-            try:
-                worker.wait_registered(client[core4_env.database], 30)
-            except AssertionError:
-                raise AssertionError("worker %s did not register; log:\n%s"
-                                     % (name, worker.output()[-2000:]))
-            finally:
-                client.close()
-        return worker
-
-    start.orphans = orphans
-    yield start
-    for worker in started:
-        worker.stop()
-    for pid in orphans:
-        try:
-            job = psutil.Process(pid)
-            if "core4" in " ".join(job.cmdline()):
-                job.kill()
-        except psutil.Error:
-            pass
-
 
 def enqueue(name, **kwargs):
     """Enqueue a job of tests/wjobs (or a qualified name); return its id."""

@@ -24,7 +24,6 @@ it; :func:`stop_server` ends it. Plain functions, no module-level state.
 """
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
@@ -182,28 +181,10 @@ def _unreachable(data_dir, reason):
          % (data_dir, reason)).replace("\n", " "))
 
 
-@contextlib.contextmanager
 def _locked(data_dir, timeout):
     """Hold an exclusive flock on ``data_dir/server.lock`` (poll, timeout)."""
-    try:
-        fd = private.open_private(os.path.join(data_dir, LOCK_FILE),
-                                  os.O_RDWR | os.O_CREAT)
-    except OSError as exc:
-        raise _unreachable(data_dir, exc.strerror or str(exc)) from None
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise _unreachable(data_dir, "%s is locked for more than "
-                                       "%.0f s" % (LOCK_FILE, timeout))
-                time.sleep(0.01)
-        yield
-    finally:
-        os.close(fd)
+    return private.locked(os.path.join(data_dir, LOCK_FILE), timeout,
+                          lambda reason: _unreachable(data_dir, reason))
 
 
 def _free_port():
