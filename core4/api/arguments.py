@@ -16,7 +16,12 @@ _FALSE = ("0", "false", "no", "off")
 
 
 class ArgumentError(Core4UserError):
-    """A request argument is missing or has a wrong type or value."""
+    """A request argument is missing or has a wrong type or value;
+    ``field`` names it."""
+
+    def __init__(self, message, field=None):
+        super().__init__(message)
+        self.field = field
 
 
 def _to_bool(value):
@@ -150,7 +155,7 @@ def convert(name, value, as_type):
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise ArgumentError("argument %s=%s: %s" % (
             name, _short(value), exc.args[0] if exc.args else
-            "expected %s" % TYPE_NAMES[as_type])) from None
+            "expected %s" % TYPE_NAMES[as_type]), field=name) from None
 
 
 def _short(value, limit=60):

@@ -15,13 +15,15 @@ RETRY_AFTER = 5
 
 
 class ApiError(tornado.web.HTTPError):
-    """An error answered with ``status``, a one-line ``message`` and
-    ``headers`` (e.g. ``WWW-Authenticate`` of a 401)."""
+    """An error answered with ``status``, a one-line ``message``,
+    ``headers`` (e.g. ``WWW-Authenticate`` of a 401) and the ``field`` of
+    the request it is about (answered as ``data: {"field": ...}``)."""
 
-    def __init__(self, status, message, headers=None):
+    def __init__(self, status, message, headers=None, field=None):
         super().__init__(status, reason=None, log_message=None)
         self.message = message
         self.headers = dict(headers or {})
+        self.field = field
 
 
 def login_required(message="login required", scheme="Bearer"):

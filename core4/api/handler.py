@@ -14,6 +14,7 @@ import urllib.parse
 import weakref
 
 import pymongo
+import tornado.httputil
 import tornado.web
 from bson import ObjectId
 
@@ -25,6 +26,9 @@ from core4.error import Core4UserError, CoreDatabaseUnreachable
 from core4.mongo.connection import short_error
 
 REQUIRED = object()
+#: the HTTP methods a handler may implement (see
+#: :meth:`CoreRequestHandler.allowed_methods`)
+HTTP_METHODS = ("get", "head", "post", "put", "delete", "patch", "options")
 #: bytes of a JSON body parsed on the event loop; larger ones are parsed
 #: in a thread, so no request holds the loop up for long
 PARSE_ON_LOOP = 64 * 1024
@@ -131,6 +135,10 @@ def database_state(context):
     return state
 
 
+def _parse_later():
+    """Stands for tornado's parsing of a form body before ``prepare``."""
+
+
 class CoreRequestHandler(tornado.web.RequestHandler):
     """Base class of the request handlers of core4 and its projects.
 
@@ -172,6 +180,10 @@ class CoreRequestHandler(tornado.web.RequestHandler):
         self.json_arguments = {}
         self._json_body = False
         self._believe_trusted_proxy()
+        # tornado parses a form body before prepare(): it is parsed after
+        # the login is checked instead (see _parse_body)
+        self._parse_form = self.request._parse_body
+        self.request._parse_body = _parse_later
 
     def _believe_trusted_proxy(self):
         """Take the client's address and scheme from a trusted proxy's
@@ -193,6 +205,14 @@ class CoreRequestHandler(tornado.web.RequestHandler):
                    else config.api.max_body)
 
     @classmethod
+    def allowed_methods(cls):
+        """Return the HTTP methods the handler implements (upper case):
+        those of its ``Allow`` header; every other one answers 405."""
+        return [method.upper() for method in HTTP_METHODS
+                if getattr(cls, method) is not getattr(
+                    CoreRequestHandler, method)]
+
+    @classmethod
     def qual_name(cls):
         """Return ``module.Class`` of the handler."""
         return "%s.%s" % (cls.__module__, cls.__qualname__)
@@ -200,8 +220,12 @@ class CoreRequestHandler(tornado.web.RequestHandler):
     # request ----------------------------------------------------------------
 
     async def prepare(self):
-        """Authenticate, check access and parse the body (so a request
-        without valid credentials learns nothing but 401)."""
+        """Refuse a method the handler does not implement (405 with
+        ``Allow``), authenticate, check access and parse the body (so a
+        request without valid credentials learns nothing but 401, whatever
+        its body)."""
+        if self.request.method not in self.allowed_methods():
+            raise tornado.web.HTTPError(405)
         login = await self.run(auth.login_with, self.context,
                                auth.credentials(self))
         if login is not None:
@@ -231,6 +255,12 @@ class CoreRequestHandler(tornado.web.RequestHandler):
                                          self.request.method)
 
     async def _parse_body(self):
+        try:
+            self._parse_form()
+        except tornado.httputil.HTTPInputError as exc:
+            raise ApiError(400, "request body is malformed: %s" % (
+                str(exc).splitlines()[0] if str(exc) else
+                type(exc).__name__))
         body = self.request.body
         kind = self.request.headers.get("Content-Type", "")
         if not body or not (kind.startswith("application/json")
@@ -270,7 +300,51 @@ class CoreRequestHandler(tornado.web.RequestHandler):
         try:
             return convert(name, value, as_type)
         except ArgumentError as exc:
-            raise ApiError(400, str(exc))
+            raise ApiError(400, str(exc), field=exc.field)
+
+    def param(self, param):
+        """Return the value of the query parameter ``param`` (a
+        :class:`~core4.api.schema.Param`), converted and checked against
+        its schema; 400 naming it if it is not valid."""
+        if param.name in self.json_arguments:
+            raw = self.json_arguments[param.name]
+        else:
+            values = self.get_arguments(param.name)
+            raw = values[-1] if values else None
+        try:
+            return param.read(raw, self.context.config)
+        except ArgumentError as exc:
+            raise ApiError(400, str(exc), field=exc.field)
+
+    def body(self, body, ignore=()):
+        """Return the fields sent (the JSON body, and query or form
+        arguments for the fields the JSON body does not hold) checked
+        against ``body`` (a :class:`~core4.api.schema.Body`); 400 naming
+        the first field that is missing, unknown or not valid. Fields
+        named in ``ignore`` are left out."""
+        fields = {key: value for key, value in self.json_arguments.items()
+                  if key not in ignore}
+        arguments = (self.request.query_arguments if self._json_body
+                     else self.request.arguments)
+        try:
+            for name in arguments:
+                if name not in fields and name not in ignore:
+                    fields[name] = self._typed(
+                        name, body.properties.get(name) or {})
+            return body.read(fields, self.context.config)
+        except ArgumentError as exc:
+            raise ApiError(400, str(exc), field=exc.field)
+
+    def _typed(self, name, schema):
+        """The query or form argument ``name`` as the ``type`` of its
+        ``schema`` says (an array: every value sent)."""
+        values = self.get_arguments(name)
+        kind = schema.get("type") if isinstance(schema, dict) else None
+        if kind == "array":
+            return values
+        return convert(name, values[-1] if values else None, {
+            "integer": int, "number": float, "boolean": bool,
+            "object": dict}.get(kind))
 
     def get_arguments(self, name, strip=True):
         """Return the query (or form) values of argument ``name`` (not
@@ -332,8 +406,13 @@ class CoreRequestHandler(tornado.web.RequestHandler):
         message = None
         data = None
         exc_info = kwargs.get("exc_info")
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         if exc_info is not None:
             status, message = status_of(exc_info[1])
+            field = getattr(exc_info[1], "field", None)
+            if field is not None:
+                data = {"field": field}
             # send_error cleared the headers: those of the error count
             for name, value in getattr(exc_info[1], "headers", {}).items():
                 self.set_header(name, value)

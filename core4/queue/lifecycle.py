@@ -295,16 +295,22 @@ def journal_removed(queue, doc):
     if doc is None or not doc.get("removed_at") or \
             doc["state"] in (states.RUNNING, states.COMPLETE):
         return False
-    journal(queue, doc)
+    journal(queue, doc, removed=True)
     return True
 
 
-def journal(queue, doc):
-    """Move ``doc`` to ``sys_journal`` (idempotent) and out of the queue."""
+def journal(queue, doc, removed=False):
+    """Move ``doc`` to ``sys_journal`` (idempotent) and out of the queue;
+    a job ``removed`` before it reached a final state is journaled in
+    state ``removed`` (see :func:`~core4.queue.states.journaled_state`)."""
+    stored = doc
+    if removed:
+        stored = dict(doc, state=states.journaled_state(doc["state"]))
     try:
-        queue.sys.journal.insert_one(doc)
+        queue.sys.journal.insert_one(stored)
     except pymongo.errors.DuplicateKeyError:  # journaled before, interrupted
-        queue.sys.journal.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+        queue.sys.journal.replace_one({"_id": doc["_id"]}, stored,
+                                      upsert=True)
     queue.sys.queue.delete_one({"_id": doc["_id"], "state": doc["state"]})
 
 

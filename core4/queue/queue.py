@@ -227,10 +227,12 @@ class CoreQueue:
             pass  # inserted by the interrupted attempt
 
     def remove(self, _id, by=None):
-        """Remove a job: a job that does not run moves to the journal now.
-        A running job only gets ``removed_at``: its run goes on to its end,
-        then the job moves to the journal in the state the run ended in
-        (``complete``, ``failed``, ...) and never runs again. :meth:`kill`
+        """Remove a job: a job that does not run moves to the journal now,
+        in state ``removed`` (or its final state: ``killed``, ``error``,
+        ``inactive``). A running job only gets ``removed_at``: its run goes
+        on to its end, then the job moves to the journal in the state the
+        run ended in if final (``complete``, ``error``, ...), else as
+        ``removed``, and never runs again. :meth:`kill`
         stops a run.
 
         Returns True if the job was removed or its removal requested (then
@@ -244,7 +246,7 @@ class CoreQueue:
                 {"$set": {"removed_at": at}},
                 return_document=pymongo.ReturnDocument.AFTER)
             if doc is not None:
-                lifecycle.journal(self, doc)
+                lifecycle.journal(self, doc, removed=True)
                 events.emit(self.sys, events.job_event("remove_job", doc))
                 self._audit("remove", by, doc, running=False)
                 return True
@@ -267,7 +269,8 @@ class CoreQueue:
         if doc is None:
             return False
         doc["removed_at"] = now()
-        self.sys.journal.replace_one({"_id": _id}, doc, upsert=True)
+        self.sys.journal.replace_one({"_id": _id}, dict(
+            doc, state=states.journaled_state(doc["state"])), upsert=True)
         deleted = self.sys.queue.delete_one({"_id": _id}).deleted_count == 1
         if deleted:
             events.emit(self.sys, events.job_event("remove_hard_job", doc))

@@ -7,12 +7,15 @@ import math
 
 from core4.api.errors import ApiError
 from core4.api.handler import CoreRequestHandler
+from core4.api.v1.contract.system import AUDIT
 from core4.api.v1.job import time_span
 from core4.mongo import count
 from core4.queue import events
 
+#: the parameters of ``GET /audit``
+PAGE, PER_PAGE, USER, ACTION, SINCE, UNTIL = AUDIT
 #: the arguments ``GET /audit`` understands
-ARGUMENTS = ("page", "per_page", "user", "action", "since", "until")
+ARGUMENTS = tuple(param.name for param in AUDIT)
 
 
 def record(doc):
@@ -35,16 +38,10 @@ class AuditHandler(CoreRequestHandler):
         unknown = self.argument_names() - set(ARGUMENTS)
         if unknown:
             raise ApiError(400, "unknown argument(s): %s (send %s)" % (
-                ", ".join(sorted(unknown)), ", ".join(ARGUMENTS)))
-        config = self.context.config.api
-        page = self.get_argument("page", 0, as_type=int)
-        per_page = self.get_argument("per_page", int(config.per_page),
-                                     as_type=int)
-        if page < 0:
-            raise ApiError(400, "page must be 0 or more")
-        if not 1 <= per_page <= int(config.max_per_page):
-            raise ApiError(400, "per_page must be 1 to %d" % int(
-                config.max_per_page))
+                ", ".join(sorted(unknown)), ", ".join(ARGUMENTS)),
+                field=sorted(unknown)[0])
+        page = self.param(PAGE)
+        per_page = self.param(PER_PAGE)
         query = self._query()
         docs, total = await self.run(self._page, query, page, per_page)
         self.reply([record(doc) for doc in docs], page=page,
@@ -53,16 +50,13 @@ class AuditHandler(CoreRequestHandler):
 
     def _query(self):
         query = {"channel": events.AUDIT}
-        user = self.get_argument("user", None, as_type=str)
+        user = self.param(USER)
         if user:
             query["author"] = user
-        action = self.get_argument("action", None, as_type=str)
+        action = self.param(ACTION)
         if action:
-            if action not in events.AUDIT_ACTIONS:
-                raise ApiError(400, "unknown action %r (one of %s)" % (
-                    action, ", ".join(events.AUDIT_ACTIONS)))
             query["name"] = action
-        span = time_span(self)
+        span = time_span(self, SINCE, UNTIL)
         if span:
             query["created"] = span
         return query

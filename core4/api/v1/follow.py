@@ -12,6 +12,7 @@ from core4.api import auth, envelope
 from core4.api.errors import ApiError
 from core4.api.handler import CoreRequestHandler
 from core4.api.v1 import jobdoc
+from core4.api.v1.contract.jobs import LIMIT
 from core4.api.v1.job import JobMixin
 from core4.logger import job_records
 from core4.queue import states
@@ -47,9 +48,7 @@ class JobLogHandler(JobMixin, CoreRequestHandler):
     async def get(self, _id):
         """Answer the log records."""
         await self.job(_id)
-        limit = self.get_argument("limit", 1000, as_type=int)
-        if not 1 <= limit <= 10000:
-            raise ApiError(400, "limit must be 1 to 10000")
+        limit = self.param(LIMIT)
         docs = await self.run(job_records, self.context.system,
                               ObjectId(_id), limit)
         self.reply([log_record(doc) for doc in docs])

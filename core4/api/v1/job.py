@@ -8,7 +8,6 @@ the user may read, and so do the counts of such a listing: a masked job
 never matches them.
 """
 
-import datetime
 import fnmatch
 import math
 import re
@@ -18,12 +17,12 @@ from bson import ObjectId
 from core4.api.errors import ApiError
 from core4.api.handler import CoreRequestHandler, database_timeout
 from core4.api.v1 import jobdoc
+from core4.api.v1.contract import jobs as contract
+from core4.api.v1.contract.common import PAGE, PER_PAGE
 from core4.mongo import count, from_datetime, now
 from core4.queue import states
 
 ID = r"([0-9a-fA-F]{24})"
-#: ``package.module.Class``: dotted Python identifiers
-QUAL_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 #: states a job can be restarted from
 RESTARTABLE = states.WAITING + states.STOPPED
 #: the fields of a job everyone sees (see :func:`jobdoc.masked`)
@@ -31,16 +30,14 @@ VISIBLE_FIELDS = ("_id", "state")
 #: the fields a listing with masked jobs may be sorted by: the visible
 #: ones and the enqueue time (the _id of a masked job tells it anyway)
 VISIBLE_ORDER = VISIBLE_FIELDS + ("enqueued.at",)
-#: the longest ``search`` of ``GET /job/list``, and its most wildcard runs
-MAX_SEARCH = 200
-MAX_WILDCARDS = 16
 
 
-def time_span(handler):
-    """The ``since``/``until`` arguments of ``handler`` as a query range
-    (``{"$gte": since, "$lt": until}``), or None if neither is given."""
-    since = handler.get_argument("since", None, as_type=datetime.datetime)
-    until = handler.get_argument("until", None, as_type=datetime.datetime)
+def time_span(handler, since=contract.SINCE, until=contract.UNTIL):
+    """The ``since``/``until`` arguments of ``handler`` (the parameters
+    ``since`` and ``until``) as a query range (``{"$gte": since, "$lt":
+    until}``), or None if neither is given."""
+    since = handler.param(since)
+    until = handler.param(until)
     if since and until and since >= until:
         raise ApiError(400, "since must be before until")
     span = {}
@@ -71,25 +68,20 @@ def _state_filter(values):
     for value in values:
         wanted.extend(part.strip() for part in value.split(",")
                       if part.strip())
-    unknown = [value for value in wanted if value not in states.ALL]
+    known = contract.STATE["enum"]
+    unknown = [value for value in wanted if value not in known]
     if unknown or not wanted:
         raise ApiError(400, "unknown state %r (one of %s)" % (
-            unknown[0] if unknown else "", ", ".join(states.ALL)))
+            unknown[0] if unknown else "", ", ".join(known)), field="state")
     return wanted
 
 
 def wildcard_match(search):
     """Return a function telling whether a job name matches ``search``
-    (``*`` any characters, ``?`` one, case-insensitive); 400 if it is
-    longer than :data:`MAX_SEARCH` or has more than :data:`MAX_WILDCARDS`
-    runs of wildcards. The match is linear in the name: Python's
+    (``*`` any characters, ``?`` one, case-insensitive; checked by
+    :data:`~core4.api.v1.contract.jobs.SEARCH`: not too long, not too
+    many runs of wildcards). The match is linear in the name: Python's
     ``fnmatch`` matches each ``*`` atomically (no backtracking)."""
-    if len(search) > MAX_SEARCH:
-        raise ApiError(400, "search is longer than %d characters" %
-                       MAX_SEARCH)
-    if len(re.findall(r"[*?]+", search)) > MAX_WILDCARDS:
-        raise ApiError(400, "search has more than %d runs of wildcards "
-                       "(* and ?)" % MAX_WILDCARDS)
     # only * and ? are wildcards: [ stands for itself
     pattern = fnmatch.translate(search.replace("[", "[[]"))
     return re.compile(pattern, re.IGNORECASE).match
@@ -136,19 +128,10 @@ class JobHandler(CoreRequestHandler):
     def listing_arguments(self):
         """Return ``(source, query, sort, page, per_page)`` of the
         request's listing arguments, or answer 400 naming the bad one."""
-        config = self.context.config.api
-        page = self.get_argument("page", 0, as_type=int)
-        per_page = self.get_argument("per_page", int(config.per_page),
-                                     as_type=int)
-        if page < 0:
-            raise ApiError(400, "page must be 0 or more")
-        if not 1 <= per_page <= int(config.max_per_page):
-            raise ApiError(400, "per_page must be 1 to %d" % int(
-                config.max_per_page))
-        source = self.get_argument("source", "queue", as_type=str)
-        if source not in ("queue", "journal"):
-            raise ApiError(400, "source must be queue or journal")
-        sort = [_sort(self.get_argument("sort", "_id", as_type=str))]
+        page = self.param(PAGE)
+        per_page = self.param(PER_PAGE)
+        source = self.param(contract.SOURCE)
+        sort = [_sort(self.param(contract.SORT))]
         return source, self._query(), sort, page, per_page
 
     def _query(self):
@@ -158,12 +141,13 @@ class JobHandler(CoreRequestHandler):
             values = value if isinstance(value, list) else (
                 self.get_arguments("state") or [value])
             if not all(isinstance(v, str) for v in values):
-                raise ApiError(400, "state must be a state name or a list")
+                raise ApiError(400, "state must be a state name or a list",
+                               field="state")
             query["state"] = {"$in": _state_filter(values)}
-        name = self.get_argument("name", None, as_type=str)
+        name = self.param(contract.NAME)
         if name:  # a prefix: linear, and anchored for an index
             query["name"] = {"$regex": "^" + re.escape(name)}
-        user = self.get_argument("user", None, as_type=str)
+        user = self.param(contract.USER)
         if user:
             query["enqueued.username"] = user
         span = time_span(self)
@@ -187,15 +171,8 @@ class JobHandler(CoreRequestHandler):
     async def post(self):
         """Enqueue ``{qual_name, args}``; answer the job as enqueued
         (``pending``, even if a worker claimed it meanwhile)."""
-        unknown = self.argument_names() - {"qual_name", "args"}
-        if unknown:
-            raise ApiError(400, "unknown argument(s): %s (send qual_name "
-                           "and args)" % ", ".join(sorted(unknown)))
-        name = self.get_argument("qual_name", as_type=str).strip()
-        args = self.get_argument("args", {}, as_type=dict)
-        if not QUAL_NAME.match(name):
-            raise ApiError(400, "qual_name %r is not a qualified job name "
-                           "like 'package.module.Class'" % name)
+        fields = self.body(contract.ENQUEUE)
+        name, args = fields["qual_name"], fields.get("args") or {}
         self.check_execute(name)
         from core4.queue.remote import enqueue_as
         enqueued = []
@@ -237,7 +214,7 @@ class JobListHandler(CoreRequestHandler):
         """List enqueueable jobs: those the user may execute first, then
         those of them ``search`` matches (no pattern reaches the
         database)."""
-        search = self.get_argument("search", None, as_type=str)
+        search = self.param(contract.SEARCH)
         matches = wildcard_match(search) if search else None
         query = {"valid": {"$in": [True, 1]}}  # NX may store True as 1
         docs = await self.run(lambda: list(self.context.system.job.find(

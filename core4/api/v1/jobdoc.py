@@ -1,15 +1,12 @@
 """How job documents look over the API: with flags and runtime, masked
 for users who may not read them."""
 
+from core4.api.v1.contract.jobs import SORT_FIELDS
 from core4.mongo import elapsed, now
 from core4.queue import secret, states
 
 FLAG_FIELDS = (("zombie", "zombie_at"), ("nonstop", "wall_at"),
                ("removed", "removed_at"), ("killed", "killed_at"))
-#: fields a client may sort the job listing by
-SORT_FIELDS = ("_id", "name", "state", "priority", "attempts_left",
-               "enqueued.at", "enqueued.username", "started_at",
-               "finished_at", "runtime", "prog.value")
 
 
 def present(doc, at=None):
@@ -29,6 +26,9 @@ def present(doc, at=None):
         doc["force"] = bool(doc["force"])
     doc.pop("_hash", None)
     return doc
+
+
+__all__ = ["SORT_FIELDS", "present", "masked", "visible"]
 
 
 def masked(doc):

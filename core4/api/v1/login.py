@@ -11,6 +11,7 @@ import asyncio
 from core4.api import auth, role, throttle, token
 from core4.api.errors import ApiError, login_required
 from core4.api.handler import CoreRequestHandler
+from core4.api.v1.contract.roles import LOGIN, PROFILE
 
 
 class LoginHandler(CoreRequestHandler):
@@ -21,13 +22,11 @@ class LoginHandler(CoreRequestHandler):
     public = True
     #: HTTP Basic is taken by GET (a public route otherwise ignores it)
     basic = ("GET",)
-    spec = {"post": {"errors": ["401", "403", "429"]},
-            "get": {"errors": ["401", "429"]}}
 
     async def post(self):
-        """Log in with username and password."""
-        name = self.get_argument("username", as_type=str)
-        secret = self.get_argument("password", as_type=str)
+        """Log in with username and password (a JSON or a form body)."""
+        fields = self.body(LOGIN)
+        name, secret = fields["username"], fields["password"]
         address = throttle.client_address(self)
         gate = throttle.throttle_of(self.context)
         refusal = gate.check(name, address)
@@ -69,7 +68,6 @@ class LogoutHandler(CoreRequestHandler):
     """``POST /logout``: remove the login cookie."""
 
     public = True
-    spec = {"post": {"errors": ["403"]}}
 
     def post(self):
         """Log out (tokens stay valid until they expire or the password
@@ -85,7 +83,6 @@ class ProfileHandler(CoreRequestHandler):
     password counts as a failed login (429 when locked)."""
 
     access = "user"
-    spec = {"put": {"errors": ["429"]}}
 
     def get(self):
         """Answer the own user."""
@@ -96,12 +93,8 @@ class ProfileHandler(CoreRequestHandler):
     async def put(self):
         """Change the own password; answer a new token. A wrong current
         password counts as a failed login."""
-        unknown = self.argument_names() - {"password", "new_password"}
-        if unknown:
-            raise ApiError(400, "unknown argument(s): %s" % ", ".join(
-                sorted(unknown)))
-        old = self.get_argument("password", as_type=str)
-        new = self.get_argument("new_password", as_type=str)
+        fields = self.body(PROFILE)
+        old, new = fields["password"], fields["new_password"]
         name = self.user["name"]
         address = throttle.client_address(self)
         gate = throttle.throttle_of(self.context)

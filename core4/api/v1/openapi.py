@@ -26,10 +26,10 @@ def path_of(pattern, names):
 
 
 def implemented(handler):
-    """Return the HTTP methods ``handler`` implements."""
-    return [method for method in METHODS
-            if getattr(handler, method) is not getattr(
-                CoreRequestHandler, method)]
+    """Return the HTTP methods ``handler`` implements (of
+    :data:`METHODS`)."""
+    allowed = handler.allowed_methods()
+    return [method for method in METHODS if method.upper() in allowed]
 
 
 def documented(handler):
@@ -55,14 +55,17 @@ def build_document(app):
             item = paths.setdefault(path, {})
             for method in implemented(handler):
                 item[method] = spec.operation(handler, method, kwargs,
-                                              params)
+                                              params, config)
     return {
         "openapi": "3.0.3",
         "info": {"title": "core4 API", "version": core4.__version__,
                  "description": "The REST API of core4. Every response is "
-                 "the JSON envelope {_id, timestamp, code, message, data}."},
+                 "the JSON envelope {_id, timestamp, code, message, data}; "
+                 "an error's message says what is wrong in one line and, "
+                 "for bad input, data.field names the field. A method a "
+                 "path does not serve answers 405 with Allow."},
         "servers": [{"url": "/"}],
-        "components": spec.components(),
+        "components": spec.components(config),
         "security": [{"bearer": []}, {"basic": []}, {"cookie": []}],
         "paths": paths}
 

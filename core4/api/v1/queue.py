@@ -4,6 +4,7 @@ import datetime
 
 from core4.api.errors import ApiError
 from core4.api.handler import CoreRequestHandler
+from core4.api.v1.contract.system import HISTORY, MAINTENANCE, MAX_BUCKETS
 from core4.mongo import (count as count_matching, count_by, elapsed, now,
                          to_datetime)
 from core4.queue import states
@@ -12,7 +13,6 @@ from core4.queue.daemon import alive_daemons
 #: how each event changes the number of jobs in the queue
 QUEUE_CHANGE = {"enqueue_job": 1, "complete_job": -1, "remove_job": -1,
                 "remove_hard_job": -1}
-MAX_BUCKETS = 2000
 
 
 class QueueHandler(CoreRequestHandler):
@@ -53,24 +53,18 @@ class QueueHistoryHandler(CoreRequestHandler):
 
     async def get(self):
         """Answer ``[{at, size, events: {name: n}}]`` oldest first."""
-        at = now()
-        until = self.get_argument("until", at, as_type=datetime.datetime)
-        since = self.get_argument("since", None, as_type=datetime.datetime)
+        since_param, until_param, interval_param = HISTORY
+        until = self.param(until_param) or now()
+        since = self.param(since_param)
         if since is None:
-            try:
-                since = until - datetime.timedelta(hours=1)
-            except OverflowError:
-                raise ApiError(400, "until %s is too early" % (
-                    until.isoformat(),)) from None
+            since = max(until - datetime.timedelta(hours=1), EARLIEST) \
+                if until > EARLIEST else until
         if since >= until:
-            raise ApiError(400, "since must be before until")
+            raise ApiError(400, "since must be before until", field="since")
         span = (until - since).total_seconds()
-        interval = self.get_argument("interval", max(1.0, span / 60),
-                                     as_type=float)
-        if interval <= 0 or span / interval > MAX_BUCKETS:
-            raise ApiError(400, "interval must be positive and give at "
-                           "most %d buckets" % MAX_BUCKETS)
-        interval = min(interval, span)  # one bucket at most spans it all
+        interval = self.param(interval_param) or max(1.0, span / 60)
+        # at most MAX_BUCKETS buckets, and one bucket spans it all at most
+        interval = min(max(interval, span / MAX_BUCKETS), span)
         buckets = await self.run(self._history, since, until, interval)
         self.reply(buckets)
 
@@ -106,6 +100,10 @@ class QueueHistoryHandler(CoreRequestHandler):
         return buckets
 
 
+#: the earliest ``since`` of a history (one hour after the earliest time)
+EARLIEST = datetime.datetime(1, 1, 1, 1, tzinfo=datetime.timezone.utc)
+
+
 class SystemHandler(CoreRequestHandler):
     """``GET /system``: live daemons (workers, schedulers, app servers)
     and the maintenance mode."""
@@ -135,14 +133,8 @@ class MaintenanceHandler(CoreRequestHandler):
 
     async def put(self):
         """Change the maintenance mode; answer the new mode."""
-        unknown = self.argument_names() - {"paused", "project"}
-        if unknown:
-            raise ApiError(400, "unknown argument(s): %s (send paused and "
-                           "project)" % ", ".join(sorted(unknown)))
-        paused = self.get_argument("paused", as_type=bool)
-        project = self.get_argument("project", None, as_type=str)
-        if project is not None and not project.isidentifier():
-            raise ApiError(400, "project %r is not a project name" % project)
+        fields = self.body(MAINTENANCE)
+        paused, project = fields["paused"], fields.get("project")
         queue = self.context.queue
         await self.run(queue.pause if paused else queue.resume, project,
                        by=self.user["name"])

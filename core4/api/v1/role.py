@@ -7,6 +7,7 @@ an ``If-Match`` header): a stale one is refused with 409.
 from core4.api import role
 from core4.api.errors import ApiError
 from core4.api.handler import CoreRequestHandler
+from core4.api.v1.contract.roles import CREATE, UPDATE
 
 ID = r"([0-9a-fA-F]{24})"
 
@@ -16,12 +17,9 @@ class _RoleBase(CoreRequestHandler):
 
     access = "admin"
 
-    def _fields(self):
-        fields = dict(self.json_arguments)
-        for name in self.request.query_arguments:
-            fields.setdefault(name, self.get_argument(name))
-        fields.pop("etag", None)
-        return fields
+    def _fields(self, body):
+        """The fields sent, checked against ``body`` (``etag`` aside)."""
+        return self.body(body, ignore=("etag",))
 
 
 class RoleHandler(_RoleBase):
@@ -33,7 +31,7 @@ class RoleHandler(_RoleBase):
 
     async def post(self):
         """Create a user (with email and password) or a role."""
-        fields = self._fields()
+        fields = self._fields(CREATE)
         self.reply(await self.run(role.create, self.context.system, fields,
                                   by=self.user["name"]), code=201)
 
@@ -50,7 +48,7 @@ class RoleItemHandler(_RoleBase):
     async def put(self, _id):
         """Change fields of a user or role (``etag`` required)."""
         doc = await self.run(role.update, self.context.system, _id,
-                             self._etag(), self._fields(),
+                             self._etag(), self._fields(UPDATE),
                              by=self.user["name"])
         self.set_header("ETag", '"%s"' % doc["etag"])
         self.reply(doc)
@@ -69,5 +67,6 @@ class RoleItemHandler(_RoleBase):
             return header.strip().strip('"')
         etag = self.get_argument("etag", None, as_type=str)
         if not etag:
-            raise ApiError(400, "etag is required (argument or If-Match)")
+            raise ApiError(400, "etag is required (If-Match, or the "
+                           "argument etag)", field="If-Match")
         return etag

@@ -1,8 +1,9 @@
-"""OpenAPI descriptions of the v1 handlers: parameters, bodies and
-responses per ``(handler class name, method)`` of core4's own handlers
-(:data:`OPERATIONS`).
+"""OpenAPI operations of the app server's handlers.
 
-Every handler is described from its docstrings; a handler (e.g. of a
+core4's own handlers are described by their contract
+(:mod:`core4.api.v1.contract`): the same parameters and bodies the
+handlers read and check, typed answers and links between operations.
+Every handler is also described from its docstrings; a handler (e.g. of a
 project) adds to that with its ``spec`` class attribute: per lower-case
 method the OpenAPI ``parameters`` (query parameters; path parameters come
 from the route), the ``requestBody`` and ``responses`` (which replace the
@@ -14,160 +15,140 @@ default ones), e.g.::
 
 import inspect
 
-from core4.api import password, role
-from core4.api.v1.job import ID
-from core4.api.v1.jobdoc import SORT_FIELDS
-from core4.queue import events, states
+from core4.api.schema import resolve
+from core4.api.v1.contract import OPERATIONS, SCHEMAS
+from core4.api.v1.contract.common import ID, envelope
+from core4.api.v1.contract.ref import ref
 
-ID_SCHEMA = {"type": "string", "pattern": "^[0-9a-fA-F]{24}$"}
+#: a path group of an id (jobs, users, roles, services)
+ID_GROUP = r"([0-9a-fA-F]{24})"
 STRING = {"type": "string"}
-INTEGER = {"type": "integer"}
-BOOLEAN = {"type": "boolean"}
-DATETIME = {"type": "string", "format": "date-time"}
-
-
-def _query(name, schema, description, required=False):
-    return {"name": name, "in": "query", "required": required,
-            "schema": schema, "description": description}
-
-
-def _body(properties, required=()):
-    schema = {"type": "object", "properties": properties,
-              "additionalProperties": False}
-    if required:  # OpenAPI 3.0: a "required" list must not be empty
-        schema["required"] = list(required)
-    return {"required": bool(required), "content": {"application/json": {
-        "schema": schema}}}
-
-
-PASSWORD = {"type": "string", "minLength": password.MIN_LENGTH,
-            "maxLength": password.MAX_LENGTH}
-ROLE_FIELDS = {
-    "name": {"type": "string", "pattern": role.NAME.pattern},
-    "realname": {"type": "string", "nullable": True},
-    "email": {"type": "string", "nullable": True,
-              "pattern": role.EMAIL.pattern},
-    "password": dict(PASSWORD, nullable=True),
-    "is_active": BOOLEAN,
-    "roles": {"type": "array", "items": STRING},
-    "permissions": {"type": "array", "items": STRING}}
-
-#: one server-sent event of ``GET /job/<id>/follow`` (``data`` is JSON)
-SSE_EVENT = {"type": "object", "required": ["event", "data"], "properties": {
-    "event": {"type": "string", "enum": ["state", "log", "close"]},
-    "data": STRING}}
-
-OPERATIONS = {
-    ("LoginHandler", "post"): {"requestBody": _body(
-        {"username": STRING, "password": STRING},
-        ("username", "password")), "errors": ["401"]},
-    ("LoginHandler", "get"): {"errors": ["401"]},
-    ("ProfileHandler", "put"): {"requestBody": _body(
-        {"password": STRING, "new_password": PASSWORD},
-        ("password", "new_password"))},
-    ("JobHandler", "get"): {"parameters": [
-        _query("page", {"type": "integer", "minimum": 0},
-               "page number, from 0"),
-        _query("per_page", {"type": "integer", "minimum": 1},
-               "jobs per page (at most api.max_per_page)"),
-        _query("state", {"type": "string", "enum": list(states.ALL)},
-               "only jobs in this state"),
-        _query("name", STRING, "only jobs whose name starts with this"),
-        _query("user", STRING, "only jobs enqueued by this user"),
-        _query("since", DATETIME, "enqueued at or after"),
-        _query("until", DATETIME, "enqueued before"),
-        _query("sort", {"type": "string", "enum": list(SORT_FIELDS) + [
-            "-" + name for name in SORT_FIELDS]},
-               "field to sort by, - for descending"),
-        _query("source", {"type": "string", "enum": ["queue", "journal"]},
-               "the queue (default) or the journal")]},
-    ("JobHandler", "post"): {"requestBody": _body(
-        {"qual_name": STRING, "args": {"type": "object"}}, ("qual_name",))},
-    ("JobListHandler", "get"): {"parameters": [
-        _query("search", STRING, "job name with * and ? wildcards")]},
-    ("JobLogHandler", "get"): {"parameters": [
-        _query("limit", {"type": "integer", "minimum": 1,
-                         "maximum": 10000}, "the latest records")]},
-    ("JobFollowHandler", "get"): {"responses_content": "text/event-stream",
-                                  "responses_schema": SSE_EVENT},
-    ("QueueHistoryHandler", "get"): {"parameters": [
-        _query("since", DATETIME, "start (default one hour ago)"),
-        _query("until", DATETIME, "end (default now)"),
-        _query("interval", {"type": "number", "exclusiveMinimum": True,
-                            "minimum": 0}, "seconds per bucket")]},
-    ("MaintenanceHandler", "put"): {"requestBody": _body(
-        {"paused": BOOLEAN, "project": {
-            "type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}},
-        ("paused",))},
-    ("RoleHandler", "post"): {"requestBody": _body(ROLE_FIELDS, ("name",))},
-    ("RoleItemHandler", "put"): {"requestBody": _body(
-        dict(ROLE_FIELDS, etag=STRING))},
-    ("RoleItemHandler", "delete"): {"parameters": [
-        _query("etag", STRING, "the etag read (or If-Match)")]},
-    ("AuditHandler", "get"): {"parameters": [
-        _query("page", {"type": "integer", "minimum": 0},
-               "page number, from 0"),
-        _query("per_page", {"type": "integer", "minimum": 1},
-               "records per page (at most api.max_per_page)"),
-        _query("user", STRING, "only records of this user"),
-        _query("action", {"type": "string", "enum": list(
-            events.AUDIT_ACTIONS)}, "only records of this action"),
-        _query("since", DATETIME, "created at or after"),
-        _query("until", DATETIME, "created before")]},
-    ("OpenApiHandler", "get"): {"responses_schema": {"type": "object"}},
-}
+#: the errors every operation may answer: bad input, a body too large,
+#: the database unreachable
+COMMON_ERRORS = {
+    "400": "bad input: the message names the field (data.field)",
+    "413": "the request body is too large",
+    "503": "the database cannot be reached (Retry-After)"}
+#: the errors of an operation that needs a login
+LOGIN_ERRORS = {
+    "401": "no valid login (WWW-Authenticate)",
+    "403": "the user may not do this",
+    "429": "too many failed logins of this user or address (Retry-After)"}
+#: errors of some operations
+ERROR_TEXT = {"404": "not found", "409": "conflict with the current state",
+              "429": "too many failed logins (Retry-After)",
+              "401": "wrong credentials", "403": "refused"}
+#: operations with more errors than :data:`COMMON_ERRORS`
+MORE_ERRORS = {"enqueueJob": ["404"], "removeJob": ["409"],
+               "killJob": ["409"], "restartJob": ["409"],
+               "stopService": ["409"], "createRole": ["409"],
+               "updateRole": ["409"], "deleteRole": ["409"],
+               "login": ["401", "429"],
+               "loginBasic": ["401", "429"], "changePassword": ["429"]}
 
 
 def path_parameters(pattern):
     """Return the OpenAPI path parameters of a route pattern."""
-    count = pattern.count(ID)
+    count = pattern.count(ID_GROUP)
     params = [{"name": "_id" if i == 0 else "_id%d" % i, "in": "path",
-               "required": True, "schema": ID_SCHEMA,
+               "required": True, "schema": ID,
                "description": "a job, user or role id"}
               for i in range(count)]
-    others = pattern.replace(ID, "").count("(") - pattern.replace(
-        ID, "").count("(?")
+    others = pattern.replace(ID_GROUP, "").count("(") - pattern.replace(
+        ID_GROUP, "").count("(?")
     params.extend({"name": "arg%d" % i, "in": "path", "required": True,
                    "schema": STRING} for i in range(others))
     return params
 
 
-def _responses(handler, content, schema=None, errors=()):
-    if schema is None:
-        schema = ({"$ref": "#/components/schemas/Envelope"}
-                  if content == "application/json" else {"type": "string"})
-    ok = {"description": "success", "content": {content: {
-        "schema": schema}}}
-    error = {"description": "error", "content": {"application/json": {
-        "schema": {"$ref": "#/components/schemas/Envelope"}}}}
-    responses = {"200": ok, "201": ok, "400": error, "404": error,
-                 "405": error, "409": error, "503": error}
+def contract_of(handler, method, kwargs):
+    """Return the contract of ``method`` of one of core4's handlers (see
+    :mod:`core4.api.v1.contract`), or None."""
+    if not handler.__module__.startswith("core4.api."):
+        return None
+    return OPERATIONS.get((handler.__name__, method) + tuple(
+        str(value) for value in kwargs.values())) or OPERATIONS.get(
+            (handler.__name__, method))
+
+
+def _error(text):
+    return {"description": text, "content": {"application/json": {
+        "schema": ref("Error")}}}
+
+
+def _responses(handler, contract, params, config):
+    """The responses of an operation with a ``contract``."""
+    content = contract.get("content", "application/json")
+    if content != "application/json":
+        schema = contract.get("schema", STRING)
+    elif contract.get("envelope", True):
+        schema = envelope(resolve(contract.get("data", {}), config),
+                          contract.get("paging", False))
+    else:
+        schema = contract.get("data", {})
+    ok = {"description": contract.get("description") or "success",
+          "content": {content: {"schema": schema}}}
+    if contract.get("links"):
+        ok["links"] = contract["links"]
+    if contract.get("response_headers"):
+        ok["headers"] = contract["response_headers"]
+    responses = {contract.get("status", "200"): ok}
+    errors = dict(COMMON_ERRORS)
     if not handler.public:
-        responses.update({"401": error, "403": error})
-    responses.update({code: error for code in errors})
+        errors.update(LOGIN_ERRORS)
+    if any(p["in"] == "path" for p in params):
+        errors["404"] = "no such job, user or role"
+    for code in MORE_ERRORS.get(contract.get("operationId"), ()):
+        errors.setdefault(code, ERROR_TEXT[code])
+    responses.update({code: _error(text) for code, text in errors.items()})
     return responses
 
 
-def operation(handler, method, kwargs, params):
+def _generic_responses(handler, extra):
+    """The responses of a handler without a contract (e.g. a project's):
+    the envelope with any ``data``."""
+    ok = {"description": "success", "content": {
+        extra.get("responses_content", "application/json"): {
+            "schema": extra.get("responses_schema") or ref("Envelope")}}}
+    errors = dict(COMMON_ERRORS)
+    if not handler.public:
+        errors.update(LOGIN_ERRORS)
+    errors.update({code: ERROR_TEXT.get(code, "error")
+                   for code in ("404", "409")})
+    errors.update({code: ERROR_TEXT.get(code, "error")
+                   for code in extra.get("errors", ())})
+    responses = {"200": ok, "201": ok}
+    responses.update({code: _error(text) for code, text in errors.items()})
+    return responses
+
+
+def operation(handler, method, kwargs, params, config):
     """Return the OpenAPI operation of ``method`` of ``handler``: from
-    its docstrings, :data:`OPERATIONS` (core4's handlers) and the
-    handler's ``spec``."""
-    extra = {}
-    if handler.__module__.startswith("core4.api."):
-        extra.update(OPERATIONS.get((handler.__name__, method), {}))
-    extra.update((getattr(handler, "spec", None) or {}).get(method, {}))
+    its docstrings, its contract (core4's handlers) and its ``spec``."""
+    contract = contract_of(handler, method, kwargs) or {}
+    extra = (getattr(handler, "spec", None) or {}).get(method, {})
     doc = inspect.getdoc(getattr(handler, method)) or ""
     described = inspect.getdoc(handler) or ""
-    result = {"summary": " ".join(doc.split("\n\n")[0].split()) or
-              handler.__name__,
-              "description": described,
-              "operationId": "%s.%s%s" % (handler.__name__, method, "".join(
-                  "." + str(v) for v in kwargs.values())),
-              "parameters": list(params) + extra.get("parameters", []),
-              "responses": extra.get("responses") or _responses(
-                  handler, extra.get("responses_content",
-                                     "application/json"),
-                  extra.get("responses_schema"), extra.get("errors", ()))}
+    if contract.get("description"):
+        described += "\n\n" + contract["description"]
+    parameters = list(params) + list(contract.get("headers", ())) + [
+        param.openapi(config) for param in contract.get("parameters", ())]
+    result = {"summary": extra.get("summary") or " ".join(
+        doc.split("\n\n")[0].split()) or handler.__name__,
+        "description": described,
+        "operationId": contract.get("operationId") or "%s.%s%s" % (
+            handler.__name__, method, "".join(
+                "." + str(v) for v in kwargs.values())),
+        "parameters": parameters + list(extra.get("parameters", []))}
+    if contract:
+        result["responses"] = _responses(handler, contract, parameters,
+                                         config)
+    else:
+        result["responses"] = extra.get("responses") or \
+            _generic_responses(handler, extra)
+    if "body" in contract:
+        result["requestBody"] = contract["body"].openapi(
+            config, contract.get("media_types", ("application/json",)))
     if "requestBody" in extra:
         result["requestBody"] = extra["requestBody"]
     if handler.public:
@@ -175,16 +156,22 @@ def operation(handler, method, kwargs, params):
     return result
 
 
-def components():
+def components(config):
     """Return the shared schemas and security schemes."""
-    return {
-        "schemas": {"Envelope": {"type": "object", "properties": {
-            "_id": STRING, "timestamp": DATETIME, "code": INTEGER,
+    schemas = {name: resolve(schema, config)
+               for name, schema in SCHEMAS.items()}
+    schemas["Envelope"] = {
+        "type": "object", "description": "the envelope of an answer of a "
+        "handler without a contract (e.g. a project's)",
+        "properties": {
+            "_id": STRING, "timestamp": STRING, "code": {"type": "integer"},
             "message": {"type": "string", "nullable": True},
-            "data": {"nullable": True}, "page": INTEGER,
-            "per_page": INTEGER, "page_count": INTEGER,
-            "total_count": INTEGER, "count": INTEGER},
-            "required": ["_id", "timestamp", "code", "message"]}},
+            "data": {"nullable": True},
+            **{key: {"type": "integer"} for key in (
+                "page", "per_page", "page_count", "total_count", "count")}},
+        "required": ["_id", "timestamp", "code", "message"]}
+    return {
+        "schemas": schemas,
         "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer",
                        "bearerFormat": "JWT"},
