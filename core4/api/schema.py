@@ -26,6 +26,11 @@ _JSON_TYPES = {"integer": int, "number": (int, float), "boolean": bool,
                "string": str, "object": dict, "array": list}
 
 
+_TYPE_NAMES = {"integer": "an integer", "number": "a number",
+               "boolean": "a boolean (true or false)", "string": "a string",
+               "object": "a JSON object", "array": "a JSON array"}
+
+
 def resolve(schema, config):
     """Return ``schema`` with every function value replaced by its value
     for ``config``."""
@@ -70,9 +75,8 @@ def check(name, value, schema):
         raise Refused("%s must not be null" % name, name, "nullable", value)
     kind = schema.get("type")
     if kind and not _type_ok(value, kind):
-        raise Refused("%s is not %s %s" % (
-            name, "an" if kind[0] in "aeiou" else "a", kind), name, "type",
-            value)
+        raise Refused("%s is not %s" % (name, _TYPE_NAMES[kind]), name,
+                      "type", value)
     if "enum" in schema and value not in schema["enum"]:
         raise Refused("%s must be one of %s" % (name, ", ".join(
             str(v) for v in schema["enum"])), name, "enum", value)
@@ -210,8 +214,9 @@ class Body:
     the ``required`` ones, and no others."""
 
     def __init__(self, properties, required=(), description="",
-                 messages=None):
+                 messages=None, example=None):
         self.properties = properties
+        self.example = example
         self.required = tuple(required)
         self.description = description
         #: per property, per schema keyword: the message of a value that
@@ -228,11 +233,12 @@ class Body:
 
     def openapi(self, config, media_types=("application/json",)):
         """Return the OpenAPI request body object."""
-        schema = self.schema(config)
+        media = {"schema": self.schema(config)}
+        if self.example is not None:
+            media["example"] = self.example
         return {"required": bool(self.required),
                 "description": self.description,
-                "content": {kind: {"schema": schema}
-                            for kind in media_types}}
+                "content": {kind: dict(media) for kind in media_types}}
 
     def read(self, value, config):
         """Return the checked body ``value`` (a dict)."""

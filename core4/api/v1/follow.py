@@ -47,8 +47,8 @@ class JobLogHandler(JobMixin, CoreRequestHandler):
 
     async def get(self, _id):
         """Answer the log records."""
-        await self.job(_id)
         limit = self.param(LIMIT)
+        await self.job(_id)
         docs = await self.run(job_records, self.context.system,
                               ObjectId(_id), limit)
         self.reply([log_record(doc) for doc in docs])

@@ -17,11 +17,11 @@ import inspect
 
 from core4.api.schema import resolve
 from core4.api.v1.contract import OPERATIONS, SCHEMAS
-from core4.api.v1.contract.common import ID, envelope
+from core4.api.v1.contract.common import ID as ID_SCHEMA, envelope
 from core4.api.v1.contract.ref import ref
 
 #: a path group of an id (jobs, users, roles, services)
-ID_GROUP = r"([0-9a-fA-F]{24})"
+ID = r"([0-9a-fA-F]{24})"
 STRING = {"type": "string"}
 #: the errors every operation may answer: bad input, a body too large,
 #: the database unreachable
@@ -39,7 +39,7 @@ ERROR_TEXT = {"404": "not found", "409": "conflict with the current state",
               "429": "too many failed logins (Retry-After)",
               "401": "wrong credentials", "403": "refused"}
 #: operations with more errors than :data:`COMMON_ERRORS`
-MORE_ERRORS = {"enqueueJob": ["404"], "removeJob": ["409"],
+MORE_ERRORS = {"enqueueJob": ["404", "409"], "removeJob": ["409"],
                "killJob": ["409"], "restartJob": ["409"],
                "stopService": ["409"], "createRole": ["409"],
                "updateRole": ["409"], "deleteRole": ["409"],
@@ -49,13 +49,13 @@ MORE_ERRORS = {"enqueueJob": ["404"], "removeJob": ["409"],
 
 def path_parameters(pattern):
     """Return the OpenAPI path parameters of a route pattern."""
-    count = pattern.count(ID_GROUP)
+    count = pattern.count(ID)
     params = [{"name": "_id" if i == 0 else "_id%d" % i, "in": "path",
-               "required": True, "schema": ID,
+               "required": True, "schema": ID_SCHEMA,
                "description": "a job, user or role id"}
               for i in range(count)]
-    others = pattern.replace(ID_GROUP, "").count("(") - pattern.replace(
-        ID_GROUP, "").count("(?")
+    others = pattern.replace(ID, "").count("(") - pattern.replace(
+        ID, "").count("(?")
     params.extend({"name": "arg%d" % i, "in": "path", "required": True,
                    "schema": STRING} for i in range(others))
     return params

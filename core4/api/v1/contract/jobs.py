@@ -60,7 +60,9 @@ LIMIT = Param("limit", {"type": "integer", "minimum": 1,
 ENQUEUE = Body({"qual_name": {"type": "string", "pattern": QUAL_NAME,
                               "maxLength": MAX_QUAL_NAME},
                 "args": OBJECT}, ("qual_name",),
-               "the job's qualified name and its arguments", messages={
+               "the job's qualified name and its arguments",
+               example={"qual_name": "core4.queue.helper.job.example."
+                        "DummyJob", "args": {}}, messages={
                    "qual_name": dict.fromkeys(("pattern", "maxLength"), (
                        "qual_name %(value)r is not a qualified job name "
                        "like 'package.module.Class'"))})
@@ -111,10 +113,14 @@ LOG_RECORD = {
                    "hostname": NULLABLE_STRING,
                    "exception": {"nullable": True}}}
 #: one server-sent event of ``GET /job/<id>/follow`` (``data`` is JSON)
-SSE_EVENT = {"type": "string", "description": "server-sent events: "
-             "``state`` (the job document), ``log`` (a log record, with "
-             "its _id as event id) and finally ``close`` ({_id, state, "
-             "timeout, revoked})"}
+SSE_EVENT = {
+    "type": "object", "required": ["event", "data"],
+    "description": "one server-sent event: ``state`` (data: the job "
+    "document), ``log`` (data: a log record; id: its _id) and finally "
+    "``close`` (data: {_id, state, timeout, revoked})",
+    "properties": {"event": {"type": "string",
+                             "enum": ["state", "log", "close"]},
+                   "data": STRING, "id": STRING}}
 
 
 def _done(verb, **more):
@@ -142,7 +148,9 @@ OPERATIONS = {
         "operationId": "listJobs",
         "parameters": [PAGE, PER_PAGE, STATES, NAME, USER, SINCE, UNTIL,
                        SORT, SOURCE],
-        "data": {"type": "array", "items": ref("Job")}, "paging": True},
+        "data": {"type": "array", "items": ref("Job")}, "paging": True,
+        "links": {"GetFirstJob": {"operationId": "getJob", "parameters": {
+            "_id": "$response.body#/data/0/_id"}}}},
     ("JobHandler", "post"): {
         "operationId": "enqueueJob", "body": ENQUEUE, "status": "201",
         "data": ref("Job"), "links": _job_links("$response.body#/data/_id"),

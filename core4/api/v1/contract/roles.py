@@ -31,7 +31,9 @@ FIELDS = {
     "permissions": {"type": "array", "maxItems": MAX_ITEMS, "items": {
         "type": "string", "pattern": PERMISSION, "maxLength": 1024}}}
 CREATE = Body(FIELDS, ("name",), "a user (with email and password) or a "
-              "role (without); roles it includes must exist (else 400)")
+              "role (without); roles it includes must exist and each "
+              "permission's regular expression must compile (else 400)",
+              example={"name": "reader", "permissions": ["job://core4\\./r"]})
 UPDATE = Body(FIELDS, (), "the fields to change")
 IF_MATCH = {"name": "If-Match", "in": "header", "required": True,
             "schema": STRING, "description": "the etag read (quoted or "

@@ -97,7 +97,10 @@ OPERATIONS = {
         "description": "since must be before until (else 400)"},
     ("ServiceListHandler", "get"): {
         "operationId": "listServices",
-        "data": {"type": "array", "items": ref("Service")}},
+        "data": {"type": "array", "items": ref("Service")},
+        "links": {"StopFirstService": {
+            "operationId": "stopService", "parameters": {
+                "_id": "$response.body#/data/0/_id"}}}},
     ("ServiceStopHandler", "delete"): {
         "operationId": "stopService", "data": {
             "type": "object", "required": ["_id", "stopped"],
