@@ -18,6 +18,7 @@ import functools
 import re
 
 from core4.api.arguments import ArgumentError, convert
+from core4.api.arguments import _short as short
 
 #: Python types of the schema types, for :func:`convert` of query values
 _QUERY_TYPES = {"integer": int, "number": float, "boolean": bool,
@@ -75,8 +76,8 @@ def check(name, value, schema):
         raise Refused("%s must not be null" % name, name, "nullable", value)
     kind = schema.get("type")
     if kind and not _type_ok(value, kind):
-        raise Refused("%s is not %s" % (name, _TYPE_NAMES[kind]), name,
-                      "type", value)
+        raise Refused("argument %s=%s: not %s" % (
+            name, short(value), _TYPE_NAMES[kind]), name, "type", value)
     if "enum" in schema and value not in schema["enum"]:
         raise Refused("%s must be one of %s" % (name, ", ".join(
             str(v) for v in schema["enum"])), name, "enum", value)

@@ -57,14 +57,19 @@ class QueueHistoryHandler(CoreRequestHandler):
         until = self.param(until_param) or now()
         since = self.param(since_param)
         if since is None:
-            since = max(until - datetime.timedelta(hours=1), EARLIEST) \
-                if until > EARLIEST else until
+            try:
+                since = until - datetime.timedelta(hours=1)
+            except OverflowError:
+                raise ApiError(400, "until %s is too early" % (
+                    until.isoformat(),), field="until") from None
         if since >= until:
             raise ApiError(400, "since must be before until", field="since")
         span = (until - since).total_seconds()
         interval = self.param(interval_param) or max(1.0, span / 60)
-        # at most MAX_BUCKETS buckets, and one bucket spans it all at most
-        interval = min(max(interval, span / MAX_BUCKETS), span)
+        if span / interval > MAX_BUCKETS:
+            raise ApiError(400, "interval must be positive and give at "
+                           "most %d buckets" % MAX_BUCKETS, field="interval")
+        interval = min(interval, span)  # one bucket at most spans it all
         buckets = await self.run(self._history, since, until, interval)
         self.reply(buckets)
 
@@ -98,10 +103,6 @@ class QueueHistoryHandler(CoreRequestHandler):
             buckets[index]["size"] = max(0, size)
             size -= change_after[index]
         return buckets
-
-
-#: the earliest ``since`` of a history (one hour after the earliest time)
-EARLIEST = datetime.datetime(1, 1, 1, 1, tzinfo=datetime.timezone.utc)
 
 
 class SystemHandler(CoreRequestHandler):

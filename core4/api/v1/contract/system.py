@@ -9,8 +9,7 @@ from core4.api.v1.contract.jobs import STATE
 from core4.api.v1.contract.ref import ref
 from core4.queue import events
 
-#: the most buckets of ``GET /queue/history``: a smaller interval is
-#: widened to give this many
+#: the most buckets of ``GET /queue/history``
 MAX_BUCKETS = 2000
 #: a project's name: a Python identifier
 PROJECT = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -19,11 +18,11 @@ HISTORY = [
     Param("since", DATETIME, "start (default one hour before until)"),
     Param("until", DATETIME, "end (default now)"),
     Param("interval", {"type": "number", "minimum": 0,
-                       "exclusiveMinimum": True, "maximum": 1e12},
-          "seconds per bucket (default: about 60 buckets; widened to "
-          "give at most %d)" % MAX_BUCKETS, messages=dict.fromkeys(
-              ("minimum", "maximum"), "interval must be positive and at "
-              "most %(maximum)g seconds"))]
+                       "exclusiveMinimum": True},
+          "seconds per bucket (default: about 60 buckets); at most %d "
+          "buckets (else 400)" % MAX_BUCKETS, messages={
+              "minimum": "interval must be positive and give at most %d "
+              "buckets" % MAX_BUCKETS})]
 MAINTENANCE = Body({"paused": BOOLEAN, "project": {
     "type": "string", "pattern": PROJECT, "maxLength": 128}}, ("paused",),
     "pause or resume all jobs, or one project's (its jobs registered "
@@ -80,7 +79,8 @@ OPERATIONS = {
     ("QueueHistoryHandler", "get"): {
         "operationId": "getQueueHistory", "parameters": HISTORY,
         "data": {"type": "array", "items": BUCKET},
-        "description": "since must be before until (else 400)"},
+        "description": "since must be before until and give at most "
+        "%d buckets of interval (else 400)" % MAX_BUCKETS},
     ("SystemHandler", "get"): {
         "operationId": "getSystem", "data": {
             "type": "object", "required": ["daemons", "maintenance"],
