@@ -9,7 +9,6 @@ import tornado.iostream
 from bson import ObjectId
 
 from core4.api import auth, envelope
-from core4.api.errors import ApiError
 from core4.api.handler import CoreRequestHandler
 from core4.api.v1 import jobdoc
 from core4.api.v1.contract.jobs import LIMIT

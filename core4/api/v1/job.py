@@ -56,9 +56,10 @@ def _sort(value):
         field, direction = value[1:], -1
     elif value[:1] in ("+", " "):
         field = value[1:]
-    if field not in jobdoc.SORT_FIELDS:
+    if field not in contract.SORT_FIELDS:
         raise ApiError(400, "cannot sort by %r (one of %s, with - for "
-                       "descending)" % (value, ", ".join(jobdoc.SORT_FIELDS)))
+                       "descending)" % (value, ", ".join(
+                           contract.SORT_FIELDS)), field="sort")
     return field, direction
 
 

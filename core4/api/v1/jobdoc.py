@@ -1,7 +1,6 @@
 """How job documents look over the API: with flags and runtime, masked
 for users who may not read them."""
 
-from core4.api.v1.contract.jobs import SORT_FIELDS
 from core4.mongo import elapsed, now
 from core4.queue import secret, states
 
@@ -26,9 +25,6 @@ def present(doc, at=None):
         doc["force"] = bool(doc["force"])
     doc.pop("_hash", None)
     return doc
-
-
-__all__ = ["SORT_FIELDS", "present", "masked", "visible"]
 
 
 def masked(doc):

@@ -2,7 +2,6 @@
 the envelope of every answer and the error envelope."""
 
 from core4.api.schema import Param
-from core4.api.v1.contract.ref import ref
 
 ID = {"type": "string", "pattern": "^[0-9a-fA-F]{24}$"}
 #: a date and time sent by a client (ISO 8601)
@@ -64,5 +63,3 @@ SCHEMAS = {
 }
 
 OPERATIONS = {}
-
-__all__ = ["ref"]

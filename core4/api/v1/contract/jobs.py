@@ -3,9 +3,8 @@ its log, output and live events, and the actions on it."""
 
 from core4.api.schema import Body, Param
 from core4.api.v1.contract.common import (BOOLEAN, DATETIME, ID, INTEGER,
-                                          NULLABLE_STRING, NUMBER, OBJECT,
-                                          PAGE, PER_PAGE, STRING, TIME,
-                                          envelope)
+                                          NULLABLE_STRING, OBJECT, PAGE,
+                                          PER_PAGE, STRING, TIME)
 from core4.api.v1.contract.ref import ref
 from core4.queue import states
 
@@ -183,5 +182,3 @@ OPERATIONS = {
         "links": {"GetRestartedJob": {"operationId": "getJob", "parameters": {
             "_id": "$response.body#/data/new_id"}}}},
 }
-
-__all__ = ["NUMBER", "envelope"]
