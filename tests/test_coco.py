@@ -127,7 +127,7 @@ def test_enqueue_argument_names_of_enqueue_stay_args(core4_env, key):
         proc.stdout.strip())})
     assert doc["args"] == {key: "mallory"}
     assert doc["enqueued"]["username"] == getpass.getuser()
-    assert "parent_id" not in doc["enqueued"]
+    assert doc["enqueued"]["parent_id"] is None  # a user enqueued it
 
 
 def test_duplicate_enqueue_is_refused(core4_env):

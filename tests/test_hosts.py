@@ -44,7 +44,7 @@ import pytest
 import requests
 
 from core4.config import reset_config
-from core4.mongo import embedded
+from core4.mongo import embedded, nxauth
 from core4.queue.queue import CoreQueue
 from tests.netns import Lab, require_netns
 from tests.support import FAST, ROOT
@@ -109,6 +109,8 @@ class Cluster:
         starts it, patches included, see :mod:`core4.mongo.embedded`)."""
         data = os.path.join(self.base, "nx")
         os.makedirs(data)
+        # the server refuses clients without its credentials
+        self.url = nxauth.client_url(self.url, nxauth.ensure_credentials(data))
         self.nx = self.dbhost.spawn(
             [sys.executable, "-c", embedded._NX_CODE, "--data-dir", data,
              "--host", self.dbhost.address, "-p", str(DB_PORT),
@@ -123,7 +125,8 @@ class Cluster:
                 return self.client.admin.command("ping")
             except pymongo.errors.PyMongoError:
                 return None
-        self.wait(answers, 60, "NX-27017 on %s" % self.url)
+        self.wait(answers, 60, "NX-27017 on %s:%d" % (self.dbhost.address,
+                                                       DB_PORT))
         self.db = self.client[DATABASE]
 
     def env(self, host):

@@ -360,7 +360,7 @@ def test_remove_a_pending_job(api, parked):
     response = action(api, "DELETE", job["_id"], token=token)
     assert response.status_code == 200, response.text
     gone = get_job(api, job["_id"])
-    assert gone["journaled"] is True and gone["state"] == "pending"
+    assert gone["journaled"] is True and gone["state"] == "removed"
     assert gone["flags"]["removed"]
     assert job["_id"] in ids(page(api, token, source="journal",
                                   name=PARKED, since=iso(

@@ -39,8 +39,11 @@ async def run_cell(url, token, code):
     message = execute_request(code, session)
     conn.write_message(json.dumps(message))
     printed = []
+    replied = idle = False
     try:
-        while True:
+        # the reply (shell channel) and the output (iopub) come in any
+        # order; iopub's "idle" comes after the cell's output
+        while not (replied and idle):
             raw = await conn.read_message()
             assert raw is not None, "the kernel channel closed"
             reply = json.loads(raw)
@@ -50,9 +53,12 @@ async def run_cell(url, token, code):
             kind = reply.get("msg_type") or reply["header"]["msg_type"]
             if kind == "stream":
                 printed.append(reply["content"]["text"])
-            if kind == "execute_reply":
+            elif kind == "status":
+                idle = reply["content"]["execution_state"] == "idle"
+            elif kind == "execute_reply":
                 assert reply["content"]["status"] == "ok", reply["content"]
-                return "".join(printed)
+                replied = True
+        return "".join(printed)
     finally:
         conn.close()
 
