@@ -325,7 +325,7 @@ def test_remove_hard_deletes_at_once(queue):
     assert queue.remove_hard(job._id) is True
     assert queue.sys.queue.find_one({"_id": job._id}) is None
     doc = queue.sys.journal.find_one({"_id": job._id})
-    assert doc["state"] == states.RUNNING and near_now(doc["removed_at"])
+    assert doc["state"] == "removed" and near_now(doc["removed_at"])
     assert queue.remove_hard(job._id) is False
 
 

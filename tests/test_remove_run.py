@@ -65,7 +65,8 @@ def test_removed_run_completes_and_is_journaled(db, start_worker):  # noqa
     done = coco("--remove", str(waiting))
     assert done.returncode == 0, done.stderr
     assert done.stdout == "removed [%s]\n" % waiting
-    assert journaled(db, waiting, timeout=1)["state"] == "pending"
+    # (it never ran: its state says it was removed)
+    assert journaled(db, waiting, timeout=1)["state"] == "removed"
 
 
 def test_removed_run_that_fails_is_never_retried(db, start_worker):  # noqa
@@ -79,7 +80,9 @@ def test_removed_run_that_fails_is_never_retried(db, start_worker):  # noqa
     assert db.sys_queue.find_one({"_id": _id})["state"] == "running"
     release(db, "rm-fail")
     doc = journaled(db, _id)
-    assert doc["state"] == "failed" and doc["attempts_left"] == 2
+    # a run that failed with attempts left would run again: the journal
+    # says removed (the failure stays in last_error)
+    assert doc["state"] == "removed" and doc["attempts_left"] == 2
     assert "gate rm-fail fails" in doc["last_error"]["exception"]
     # error_time (1 s) passes: no second run
     let_worker_cycle(db, worker, beats=3)

@@ -143,12 +143,16 @@ class CoreService(CoreAbstractMixin, CoreJob):
         self.logger.info("starting service on %s:%d%s: %s", self.address,
                          port, prefix, " ".join(argv))
         server = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
-        status = ServiceStatus(self, port, prefix)
+        status = None
         try:
+            status = ServiceStatus(self, port, prefix)
             self._wait_healthy(server, status, port, prefix)
             return self._run(server, status, port, prefix)
         finally:
             stop_server(server, self.stop_grace)
+            if status is not None:
+                # a next run (attempts) starts without this run's address
+                status.clear()
 
     def _health(self, port, prefix):
         path = None if self.health_path is None else \
@@ -237,6 +241,15 @@ class ServiceStatus:
 
     def _write(self, fields):
         self.queue.sys.queue.update_one(self._fence(), {"$set": fields})
+
+    def clear(self):
+        """Remove the ``service`` field: the server is gone (best
+        effort: a database away leaves it to the next run)."""
+        try:
+            self.queue.sys.queue.update_one(self._fence(),
+                                            {"$unset": {"service": ""}})
+        except Exception as exc:  # noqa: BLE001 - the run's end counts
+            self.job.logger.warning("service address not cleared: %s", exc)
 
     def set(self, health):
         """Record ``health`` if it changed."""
