@@ -38,14 +38,22 @@ def run_remote(config, project, function, payload, timeout=120):
     except subprocess.TimeoutExpired:
         raise core4.error.Core4Error("project %s: %s timed out after %d s"
                                      % (project, name, timeout)) from None
+    return read_answer(proc, "project %s: %s failed in %s" % (
+        project, name, python))
+
+
+def read_answer(proc, failed):
+    """Return the JSON answer a finished ``python -m core4.project.remote``
+    process printed last, or raise the core4 error it reported; without an
+    answer, a :class:`~core4.error.Core4UserError` that starts with
+    ``failed`` and ends with the child's last line of stderr."""
     lines = proc.stdout.strip().splitlines()
     try:
         answer = json.loads(lines[-1])
     except (IndexError, ValueError):
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise core4.error.Core4UserError(
-            "project %s: %s failed in %s: %s" % (project, name, python,
-                                                 last))
+        raise core4.error.Core4UserError("%s: %s" % (failed, last)) \
+            from None
     if "error" in answer:
         cls = getattr(core4.error, answer["error"], None)
         if not (isinstance(cls, type) and issubclass(cls, Exception)):

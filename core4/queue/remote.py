@@ -39,7 +39,7 @@ from bson import ObjectId
 import core4.error
 from core4.error import CoreJobModuleNotFound, CoreJobNotFound
 from core4.project.home import installed
-from core4.project.remote import run_remote
+from core4.project.remote import read_answer, run_remote
 from core4.queue.loader import make_job
 from core4.queue.queue import CoreQueue
 from core4.queue.secret import portable
@@ -200,19 +200,8 @@ def run_child(function, payload, timeout=CHILD_TIMEOUT):
             "%s %s took longer than %d s in a child process" % (
                 function.__name__, payload.get("name", ""), timeout)) \
             from None
-    lines = proc.stdout.strip().splitlines()
-    try:
-        answer = json.loads(lines[-1])
-    except (IndexError, ValueError):
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise core4.error.Core4UserError("%s failed in a child process: %s"
-                                         % (function.__name__, last))
-    if "error" in answer:
-        cls = getattr(core4.error, answer["error"], None)
-        if not (isinstance(cls, type) and issubclass(cls, Exception)):
-            cls = core4.error.Core4UserError
-        raise cls(answer["message"])
-    return answer
+    return read_answer(proc, "%s failed in a child process"
+                       % function.__name__)
 
 
 # the source of a module, read without running it ----------------------------
