@@ -38,6 +38,10 @@ def configure(home, database):
     os.environ["CORE4_OPTION_worker__max_jobs"] = "!!int 16"
     os.environ["CORE4_OPTION_job__max_parallel"] = "!!int 64"
     os.environ["PYTHONPATH"] = ROOT
+    # Python's default: modules are compiled once into __pycache__; with
+    # PYTHONDONTWRITEBYTECODE (set on some CI machines) every process that
+    # imports a module core4 or a peer did not preload compiles its source
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     reset_config()
     from core4.queue.queue import CoreQueue
     return CoreQueue()

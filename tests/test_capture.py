@@ -107,3 +107,15 @@ def test_stdout_max_still_bounds_the_output(db, worker):
     assert int(mark.split()[1]) == (
         len("HEAD-MARK\nreopened\n") + 2000 * len("line 00000\n")
         + len("END-MARK\n") - 4000)
+
+
+@pytest.mark.parametrize("worker", ["fork"], indirect=True)
+def test_output_larger_than_a_pipe_flows_while_the_job_runs(db, worker):
+    # the fork launcher copies a job's pipe into its capture file: a job
+    # that writes far more than a pipe holds (64 KB) must never block
+    out = _output(db, "ChattyJob", worker, lines=200000)
+    mark, _, kept = out.partition("\n")
+    printed = sum(len("line %05d\n" % number) for number in range(200000))
+    assert int(mark.split()[1]) == (
+        len("HEAD-MARK\nreopened\n") + printed + len("END-MARK\n") - 4000)
+    assert kept.endswith("line 199999\nreopened\nEND-MARK\n")

@@ -6,6 +6,7 @@ reports its outcome to its worker.
   process (``python -m core4.queue.launcher``)
 * :mod:`core4.queue.launcher.environments`: one launcher per environment
 * :mod:`core4.queue.launcher.process`: what runs inside a job process
+* :mod:`core4.queue.launcher.output`: a job's output into its capture file
 * :mod:`core4.queue.launcher.runner`: run one claimed job
 * :mod:`core4.queue.launcher.jobprocess`: a worker's view of a job process
 

@@ -33,6 +33,7 @@ import traceback
 
 import psutil
 
+from core4.queue.launcher.output import OutputCopies, attach
 from core4.queue.launcher.process import start_watchdog
 from core4.queue.launcher.process import (EXIT_DONE, EXIT_LOST,
                                           ConfigCache, decode_doc,
@@ -49,7 +50,8 @@ Exited = collections.namedtuple("Exited", "job_id pid returncode reason",
 #: modules every launcher imports before it forks
 PRELOAD = ("pymongo", "bson", "yaml", "core4.config", "core4.logger",
            "core4.logger.forward", "core4.queue.queue",
-           "core4.queue.launcher.runner", "core4.queue.job")
+           "core4.queue.launcher.runner", "core4.queue.job",
+           "core4.queue.helper.job")
 
 
 class SpawnLauncher:
@@ -304,26 +306,22 @@ def _project(doc):
 
 
 def _run(command, configs, done, doc=None):
-    """In a prepared child: become the job process of ``command`` (``doc``
-    if decoded already) and never return; its configuration comes from the
-    launcher's ``configs`` (as they were when the child was forked). Once
-    the outcome is written and all output flushed, one byte on ``done``
-    tells the launcher."""
+    """In a prepared child whose output goes into its pipe (see
+    :class:`~core4.queue.launcher.output.OutputCopies`): become the job
+    process of ``command`` (``doc`` if decoded already) and never return;
+    its configuration comes from the launcher's ``configs`` (as they were
+    when the child was forked). Once the outcome is written and all output
+    flushed, one byte on ``done`` tells the launcher."""
     code = EXIT_LOST
     pid = os.getpid()
     try:
-        out = os.open(command["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                      0o600)
-        os.dup2(out, 1)
-        os.dup2(out, 2)
-        os.close(out)
         sys.stdout.reconfigure(line_buffering=True)
         start_watchdog(command)
         if doc is None:
             doc = decode_doc(command["doc"])
         entry = configs.entries.get(_project(doc))
         code = run_job(doc, command["result"], command.get("log"),
-                       entry and entry[1])
+                       entry and entry[1], piped=True)
     except BaseException:
         traceback.print_exc()
     finally:
@@ -359,24 +357,28 @@ class Spare:
         self.generation = configs.generation
         cmd_r, self.command = os.pipe()
         self.done, done_w = os.pipe()
+        self.out, out_w = OutputCopies.pipe()
         try:
             self.pid = os.fork()
         except OSError:
-            for fd in (cmd_r, self.command, self.done, done_w):
+            for fd in (cmd_r, self.command, self.done, done_w, self.out,
+                       out_w):
                 os.close(fd)
             raise
         if self.pid == 0:
-            self._wait(cmd_r, done_w, configs,
-                       (*close, self.command, self.done))
+            self._wait(cmd_r, done_w, out_w, configs,
+                       (*close, self.command, self.done, self.out))
         os.close(cmd_r)
         os.close(done_w)
+        os.close(out_w)
         os.set_blocking(self.done, False)
 
     @staticmethod
-    def _wait(cmd_r, done_w, configs, close):
+    def _wait(cmd_r, done_w, out_w, configs, close):
         code = EXIT_LOST
         try:
             _prepare(close)
+            attach(out_w)
             line = _read_line(cmd_r)
             if line:
                 _run(json.loads(line), configs, done_w)
@@ -386,7 +388,8 @@ class Spare:
 
     def fds(self):
         """The launcher's ends of the spare's pipes."""
-        return tuple(fd for fd in (self.command, self.done) if fd is not None)
+        return tuple(fd for fd in (self.command, self.done, self.out)
+                     if fd is not None)
 
     def hand(self, line):
         """Send the spare its command; False if it is gone."""
@@ -404,7 +407,7 @@ class Spare:
         unless it is gone already."""
         for fd in self.fds():
             os.close(fd)
-        self.command = self.done = None
+        self.command = self.done = self.out = None
         if kill:
             try:
                 os.kill(self.pid, signal.SIGKILL)
@@ -435,6 +438,7 @@ class Server:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.children = {}     # pid -> job id
         self.dones = {}        # read end of a child's done pipe -> pid, job id
+        self.outputs = OutputCopies()
         self.spare = None
         self.spare_at = 0.0    # monotonic time to fork the next spare
         self.retired = False
@@ -450,6 +454,7 @@ class Server:
             self._kill_children()
         if self.spare is not None:
             self.spare.discard()
+        self.outputs.close_all()
         return 0
 
     def _kill_children(self):
@@ -470,7 +475,7 @@ class Server:
                 except OSError:
                     pass  # no spare: jobs are forked when they come
             poller = select.poll()  # (any number of descriptors)
-            for fd in (self.wake[0], *self.dones,
+            for fd in (self.wake[0], *self.dones, *self.outputs.files,
                        *(() if self.retired else (0,))):
                 poller.register(fd, select.POLLIN)
             timeout = 1000 if self.spare is not None or self.retired \
@@ -486,6 +491,8 @@ class Server:
                 except BlockingIOError:
                     pass
             for fd in ready:
+                if fd in self.outputs.files:
+                    self.outputs.copy(fd)
                 if fd in self.dones:
                     self._done(fd)
             self._reap()
@@ -502,7 +509,7 @@ class Server:
     def _inherited(self):
         """The launcher's descriptors a new child must close."""
         spare = self.spare.fds() if self.spare is not None else ()
-        return (*self.wake, *self.dones, *spare)
+        return (*self.wake, *self.dones, *spare, *self.outputs.fds())
 
     def _command(self, line):
         command = json.loads(line)
@@ -523,22 +530,26 @@ class Server:
             spare.discard()
             spare = None
         if spare is not None:
-            pid, done_r = spare.pid, spare.done
+            pid, done_r, out_r = spare.pid, spare.done, spare.out
             # the next spare waits a moment: its fork would compete for the
             # CPU with the job that starts now (unless another job comes)
             self.spare_at = time.monotonic() + SPARE_DELAY
         else:
             done_r, done_w = os.pipe()
-            close = self._inherited() + (done_r,)
+            out_r, out_w = OutputCopies.pipe()
+            close = self._inherited() + (done_r, out_r)
             pid = os.fork()
             if pid == 0:
                 try:
                     _prepare(close)
+                    attach(out_w)
                     _run(command, self.configs, done_w, doc)
                 finally:
                     os._exit(EXIT_LOST)
             os.close(done_w)
+            os.close(out_w)
             os.set_blocking(done_r, False)
+        self.outputs.capture(pid, out_r, command["out"])
         self.children[pid] = job_id
         self.dones[done_r] = (pid, job_id)
         _emit({"event": "started", "job_id": job_id, "pid": pid})
@@ -549,6 +560,8 @@ class Server:
         pid, job_id = self.dones.pop(fd)
         try:
             if os.read(fd, 1):
+                # all it wrote before is in its capture file for the worker
+                self.outputs.drain(pid)
                 _emit({"event": "done", "job_id": job_id, "pid": pid})
         except OSError:
             pass
@@ -570,6 +583,7 @@ class Server:
             for fd in [fd for fd, owner in self.dones.items()
                        if owner[0] == pid]:
                 self._done(fd)
+            self.outputs.close(pid)
             if job_id is not None:
                 _emit({"event": "exited", "job_id": job_id, "pid": pid,
                        "returncode": os.waitstatus_to_exitcode(status)})

@@ -4,20 +4,17 @@ A worker starts it either by forking its warm launcher
 (:mod:`core4.queue.launcher.launcher`) or, in ``spawn`` mode, as
 ``python -m core4.queue.launcher.process`` with the claimed job document and
 the result path on stdin. Either way the process has its own process group,
-its standard output and error go to a file the worker stores in
-``sys_stdout`` (through a pipe, see :class:`OutputPipe`), and it writes the
-job's outcome to the result file, which the worker records. It opens a
-database connection of its own only if the job reports progress.
+its standard output and error go through a pipe into a file the worker
+stores in ``sys_stdout`` (see :mod:`core4.queue.launcher.output`), and it
+writes the job's outcome to the result file, which the worker records. It
+opens a database connection of its own only if the job reports progress.
 """
 
 import datetime
 import gc
 import json
 import os
-import select
 import sys
-import threading
-import time
 
 from bson import json_util
 
@@ -122,95 +119,25 @@ def adopt_config(project, config=None):
     return get_config(project)
 
 
-class OutputPipe:
-    """Standard output and error of this process (and so of every child
-    it starts) go into a pipe; a thread appends what arrives to the
-    capture file, the former standard output.
-
-    A child that reopens ``/dev/stdout`` or ``/dev/stderr`` (``echo x >
-    /dev/stderr``, ``tee /dev/stdout``) opens the pipe again, which it
-    cannot truncate or write into at another offset: were the descriptors
-    the capture file itself, such a reopen (``O_TRUNC``, offset 0) would
-    wipe what the job printed before and leave NUL bytes in its place.
-    """
-
-    #: seconds :meth:`close` keeps copying what children still write
-    DRAIN = 2.0
-
-    def __init__(self):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self.saved = (os.dup(1), os.dup(2))
-        self.read, write = os.pipe()
-        os.dup2(write, 1)
-        os.dup2(write, 2)
-        os.close(write)
-        os.set_blocking(self.read, False)
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._copy, daemon=True,
-                                       name="core4-output")
-        self.thread.start()
-
-    def _copy(self):
-        poller = select.poll()
-        poller.register(self.read, select.POLLIN)
-        deadline = None
-        while deadline is None or time.monotonic() < deadline:
-            stopping = self.stopping.is_set()
-            if stopping and deadline is None:
-                deadline = time.monotonic() + self.DRAIN
-            if not poller.poll(0 if stopping else 100):
-                if stopping:
-                    return  # all written before the job ended is copied
-                continue
-            try:
-                data = os.read(self.read, 65536)
-            except BlockingIOError:
-                continue
-            if not data:
-                return  # no writer left
-            self._append(data)
-
-    def _append(self, data):
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[os.write(self.saved[0], view):]
-            except InterruptedError:
-                continue
-            except OSError:
-                return  # (disk full) the writers must not block
-
-    def close(self):
-        """Point standard output and error back at the capture file and
-        copy what is still in the pipe; returns once the copy is done."""
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(self.saved[0], 1)
-        os.dup2(self.saved[1], 2)
-        self.stopping.set()
-        self.thread.join(self.DRAIN + 5.0)
-        if not self.thread.is_alive():
-            os.close(self.read)
-        for fd in self.saved:
-            os.close(fd)
-
-
-def run_job(doc, result_path, log_path=None, config=None):
+def run_job(doc, result_path, log_path=None, config=None, piped=False):
     """Run the claimed job ``doc`` in this (fresh) process and write its
     outcome; return the exit code. Configuration and logging are set up
     anew here (``config``: see :func:`adopt_config`); with ``log_path``
     the job's ``sys.log`` records go to that file for the worker to
-    forward. Its output is captured through an :class:`OutputPipe`."""
+    forward. Its output is captured through an
+    :class:`~core4.queue.launcher.output.OutputPipe` unless it goes into a
+    pipe already (``piped``: the fork launcher copies it, see
+    :class:`~core4.queue.launcher.output.OutputCopies`)."""
     from core4.config import upstream
     from core4.logger import flush_logging, setup_logging
     from core4.mongo.connection import close_clients
     from core4.queue.queue import CoreQueue
+    from core4.queue.launcher.output import OutputPipe
     from core4.queue.launcher.runner import execute_claimed
     upstream.silence()  # the worker warned of upstream keys, not each job
     # each line in order with what the job's children write
     sys.stdout.reconfigure(line_buffering=True)
-    output = OutputPipe()
+    output = None if piped else OutputPipe()
     try:
         config = adopt_config(doc["name"].split(".", 1)[0], config)
         # the job's log records go to sys_log, not into its captured output
@@ -218,7 +145,8 @@ def run_job(doc, result_path, log_path=None, config=None):
         outcome = execute_claimed(doc, lambda: CoreQueue(config))
         write_result(result_path, outcome)
     finally:
-        output.close()
+        if output is not None:
+            output.close()
         flush_logging(2.0)
         close_clients()
     return EXIT_DONE
