@@ -2,8 +2,9 @@
 ``spawn`` mode, starts) one process per job, which runs the job and
 reports its outcome to its worker.
 
-* :mod:`core4.queue.launcher.launcher`: the launchers and the launcher
-  process (``python -m core4.queue.launcher``)
+* :mod:`core4.queue.launcher.launcher`: the launchers, a worker's side
+* :mod:`core4.queue.launcher.server`: the launcher process (``python -m
+  core4.queue.launcher``)
 * :mod:`core4.queue.launcher.environments`: one launcher per environment
 * :mod:`core4.queue.launcher.process`: what runs inside a job process
 * :mod:`core4.queue.launcher.output`: a job's output into its capture file

@@ -56,6 +56,11 @@ def read_result(path):
         return None
 
 
+def project_of(doc):
+    """The project of a job document: the first part of its name."""
+    return doc["name"].split(".", 1)[0]
+
+
 def config_stamp(project):
     """What the configuration of ``project`` is loaded from, besides the
     environment (which a launcher shares with its children): the path and
@@ -139,7 +144,7 @@ def run_job(doc, result_path, log_path=None, config=None, piped=False):
     sys.stdout.reconfigure(line_buffering=True)
     output = None if piped else OutputPipe()
     try:
-        config = adopt_config(doc["name"].split(".", 1)[0], config)
+        config = adopt_config(project_of(doc), config)
         # the job's log records go to sys_log, not into its captured output
         setup_logging(config, console=False, log_file=log_path)
         outcome = execute_claimed(doc, lambda: CoreQueue(config))
@@ -152,16 +157,18 @@ def run_job(doc, result_path, log_path=None, config=None, piped=False):
     return EXIT_DONE
 
 
-def start_watchdog(command):
-    """Start the job's watchdog (:mod:`core4.queue.launcher.watchdog`) with
-    the settings the worker sent: ``{"lease_file", "deadline", "grace"}``;
-    none without them (a job run by ``execute()``)."""
+def start_watchdog(command, watchdog=None):
+    """Arm the job's watchdog (:mod:`core4.queue.launcher.watchdog`) with
+    the settings the worker sent: ``{"lease_file", "deadline", "grace"}``
+    (``watchdog``: one started ahead, else a new one); none without them (a
+    job run by ``execute()``)."""
     watch = command.get("watch")
     if watch:
-        from core4.queue.launcher.watchdog import Watchdog
-        Watchdog(watch["lease_file"], watch["deadline"], watch["grace"],
-                 command["result"], write_result,
-                 watch.get("claimed")).start()
+        if watchdog is None:
+            from core4.queue.launcher.watchdog import Watchdog
+            watchdog = Watchdog(write_result).start()
+        watchdog.arm(watch["lease_file"], watch["deadline"], watch["grace"],
+                     command["result"], watch.get("claimed"))
 
 
 def main():

@@ -52,28 +52,39 @@ def read_renewal(path):
 class Watchdog:
     """Fences the job process it runs in (see the module docstring).
 
-    ``lease_file`` is the worker's lease file, ``deadline`` the seconds
-    (``lease - margin``) a renewal (or the job's claim, at ``claimed``,
-    monotonic) may be old, ``grace`` the seconds between SIGTERM and
-    SIGKILL, ``result_path`` where the outcome goes.
+    Given to :meth:`arm`: ``lease_file`` is the worker's lease file,
+    ``deadline`` the seconds (``lease - margin``) a renewal (or the job's
+    claim, at ``claimed``, monotonic) may be old, ``grace`` the seconds
+    between SIGTERM and SIGKILL, ``result_path`` where the outcome goes;
+    ``write_result`` writes it.
     """
 
-    def __init__(self, lease_file, deadline, grace, result_path,
-                 write_result, claimed=None):
+    def __init__(self, write_result):
+        self.write_result = write_result
+        self.parent = os.getppid()
+        self.lease_file = self.result_path = None
+        self.deadline = self.grace = 0.0
+        #: the job's lease began at its claim, which may be later than the
+        #: worker's last renewal of its other jobs' leases
+        self.claimed = None
+        self.armed = threading.Event()
+
+    def start(self):
+        """Start the daemon thread; it watches once :meth:`arm` was called
+        (a spare starts it before its job is known, so that a thread's
+        start is not on the way from the claim to the job)."""
+        threading.Thread(target=self._watch, daemon=True,
+                         name="core4-watchdog").start()
+        return self
+
+    def arm(self, lease_file, deadline, grace, result_path, claimed=None):
+        """Watch the job whose lease is renewed in ``lease_file``."""
         self.lease_file = lease_file
         self.deadline = float(deadline)
         self.grace = float(grace)
         self.result_path = result_path
-        self.write_result = write_result
-        self.parent = os.getppid()
-        #: the job's lease began at its claim, which may be later than the
-        #: worker's last renewal of its other jobs' leases
         self.claimed = claimed
-
-    def start(self):
-        """Watch in a daemon thread."""
-        threading.Thread(target=self._watch, daemon=True,
-                         name="core4-watchdog").start()
+        self.armed.set()
 
     def reason(self):
         """Why the job must stop now, or None."""
@@ -89,6 +100,7 @@ class Watchdog:
         return None
 
     def _watch(self):
+        self.armed.wait()
         while True:
             time.sleep(INTERVAL)
             reason = self.reason()
