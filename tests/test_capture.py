@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import psutil
 import pytest
 
 from core4.queue.job import CoreJob
@@ -119,3 +120,27 @@ def test_output_larger_than_a_pipe_flows_while_the_job_runs(db, worker):
     assert int(mark.split()[1]) == (
         len("HEAD-MARK\nreopened\n") + printed + len("END-MARK\n") - 4000)
     assert kept.endswith("line 199999\nreopened\nEND-MARK\n")
+
+
+def _launcher(worker):
+    """The worker's warm launcher process (``python -m
+    core4.queue.launcher``)."""
+    def find():
+        for child in psutil.Process(worker.pid).children():
+            if "core4.queue.launcher" in child.cmdline():
+                return child
+        return None
+    return wait_for(find, 30, message="the worker's launcher")
+
+
+@pytest.mark.parametrize("worker", ["fork"], indirect=True)
+def test_the_launcher_keeps_no_descriptor_of_a_finished_job(db, worker):
+    # the launcher holds each running job's output pipe and capture file:
+    # a descriptor left open per job would end it after a few thousand
+    _output(db, "ReopenJob", worker)
+    launcher = _launcher(worker)
+    before = launcher.num_fds()
+    for _ in range(3):
+        for _ in range(10):
+            _output(db, "ReopenJob", worker)
+    assert launcher.num_fds() <= before, launcher.open_files()
