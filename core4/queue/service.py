@@ -32,7 +32,6 @@ become healthy within ``start_timeout`` seconds is stopped and fails; its
 output stays in the job's ``stdout`` as for every job.
 """
 
-import http.client
 import os
 import signal
 import socket
@@ -78,6 +77,7 @@ def check_health(address, port, path):
     """True if the service answers: an HTTP GET of ``path`` with a status
     below 500 (a redirect to a login page means it is up), or, with
     ``path`` None, a TCP connect."""
+    import http.client  # (only services need it, not every job process)
     try:
         if path is None:
             with socket.create_connection((address, port), CHECK_TIMEOUT):

@@ -46,7 +46,8 @@ class SpawnLauncher:
 
     def start(self, doc, out_path, result_path, log_path=None, watch=None):
         """Start the job process of the claimed job ``doc`` (``watch``: the
-        settings of its watchdog, see :func:`start_watchdog`)."""
+        settings of its watchdog, see
+        :func:`~core4.queue.launcher.process.start_watchdog`)."""
         with open(out_path, "wb") as out:
             proc = subprocess.Popen(
                 [self.python, *self.flags, "-m",
@@ -167,7 +168,8 @@ class ForkLauncher:
 
     def start(self, doc, out_path, result_path, log_path=None, watch=None):
         """Ask the launcher to fork the job process of ``doc`` (``watch``:
-        the settings of its watchdog, see :func:`start_watchdog`)."""
+        the settings of its watchdog, see
+        :func:`~core4.queue.launcher.process.start_watchdog`)."""
         self._ensure()
         line = json.dumps({"doc": encode_doc(doc), "out": out_path,
                            "result": result_path, "log": log_path,

@@ -10,8 +10,11 @@ the job printed before and leave NUL bytes in its place.
 * :class:`OutputCopies`: the fork launcher holds the read end of each of
   its job processes' pipes and copies into the capture files in its own
   loop, so a job process runs no thread for it.
-* :class:`OutputPipe`: a job process started alone (``spawn`` mode,
-  ``execute()``) makes its own pipe and copies with a thread.
+* :class:`OutputPipe`: a job process started alone (``spawn`` mode) makes
+  its own pipe and copies with a thread.
+
+Should the launcher die, its jobs' writes fail (``EPIPE``) until their
+watchdogs stop them (within :data:`core4.queue.launcher.watchdog.INTERVAL`).
 """
 
 import os
@@ -38,7 +41,7 @@ def append(fd, data):
 
 
 def open_capture(path):
-    """Open (create, truncate) a capture file for appending."""
+    """Open (create, truncate) a capture file for writing."""
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 
 
@@ -61,7 +64,7 @@ class OutputCopies:
     DRAIN = 256 * CHUNK
 
     def __init__(self):
-        self.files = {}   # read end -> capture file descriptor
+        self.files = {}   # read end -> capture file descriptor (or None)
         self.reads = {}   # child's pid -> read end
 
     @staticmethod
@@ -79,12 +82,13 @@ class OutputCopies:
         try:
             self.files[read] = open_capture(path)
         except OSError:
-            self.files[read] = os.open(os.devnull, os.O_WRONLY)
+            self.files[read] = None
         self.reads[pid] = read
 
     def fds(self):
         """The descriptors the launcher holds: read ends and files."""
-        return (*self.files, *self.files.values())
+        return (*self.files,
+                *(fd for fd in self.files.values() if fd is not None))
 
     def copy(self, read, limit=TURN):
         """Copy up to ``limit`` bytes that arrived on ``read``; at the end
@@ -126,13 +130,16 @@ class OutputCopies:
                 return True
             if not data:
                 return True
-            append(self.files[read], data)
+            if self.files[read] is not None:
+                append(self.files[read], data)
             copied += len(data)
         return False
 
     def _end(self, read):
         os.close(read)
-        os.close(self.files.pop(read))
+        target = self.files.pop(read)
+        if target is not None:
+            os.close(target)
         for pid in [pid for pid, fd in self.reads.items() if fd == read]:
             del self.reads[pid]
 

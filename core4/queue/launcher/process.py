@@ -1,7 +1,7 @@
 """The job process: what runs inside the OS process of one job.
 
 A worker starts it either by forking its warm launcher
-(:mod:`core4.queue.launcher.launcher`) or, in ``spawn`` mode, as
+(:mod:`core4.queue.launcher.server`) or, in ``spawn`` mode, as
 ``python -m core4.queue.launcher.process`` with the claimed job document and
 the result path on stdin. Either way the process has its own process group,
 its standard output and error go through a pipe into a file the worker

@@ -55,8 +55,8 @@ def _emit(event):
 
 def _prepare(close):
     """In a freshly forked child: its own process group and default signal
-    handling, none of the launcher's descriptors, stdin and output on
-    /dev/null until the job's output file is known."""
+    handling, none of the launcher's descriptors, stdin on /dev/null (its
+    output goes to the pipe :func:`attach` gives it next)."""
     os.setsid()
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
@@ -121,14 +121,17 @@ class Spare:
 
     def __init__(self, configs, close):
         self.generation = configs.generation
-        cmd_r, self.command = os.pipe()
-        self.done, done_w = os.pipe()
-        self.out, out_w = OutputCopies.pipe()
+        made = []
         try:
+            cmd_r, self.command = pair = os.pipe()
+            made.extend(pair)
+            self.done, done_w = pair = os.pipe()
+            made.extend(pair)
+            self.out, out_w = pair = OutputCopies.pipe()
+            made.extend(pair)
             self.pid = os.fork()
         except OSError:
-            for fd in (cmd_r, self.command, self.done, done_w, self.out,
-                       out_w):
+            for fd in made:
                 os.close(fd)
             raise
         if self.pid == 0:
