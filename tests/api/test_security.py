@@ -243,8 +243,11 @@ def test_cookie_requests_from_another_origin_are_refused(api):
         headers={"Origin": "http://evil.example"}, timeout=30), 403)
     assert api.db.sys_queue.count_documents({"args.tag": tag}) == 0
     # the same origin works, and so does a client that sends neither header
-    response = session.post(job_url, json=body, timeout=30,
-                            headers={"Origin": api.url})
+    # (a job that stays pending: the package's worker must not end it
+    # before the DELETE below)
+    response = session.post(job_url, timeout=30, headers={
+        "Origin": api.url}, json={"qual_name": "tests.apijobs.ParkedJob",
+                                  "args": {"tag": tag}})
     assert response.status_code == 201, response.text
     _id = response.json()["data"]["_id"]
     assert session.delete(job_url + "/" + _id, timeout=30,
