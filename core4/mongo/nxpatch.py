@@ -25,11 +25,8 @@ so a release that fixes a gap upstream is noticed.
    server's lock, until a write reaches the database or the time is up.
    Requests run on a thread pool whose default size (CPU count + 4) a few
    waiting streams would use up; the pool is made large (threads start
-   only when needed). While its collection is written in quick
-   succession, a waiting stream looks at most every :data:`COALESCE`
-   seconds (each look reads and matches every new event, most of which a
-   worker's filter drops); a write after a quiet moment is looked at at
-   once.
+   only when needed). Only a write to the stream's own collection wakes
+   it.
 
 Never imported by core4 itself outside the server process.
 """
@@ -50,10 +47,6 @@ MILLISECOND_TIME = "strftime('%Y-%m-%d %H:%M:%f', "
 #: commands after which a waiting change stream looks for new events
 WRITE_COMMANDS = ("insert", "update", "delete", "findAndModify",
                   "findandmodify", "bulkWrite", "drop", "dropDatabase")
-#: seconds a waiting change stream lets pass between two looks at new
-#: events while its collection is written in quick succession (a write
-#: after a quiet moment is looked at at once)
-COALESCE = 0.01
 #: most request threads of the server (they start only when needed)
 MAX_THREADS = 512
 
@@ -140,8 +133,6 @@ def _fix_change_stream_await():
     handle_insert = cls.handle_insert
     written = threading.Condition()
     writes = {}  # collection name -> number of write commands
-    last = {}    # collection name -> monotonic time of its last write
-    gaps = {}    # collection name -> seconds between its last two writes
 
     def wrote(body):
         # the command's name is the body's first key, its value the
@@ -149,11 +140,8 @@ def _fix_change_stream_await():
         name = body.get(next(iter(body), None)) if body else None
         if not isinstance(name, str):
             name = None
-        at = time.monotonic()
         with written:
             writes[name] = writes.get(name, 0) + 1
-            gaps[name] = at - last.get(name, float("-inf"))
-            last[name] = at
             written.notify_all()
 
     def await_events(self, msg, body):
@@ -167,22 +155,15 @@ def _fix_change_stream_await():
             with written:
                 seen = counts()
             request_id, reply = handle_command(self, msg)
-            pulled = time.monotonic()
-            remaining = deadline - pulled
+            remaining = deadline - time.monotonic()
             batch = (reply.get("cursor") or {}).get("nextBatch")
             if batch or remaining <= 0 or reply.get("ok") != 1:
                 return request_id, reply
             with written:
-                # sleep until this collection (or an unnamed one) is written
-                if not written.wait_for(lambda: counts() != seen,
-                                        min(remaining, 1.0)):
-                    continue
-                burst = gaps.get(name, COALESCE) < COALESCE
-            if burst:
-                # writes that follow each other closely are read in one
-                # pull (each pull reads and matches every new event anew)
-                time.sleep(max(0.0, min(pulled + COALESCE - time.monotonic(),
-                                        deadline - time.monotonic())))
+                # sleep until this collection (or an unnamed one) is
+                # written: writes to others (sys_log, ...) do not wake it
+                written.wait_for(lambda: counts() != seen,
+                                 min(remaining, 1.0))
 
     def command(self, msg):
         body = _body(msg)
