@@ -145,8 +145,8 @@ class OutputCopies:
 
 
 def attach(write):
-    """In a forked child: standard output and error become the pipe's
-    write end ``write`` (closed afterwards)."""
+    """Standard output and error of this process become the pipe's write
+    end ``write`` (closed afterwards)."""
     os.dup2(write, 1)
     os.dup2(write, 2)
     os.close(write)
@@ -164,11 +164,8 @@ class OutputPipe:
         sys.stdout.flush()
         sys.stderr.flush()
         self.saved = (os.dup(1), os.dup(2))
-        self.read, write = os.pipe()
-        os.dup2(write, 1)
-        os.dup2(write, 2)
-        os.close(write)
-        os.set_blocking(self.read, False)
+        self.read, write = OutputCopies.pipe()
+        attach(write)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._copy, daemon=True,
                                        name="core4-output")
