@@ -27,8 +27,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.throughput import (NOOP, configure, start_workers,  # noqa: E402
-                              stop_workers)
+from bench.throughput import (NOOP, configure, journal_count,  # noqa: E402
+                              start_workers, stop_workers)
 
 
 def add_backlog(queue, count):
@@ -64,7 +64,7 @@ def rate(home, jobs, backlog, log, label):
         queue.enqueue(NOOP, i=i)
     procs = start_workers(1, "fork", log)
     deadline = time.monotonic() + 600
-    while queue.sys.journal.count_documents({}) < jobs:
+    while journal_count(queue) < jobs:
         if time.monotonic() > deadline or procs[0].poll() is not None:
             stop_workers(queue, procs)
             raise SystemExit("the worker did not finish (see %s)" % log.name)

@@ -213,8 +213,8 @@ class StormRun:
         self.down["up"] = time.time()
         # (no job pending, as at the end of the run: no sample; the last
         # few jobs may wait for their retry or run for seconds)
-        self.down["pending"] = self.sys.queue.count_documents(
-            {"state": "pending"})
+        from core4.mongo.compat import count
+        self.down["pending"] = count(self.sys.queue, {"state": "pending"})
         self.outages.append(self.down)
         self.down = None
 
@@ -263,8 +263,9 @@ class StormRun:
 
     def finals(self):
         """How many jobs are in a final state (journaled or error)."""
-        return self.sys.journal.count_documents({}) + \
-            self.sys.queue.count_documents({"state": "error"})
+        from core4.mongo.compat import count  # (count_documents reads all)
+        return count(self.sys.journal) + \
+            count(self.sys.queue, {"state": "error"})
 
     # the run ------------------------------------------------------------
 

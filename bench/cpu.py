@@ -26,7 +26,8 @@ import psutil
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.throughput import NOOP, configure, start_workers, stop_workers  # noqa: E402
+from bench.throughput import (NOOP, configure, journal_count,  # noqa: E402
+                              start_workers, stop_workers)
 
 PARTS = ("nx", "worker", "launcher", "jobs")
 
@@ -70,7 +71,7 @@ def one_run(home, jobs, count, log):
     nx_before = _cpu(nx.cpu_times())
     start = time.monotonic()
     procs = start_workers(count, "fork", log)
-    while queue.sys.journal.count_documents({}) < jobs:
+    while journal_count(queue) < jobs:
         if any(p.poll() is not None for p in procs):
             raise SystemExit("a worker died (see %s)" % log.name)
         time.sleep(0.1)

@@ -176,13 +176,6 @@ def tail(log, size=3000):
     return lines[-1] if lines else "(no output)"
 
 
-def _journal_count(queue):
-    try:
-        return queue.sys.journal.estimated_document_count()
-    except Exception:  # not every server has it
-        return queue.sys.journal.count_documents({})
-
-
 def _start(queue, workers, log):
     procs = tp.start_workers(workers, "fork", log)
     LIVE.extend(("tree", proc) for proc in procs)
@@ -212,10 +205,10 @@ def core4_throughput(ctx, database, jobs, workers, sleep):
     procs = _start(queue, workers, ctx.log)
     try:
         deadline = time.monotonic() + ctx.timeout
-        while _journal_count(queue) < jobs:
+        while tp.journal_count(queue) < jobs:
             if time.monotonic() > deadline:
                 return {"error": "timeout after %ds: %d of %d jobs done" % (
-                    ctx.timeout, _journal_count(queue), jobs)}
+                    ctx.timeout, tp.journal_count(queue), jobs)}
             if any(proc.poll() is not None for proc in procs):
                 return {"error": "a worker exited: " + tail(ctx.log)}
             time.sleep(0.25)

@@ -26,9 +26,7 @@ new claims; running jobs finish), ``shutdown`` and ``exit``.
 import logging
 import os
 import select
-import shutil
 import signal
-import tempfile
 import time
 
 import pymongo
@@ -43,7 +41,8 @@ from core4.logger.forward import LogForwarder
 from core4.logger.mongo import CONSOLE_ONLY
 from core4.mongo import now, seconds
 from core4.mongo.connection import TRANSIENT, revive, short_error
-from core4.queue import dependency, events, lifecycle, recovery, states
+from core4.queue import (dependency, events, lifecycle, recovery, states,
+                         workdir)
 from core4.queue.claim import Claimer
 from core4.queue.finish import Finisher
 from core4.queue.daemon import register, set_phase, unregister
@@ -118,6 +117,7 @@ class CoreWorker:
         self.envs = None
         self.events = None
         self.logs = None
+        self.work_dir = None
         self.out_dir = None
 
     # the loop ---------------------------------------------------------------
@@ -129,8 +129,13 @@ class CoreWorker:
         self.started_at = now()
         register(self.queue.sys, self.identifier, self.kind, self.config,
                  max_jobs=self.config.worker.max_jobs)
-        self.out_dir = tempfile.mkdtemp(prefix="core4-worker-")
-        self.lease_file = os.path.join(self.out_dir, "lease")
+        swept = workdir.sweep()
+        if swept:
+            self.log.info("removed %d directories of dead workers: %s",
+                          len(swept), ", ".join(swept))
+        self.work_dir = workdir.WorkDir()
+        self.out_dir = self.work_dir.path
+        self.lease_file = self.work_dir.file("lease")
         write_renewal(self.lease_file, time.monotonic())
         self.envs = Environments(self.config, self.start_method)
         self.events = events.EventBuffer(self.queue.sys)
@@ -550,8 +555,8 @@ class CoreWorker:
             unregister(self.queue.sys, self.identifier)
         except pymongo.errors.PyMongoError as exc:
             self.log.error("cannot unregister: %s", exc)
-        if self.out_dir:
-            shutil.rmtree(self.out_dir, ignore_errors=True)
+        if self.work_dir is not None:
+            self.work_dir.remove()
         self.phase = EXIT
         self.log.info("worker [%s] stopped", self.identifier)
         logging.shutdown()
