@@ -138,3 +138,31 @@ def test_nx_gap_change_stream_or_matches_nothing(plain):
 
 def test_fixed_change_stream_or(fixed):
     assert events_with_or(fixed) == [("insert", "a"), ("update", "a")]
+
+
+PROJECTIONS = [{"a": 1}, {"a": True, "_id": 0}, {"n.x": 1, "missing": 1},
+               {"a": 0}, {"_id": 0}, {"b": "$a"}, {"n": 1, "a": 1}]
+
+
+def projected(coll):
+    """What ``find`` answers for each of :data:`PROJECTIONS`, and what a
+    ``find_one_and_update`` with a projection returns as the document
+    before a nested ``$set``."""
+    coll.drop()
+    coll.insert_many([{"_id": 1, "a": "x", "n": {"x": 1, "y": [1, 2]}},
+                      {"_id": 2, "n": {"x": 2}}, {"_id": 3, "a": None}])
+    found = [list(coll.find({}, projection).sort("_id", 1))
+             for projection in PROJECTIONS]
+    before = coll.find_one_and_update(
+        {"_id": 1}, {"$set": {"n.x": 5}}, projection={"n": 1},
+        return_document=pymongo.ReturnDocument.BEFORE)
+    return found, before
+
+
+def test_fixed_projection_answers_as_plain_nx(plain, fixed):
+    # (nxpatch builds inclusion projections without neosqlite's deep copy)
+    found, before = projected(fixed)
+    assert (found, before) == projected(plain)
+    assert found[0] == [{"_id": 1, "a": "x"}, {"_id": 2}, {"_id": 3,
+                                                            "a": None}]
+    assert before == {"_id": 1, "n": {"x": 1, "y": [1, 2]}}

@@ -28,6 +28,16 @@ so a release that fixes a gap upstream is noticed.
    only when needed). Only a write to the stream's own collection wakes
    it.
 
+Two more wrap functions only for what they cost, with the same results:
+
+5. A ``find`` with an inclusion projection (``{"state": 1, ...}``) made a
+   deep copy of every document it read, of which it used only ``_id``.
+   The fix builds the projection as neosqlite does, without the copy
+   (exclusion projections still copy: they change the document).
+6. Every look of a change stream for new events (also one that found
+   none) deleted the events every stream had seen; the fix does that at
+   most once a second per collection.
+
 Never imported by core4 itself outside the server process.
 """
 
@@ -118,6 +128,58 @@ def _fix_change_stream_match():
     changestream._pipeline_matches = pipeline_matches
 
 
+def _fix_projection_copies():
+    from neosqlite.collection.query_helper import aggregation
+
+    mixin = aggregation.AggregationMixin
+    apply_projection = mixin._apply_projection
+    is_expression = aggregation._is_expression
+
+    def plain_inclusion(projection):
+        values = projection.values()
+        return any(value == 1 for value in values) and not any(
+            is_expression(value)
+            or (isinstance(value, str) and value.startswith("$"))
+            for value in values)
+
+    def include(self, projection, document):
+        if not projection or not isinstance(document, dict) \
+                or not plain_inclusion(projection):
+            return apply_projection(self, projection, document)
+        # neosqlite's inclusion mode, less the deep copy it only read _id of
+        projected = {}
+        for key, value in projection.items():
+            if value == 1 and self._field_exists(document, key):
+                projected[key] = self.collection._get_val(document, key)
+        if projection.get("_id", 1) == 1 and "_id" in document:
+            projected["_id"] = document["_id"]
+        return projected
+
+    mixin._apply_projection = include
+
+
+#: seconds between two prunes of one collection's change-stream events
+PRUNE_EVERY = 1.0
+
+
+def _fix_change_stream_prune():
+    from nx_27017 import changestream
+
+    manager = changestream.ChangeStreamManager
+    prune = manager._prune
+    pruned = {}  # (database, collection) -> monotonic time of the last
+
+    def prune_now_and_then(self, db_name, collection_name):
+        key = (db_name, collection_name)
+        at = time.monotonic()
+        if at - pruned.get(key, float("-inf")) < PRUNE_EVERY:
+            return
+        pruned[key] = at
+        prune(self, db_name, collection_name)
+
+    manager._prune = prune_now_and_then
+
+
 def _body(msg):
     for kind, doc in msg.get("sections") or ():
         if kind == "body" and isinstance(doc, dict):
@@ -206,3 +268,5 @@ def apply():
     _fix_datetime_comparisons()
     _fix_change_stream_match()
     _fix_change_stream_await()
+    _fix_projection_copies()
+    _fix_change_stream_prune()
