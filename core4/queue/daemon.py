@@ -79,3 +79,17 @@ def set_phase(system, identifier, phase):
 def unregister(system, identifier):
     """Mark the daemon as exited."""
     set_phase(system, identifier, "exit")
+
+
+def lease_settings(config):
+    """Return ``(heartbeat, lease, margin)`` in seconds from
+    ``config.daemon``: a lease lasts two heartbeats, the margin (default
+    half a heartbeat) must lie between 0 and a heartbeat."""
+    heartbeat = float(config.daemon.heartbeat)
+    margin = config.daemon.lease_margin
+    value = heartbeat / 2 if margin is None else float(margin)
+    if not 0 < value < heartbeat:
+        raise Core4UserError(
+            "daemon.lease_margin must be > 0 and < daemon.heartbeat "
+            "(%s), got %r" % (heartbeat, margin))
+    return heartbeat, 2 * heartbeat, value

@@ -9,8 +9,11 @@ Every job name with a limit has one document in ``sys_parallel``::
 admitted. After a claim, a worker appends the holders of the jobs it won
 (one atomic ``$addToSet`` per name that returns the list) and keeps the jobs
 whose holder landed at a position below their ``max_parallel``; the others
-go back to the queue at once. Holders are only ever appended at the end and
-removed anywhere, so a holder kept at position ``p < limit`` has at most
+go back to the queue at once (the worker starts their processes gated
+before it admits them, and drops those given back: see
+:meth:`core4.queue.worker.CoreWorker.start_admitted`). Holders are only
+ever appended at the end and removed anywhere, so a holder kept at
+position ``p < limit`` has at most
 ``p`` holders before it for as long as it lives: at most ``limit`` kept
 jobs run at any time, whatever the workers do concurrently. The cost is two
 ``_id`` updates per claimed batch and per finished batch of jobs, the same

@@ -45,12 +45,14 @@ from core4.queue import (dependency, events, lifecycle, recovery, states,
                          workdir)
 from core4.queue.claim import Claimer
 from core4.queue.finish import Finisher
-from core4.queue.daemon import register, set_phase, unregister
+from core4.queue.daemon import (lease_settings, register, set_phase,
+                                unregister)
 from core4.queue.parallel import ParallelLimit
 from core4.queue.launcher.jobprocess import JobProcess, publish_output
 from core4.queue.launcher.environments import Environments, EnvironmentProblem
 from core4.queue.launcher.watchdog import write_renewal
-from core4.queue.launcher.launcher import Done, LauncherError, Started
+from core4.queue.launcher.launcher import (Done, Exited, LauncherError,
+                                           Started)
 from core4.queue.queue import CoreQueue
 from core4.queue.resources import HeldBack, ResourceMonitor
 from core4.queue.wakeup import QueueWatch
@@ -78,14 +80,7 @@ class CoreWorker:
         if self.start_method not in ("fork", "spawn"):
             raise Core4UserError("worker.start_method must be fork or spawn, "
                                  "got %r" % self.start_method)
-        self.heartbeat = float(self.config.daemon.heartbeat)
-        self.lease = 2 * self.heartbeat
-        margin = self.config.daemon.lease_margin
-        self.margin = self.heartbeat / 2 if margin is None else float(margin)
-        if not 0 < self.margin < self.heartbeat:
-            raise Core4UserError(
-                "daemon.lease_margin must be > 0 and < daemon.heartbeat "
-                "(%s), got %r" % (self.heartbeat, margin))
+        self.heartbeat, self.lease, self.margin = lease_settings(self.config)
         self.lease_file = None
         self.renewed_at = time.monotonic()   # last successful renewal
         self.plan = {step: float(wcfg.execution_plan[step]) for step in (
@@ -96,6 +91,7 @@ class CoreWorker:
                                          wcfg.avg_stats_secs)
         self.held_back = HeldBack(self.log)  # jobs waiting for resources
         self.jobs = {}              # job id -> JobProcess
+        self.dropping = set()       # ids of dropped jobs whose process runs
         self.phase = STARTUP
         self.started_at = None
         self.stop_deadline = None
@@ -329,15 +325,16 @@ class CoreWorker:
                                                  force_only=bool(short))
             self.held_back.note(short, claimer.next_candidates(
                 capped, paused) if short else ())
+            if self.dropping:
+                candidates = [c for c in candidates
+                              if c.id not in self.dropping]
             while candidates:
                 batch, candidates = self.parallel.batch_of(
                     candidates, slots, self.jobs)
                 claimed = time.monotonic()  # not later than the leases
-                admitted = self.parallel.admit(claimer.claim(batch))
-                for doc in admitted:
-                    self.launch(doc, claimed)
-                if admitted:
-                    return len(admitted)
+                started = self.start_admitted(claimer.claim(batch), claimed)
+                if started:
+                    return started
                 # a name found at its max_parallel: skip its other jobs
                 capped = self.parallel.capped_names(self.jobs)
                 candidates = [c for c in candidates if c.name not in capped]
@@ -346,37 +343,75 @@ class CoreWorker:
             claimer.scan()  # a full page was taken: read the next one
         return 0
 
-    def launch(self, doc, claimed):
+    def start_admitted(self, docs, claimed):
+        """Start the processes of the jobs ``docs`` claimed at ``claimed``
+        (monotonic); return how many run. A job with a ``max_parallel``
+        starts gated: its process prepares while the worker admits it
+        (:meth:`ParallelLimit.admit`), and then runs or is dropped."""
+        launched = [doc for doc in docs if self.launch(
+            doc, claimed, gated=bool(doc.get("max_parallel")))]
+        limited = [doc for doc in launched if doc.get("max_parallel")]
+        try:
+            admitted = {doc["_id"] for doc in self.parallel.admit(limited)}
+        except BaseException:
+            for doc in limited:
+                self.drop(doc)
+            raise
+        for doc in limited:
+            if doc["_id"] not in admitted:
+                self.drop(doc)
+                continue
+            self.jobs[doc["_id"]].launcher.gate(doc["_id"], run=True)
+            self.started(doc)
+        return len(launched) - len(limited) + len(admitted)
+
+    def launch(self, doc, claimed, gated=False):
         """Start the process of a job claimed at ``claimed`` (monotonic) in
-        its environment."""
+        its environment (``gated``: it waits for :meth:`start_admitted`);
+        return True if it started."""
         base = os.path.join(self.out_dir, str(doc["_id"]))
         proc = JobProcess(doc, base + ".out", base + ".result",
                           base + ".log" if self.logs else None)
         proc.claimed = claimed
         try:
-            launcher = self.envs.launcher_for(doc)
+            proc.launcher = self.envs.launcher_for(doc)
             self.jobs[doc["_id"]] = proc
-            launcher.start(doc, proc.out_path, proc.result_path,
-                           proc.log_path, watch={
-                               "lease_file": self.lease_file,
-                               "deadline": self.lease - self.margin,
-                               "grace": self.kill_grace,
-                               "claimed": proc.claimed})
-            self.events.add(events.job_event("start_job", doc,
-                                             worker=self.identifier))
-            self.log.info("job [%s] %s started (trial %d)", doc["_id"],
-                          doc["name"], doc.get("trial", 1),
-                          extra=CONSOLE_ONLY)
-            # running jobs have their leases renewed every half heartbeat
-            self.next_run["heartbeat"] = min(
-                self.next_run.get("heartbeat", 0),
-                self.renewed_at + self.heartbeat / 2)
+            proc.launcher.start(doc, proc.out_path, proc.result_path,
+                                proc.log_path, watch={
+                                    "lease_file": self.lease_file,
+                                    "deadline": self.lease - self.margin,
+                                    "grace": self.kill_grace,
+                                    "claimed": proc.claimed}, gated=gated)
         except (EnvironmentProblem, LauncherError) as exc:
             self.jobs.pop(doc["_id"], None)
             self.log.error("cannot start job [%s]: %s", doc["_id"], exc)
             after = lifecycle.set_error(self.queue, doc, message=str(exc))
             if after is not None:
                 lifecycle.log_done(after)
+            return False
+        if not gated:
+            self.started(doc)
+        return True
+
+    def started(self, doc):
+        """The job ``doc`` runs: its event, its line, its lease renewals."""
+        self.events.add(events.job_event("start_job", doc,
+                                         worker=self.identifier))
+        self.log.info("job [%s] %s started (trial %d)", doc["_id"],
+                      doc["name"], doc.get("trial", 1), extra=CONSOLE_ONLY)
+        self.next_run["heartbeat"] = min(
+            self.next_run.get("heartbeat", 0),
+            self.renewed_at + self.heartbeat / 2)
+
+    def drop(self, doc):
+        """The gated job ``doc`` does not run here (``admit`` gave it back):
+        its process exits; it is not claimed here again before then."""
+        proc = self.jobs.pop(doc["_id"], None)
+        if proc is None:
+            return
+        self.dropping.add(doc["_id"])
+        proc.launcher.gate(doc["_id"], run=False)
+        proc.remove_files()
 
     def renew(self):
         """Renew this worker's heartbeat and the leases of its jobs; then
@@ -464,6 +499,8 @@ class CoreWorker:
         for event in self.envs.poll():
             proc = self.jobs.get(event.job_id)
             if proc is None:
+                if isinstance(event, Exited):
+                    self.dropping.discard(event.job_id)
                 continue
             if isinstance(event, Started):
                 proc.started(event.pid)

@@ -21,6 +21,7 @@ class JobProcess:
         self.result_path = result_path
         self.log_path = log_path
         self.pid = None
+        self.launcher = None        # the launcher that started it
         self.claimed = None         # monotonic time of the claim
         self.pid_saved = False
         self.done = False           # it reported its outcome written

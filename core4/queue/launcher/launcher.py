@@ -5,6 +5,10 @@
 * :class:`SpawnLauncher` starts a fresh interpreter per job (slow; kept for
   comparison and as a fallback).
 
+A job started ``gated`` prepares (configuration, logging, its class) and
+then waits for :meth:`gate`: run it, or drop it (it exits at once, having
+run and recorded nothing). Its worker admits it meanwhile.
+
 Both report :class:`Started` and :class:`Exited` events from :meth:`poll`;
 a forked job process also reports :class:`Done` as its last act before it
 exits, so that its worker can record the outcome while the process is torn
@@ -42,12 +46,15 @@ class SpawnLauncher:
         self.env = env
         self.flags = ["-P"] if isolated else []
         self.procs = {}
+        self.gates = {}
         self.events = []
 
-    def start(self, doc, out_path, result_path, log_path=None, watch=None):
+    def start(self, doc, out_path, result_path, log_path=None, watch=None,
+              gated=False):
         """Start the job process of the claimed job ``doc`` (``watch``: the
         settings of its watchdog, see
-        :func:`~core4.queue.launcher.process.start_watchdog`)."""
+        :func:`~core4.queue.launcher.process.start_watchdog`; ``gated``:
+        it runs after :meth:`gate`)."""
         with open(out_path, "wb") as out:
             proc = subprocess.Popen(
                 [self.python, *self.flags, "-m",
@@ -55,11 +62,34 @@ class SpawnLauncher:
                 stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True, env=self.env)
         command = {"doc": encode_doc(doc), "result": result_path,
-                   "log": log_path, "watch": watch}
-        proc.stdin.write((json.dumps(command) + "\n").encode())
-        proc.stdin.close()
+                   "log": log_path, "watch": watch, "gated": gated}
+        try:
+            proc.stdin.write((json.dumps(command) + "\n").encode())
+            proc.stdin.flush()
+        except OSError:
+            pass  # it died at once: its exit is reported
+        if gated:
+            self.gates[doc["_id"]] = proc.stdin
+        else:
+            proc.stdin.close()
         self.procs[doc["_id"]] = proc
         self.events.append(Started(doc["_id"], proc.pid))
+
+    def gate(self, job_id, run):
+        """Let the gated job ``job_id`` run (``run``), or drop it."""
+        stdin = self.gates.pop(job_id, None)
+        if stdin is None:
+            return
+        try:
+            if run:
+                stdin.write(b"go\n")
+        except OSError:
+            pass
+        finally:
+            try:
+                stdin.close()
+            except OSError:
+                pass
 
     def poll(self):
         """Return the events since the last call."""
@@ -67,6 +97,7 @@ class SpawnLauncher:
             code = proc.poll()
             if code is not None:
                 del self.procs[job_id]
+                self.gate(job_id, run=False)
                 self.events.append(Exited(job_id, proc.pid, code))
         events, self.events = self.events, []
         return events
@@ -166,16 +197,28 @@ class ForkLauncher:
         return self.retired and not self.pending and not self.orphans and (
             self.proc is None or self.proc.poll() is not None)
 
-    def start(self, doc, out_path, result_path, log_path=None, watch=None):
+    def start(self, doc, out_path, result_path, log_path=None, watch=None,
+              gated=False):
         """Ask the launcher to fork the job process of ``doc`` (``watch``:
         the settings of its watchdog, see
-        :func:`~core4.queue.launcher.process.start_watchdog`)."""
+        :func:`~core4.queue.launcher.process.start_watchdog`; ``gated``:
+        it runs after :meth:`gate`)."""
         self._ensure()
         line = json.dumps({"doc": encode_doc(doc), "out": out_path,
                            "result": result_path, "log": log_path,
                            "watch": watch, "project": project_of(doc),
-                           "job_id": encode_doc(doc["_id"])})
+                           "job_id": encode_doc(doc["_id"]),
+                           "gated": gated})
         self.pending[doc["_id"]] = None
+        self._send(line)
+
+    def gate(self, job_id, run):
+        """Let the gated job ``job_id`` run (``run``), or drop it."""
+        if self.proc is not None and job_id in self.pending:
+            self._send(json.dumps({"op": "go" if run else "drop",
+                                   "job_id": encode_doc(job_id)}))
+
+    def _send(self, line):
         try:
             self.proc.stdin.write(line.encode() + b"\n")
             self.proc.stdin.flush()

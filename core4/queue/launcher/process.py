@@ -22,6 +22,8 @@ from bson import json_util
 EXIT_DONE = 0
 #: exit code of a job process that failed before writing an outcome
 EXIT_LOST = 3
+#: exit code of a job process its worker did not let run (see ``gate``)
+EXIT_DROPPED = 4
 
 
 def encode_doc(doc):
@@ -124,7 +126,8 @@ def adopt_config(project, config=None):
     return get_config(project)
 
 
-def run_job(doc, result_path, log_path=None, config=None, piped=False):
+def run_job(doc, result_path, log_path=None, config=None, piped=False,
+            gate=None):
     """Run the claimed job ``doc`` in this (fresh) process and write its
     outcome; return the exit code. Configuration and logging are set up
     anew here (``config``: see :func:`adopt_config`); with ``log_path``
@@ -132,7 +135,10 @@ def run_job(doc, result_path, log_path=None, config=None, piped=False):
     forward. Its output is captured through an
     :class:`~core4.queue.launcher.output.OutputPipe` unless it goes into a
     pipe already (``piped``: the fork launcher copies it, see
-    :class:`~core4.queue.launcher.output.OutputCopies`)."""
+    :class:`~core4.queue.launcher.output.OutputCopies`). With ``gate`` the
+    job runs only if ``gate()`` says so once it is prepared (its worker
+    admits it meanwhile, see :mod:`core4.queue.parallel`); else nothing
+    is written and the code is :data:`EXIT_DROPPED`."""
     from core4.config import upstream
     from core4.logger import flush_logging, setup_logging
     from core4.mongo.connection import close_clients
@@ -147,7 +153,9 @@ def run_job(doc, result_path, log_path=None, config=None, piped=False):
         config = adopt_config(project_of(doc), config)
         # the job's log records go to sys_log, not into its captured output
         setup_logging(config, console=False, log_file=log_path)
-        outcome = execute_claimed(doc, lambda: CoreQueue(config))
+        outcome = execute_claimed(doc, lambda: CoreQueue(config), gate)
+        if outcome is None:
+            return EXIT_DROPPED
         write_result(result_path, outcome)
     finally:
         if output is not None:
@@ -175,12 +183,23 @@ def main():
     """``python -m core4.queue.launcher.process``: run the job given on
     stdin."""
     command = json.loads(sys.stdin.readline())
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
+
+    def stdin_off():
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+
+    def gate():
+        word = sys.stdin.readline()
+        stdin_off()
+        return word == "go\n"
+
+    if not command.get("gated"):
+        stdin_off()
     start_watchdog(command)
     return run_job(decode_doc(command["doc"]), command["result"],
-                   command.get("log"))
+                   command.get("log"),
+                   gate=gate if command.get("gated") else None)
 
 
 if __name__ == "__main__":

@@ -34,8 +34,8 @@ def check_signature(job):
 
 
 def build_job(doc):
-    """Return the job object of ``doc``, or an ``error`` outcome (its
-    "done execution with [error]" record written)."""
+    """Return the job object of ``doc``, or an ``error`` outcome (see
+    :func:`log_build_error` for its record)."""
     try:
         cls = load_job_class(doc["name"])
         job = cls.deserialise(doc)
@@ -51,23 +51,35 @@ def build_job(doc):
         error = lifecycle.error_document(sys.exc_info())
         error["exception"] = "cannot start %s: %s: %s" % (
             doc["name"], type(exc).__name__, exc)
-    lifecycle.log_done({"name": doc["name"], "_id": doc["_id"],
-                        "state": states.ERROR, "last_error": error})
     return None, {"state": states.ERROR, "error": error,
                   "logged": states.ERROR}
 
 
-def execute_claimed(doc, queue_factory):
+def log_build_error(doc, outcome):
+    """Write the "done execution with [error]" record of a job that could
+    not be built (``outcome`` from :func:`build_job`)."""
+    lifecycle.log_done({"name": doc["name"], "_id": doc["_id"],
+                        "state": states.ERROR,
+                        "last_error": outcome["error"]})
+
+
+def execute_claimed(doc, queue_factory, gate=None):
     """Run the claimed job ``doc`` and return its outcome.
 
     The outcome of a job that ran holds ``ended_at``, the time its
     ``execute()`` returned. ``queue_factory()`` returns the
     :class:`CoreQueue` used for progress
     updates; it is only called when the job reports progress, so a job that
-    never does opens no database connection.
+    never does opens no database connection. With ``gate``, the job is
+    built and then ``gate()`` waits for its worker's word: False (it was
+    not admitted) returns None before anything of the job ran or was
+    recorded.
     """
     job, outcome = build_job(doc)
+    if gate is not None and not gate():
+        return None
     if outcome is not None:
+        log_build_error(doc, outcome)
         return outcome
     # secrets show as *** in the job's records, output, progress, errors
     with secret.masking(job.args[name] for name in job.secret_names) \

@@ -70,14 +70,15 @@ def _prepare(close):
     random.seed()
 
 
-def _run(command, configs, done, doc=None, watchdog=None):
+def _run(command, configs, done, doc=None, watchdog=None, gate=None):
     """In a prepared child whose output goes into its pipe (see
     :class:`~core4.queue.launcher.output.OutputCopies`): become the job
     process of ``command`` (``doc`` if decoded already) and never return;
     its configuration comes from the launcher's ``configs`` (as they were
-    when the child was forked; ``watchdog``: one started ahead). Once the
-    outcome is written and all output flushed, one byte on ``done`` tells
-    the launcher."""
+    when the child was forked; ``watchdog``: one started ahead; ``gate``:
+    the :class:`LineReader` its word to run comes on if the command is
+    ``gated``). Once the outcome is written and all output flushed, one
+    byte on ``done`` tells the launcher."""
     code = EXIT_LOST
     pid = os.getpid()
     try:
@@ -87,7 +88,8 @@ def _run(command, configs, done, doc=None, watchdog=None):
             doc = decode_doc(command["doc"])
         entry = configs.entries.get(project_of(doc))
         code = run_job(doc, command["result"], command.get("log"),
-                       entry and entry[1], piped=True)
+                       entry and entry[1], piped=True,
+                       gate=gate.go if command.get("gated") else None)
     except BaseException:
         traceback.print_exc()
     finally:
@@ -100,19 +102,35 @@ def _run(command, configs, done, doc=None, watchdog=None):
             os._exit(code)
 
 
-def _read_line(fd):
-    """Read one line from ``fd``; b"" if it closes first."""
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b""
-        data += chunk
-    return data
+class LineReader:
+    """Lines from a pipe, read with ``os.read`` (what comes after a line
+    is kept for the next)."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.rest = b""
+
+    def line(self):
+        """The next line (with its newline); b"" if the pipe closes
+        first."""
+        while b"\n" not in self.rest:
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                return b""
+            self.rest += chunk
+        line, self.rest = self.rest.split(b"\n", 1)
+        return line + b"\n"
+
+    def go(self):
+        """Wait for the worker's word on a gated job: True for ``go``,
+        False if it dropped the job (the pipe closed)."""
+        return self.line() == GO
 
 
 #: seconds between handing a job to the spare and forking the next spare
 SPARE_DELAY = 0.02
+#: the line that lets a gated job run
+GO = b"go\n"
 
 
 class Spare:
@@ -149,9 +167,11 @@ class Spare:
             _prepare(close)
             attach(out_w)
             watchdog = Watchdog(write_result).start()
-            line = _read_line(cmd_r)
+            reader = LineReader(cmd_r)
+            line = reader.line()
             if line:
-                _run(json.loads(line), configs, done_w, watchdog=watchdog)
+                _run(json.loads(line), configs, done_w, watchdog=watchdog,
+                     gate=reader)
             code = 0  # not needed: the launcher retired or is gone
         finally:
             os._exit(code)
@@ -161,16 +181,19 @@ class Spare:
         return tuple(fd for fd in (self.command, self.done, self.out)
                      if fd is not None)
 
-    def hand(self, line):
-        """Send the spare its command; False if it is gone."""
+    def hand(self, line, keep=False):
+        """Send the spare its command; False if it is gone. The command
+        pipe is closed, or with ``keep`` returned (the job's gate)."""
+        fd, self.command = self.command, None
         try:
-            os.write(self.command, line + b"\n")
-            return True
+            os.write(fd, line + b"\n")
         except OSError:
+            os.close(fd)
             return False
-        finally:
-            os.close(self.command)
-            self.command = None
+        if keep:
+            return fd
+        os.close(fd)
+        return True
 
     def discard(self, kill=True):
         """Close the pipes of the unused spare; ``kill`` it (and reap it)
@@ -209,6 +232,7 @@ class Server:
         self.children = {}     # pid -> job id
         self.dones = {}        # read end of a child's done pipe -> pid, job id
         self.outputs = OutputCopies()
+        self.gates = {}        # job id -> write end of a gated job's gate
         self.spare = None
         self.spare_at = 0.0    # monotonic time to fork the next spare
         self.retired = False
@@ -224,6 +248,8 @@ class Server:
             self._kill_children()
         if self.spare is not None:
             self.spare.discard()
+        for job_id in list(self.gates):
+            self._gate(job_id, run=False)
         self.outputs.close_all()
         return 0
 
@@ -279,7 +305,8 @@ class Server:
     def _inherited(self):
         """The launcher's descriptors a new child must close."""
         spare = self.spare.fds() if self.spare is not None else ()
-        return (*self.wake, *self.dones, *spare, *self.outputs.fds())
+        return (*self.wake, *self.dones, *spare, *self.outputs.fds(),
+                *self.gates.values())
 
     def _command(self, line):
         command = json.loads(line)
@@ -289,16 +316,28 @@ class Server:
                 self.spare.discard()
                 self.spare = None
             return
+        if command.get("op") in ("go", "drop"):
+            self._gate(command["job_id"], run=command["op"] == "go")
+            return
         # the job's document is decoded by its process, not here
         doc = None
         self.configs.get(command["project"])  # loaded anew if a file changed
         job_id = command["job_id"]
+        gated = bool(command.get("gated"))
+        gate_w = None
         spare, self.spare = self.spare, None
         if spare is not None and (
                 spare.generation != self.configs.generation
-                or len(line) > SPARE_MAX or not spare.hand(line)):
+                or len(line) > SPARE_MAX):
             spare.discard()
             spare = None
+        if spare is not None:
+            handed = spare.hand(line, keep=gated)
+            if handed is False:
+                spare.discard()
+                spare = None
+            elif gated:
+                gate_w = handed
         if spare is not None:
             pid, done_r, out_r = spare.pid, spare.done, spare.out
             # the next spare waits a moment: its fork would compete for the
@@ -307,22 +346,43 @@ class Server:
         else:
             done_r, done_w = os.pipe()
             out_r, out_w = OutputCopies.pipe()
-            close = self._inherited() + (done_r, out_r)
+            gate_r, gate_w = os.pipe() if gated else (None, None)
+            close = self._inherited() + (done_r, out_r) + (
+                (gate_w,) if gated else ())
             pid = os.fork()
             if pid == 0:
                 try:
                     _prepare(close)
                     attach(out_w)
-                    _run(command, self.configs, done_w, doc)
+                    _run(command, self.configs, done_w, doc,
+                         gate=LineReader(gate_r) if gated else None)
                 finally:
                     os._exit(EXIT_LOST)
             os.close(done_w)
             os.close(out_w)
+            if gated:
+                os.close(gate_r)
             os.set_blocking(done_r, False)
+        if gate_w is not None:
+            self.gates[job_id] = gate_w
         self.outputs.capture(pid, out_r, command["out"])
         self.children[pid] = job_id
         self.dones[done_r] = (pid, job_id)
         _emit({"event": "started", "job_id": job_id, "pid": pid})
+
+    def _gate(self, job_id, run):
+        """Let the gated job ``job_id`` run, or drop it (its process reads
+        the gate's end and exits without running it)."""
+        fd = self.gates.pop(job_id, None)
+        if fd is None:
+            return  # it exited already
+        try:
+            if run:
+                os.write(fd, GO)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     def _done(self, fd):
         """Relay the done byte of a job process (if it sent one) and close
@@ -350,6 +410,8 @@ class Server:
                 self.spare.discard(kill=False)
                 self.spare = None
             job_id = self.children.pop(pid, None)
+            if job_id is not None:
+                self._gate(job_id, run=False)
             for fd in [fd for fd, owner in self.dones.items()
                        if owner[0] == pid]:
                 self._done(fd)
