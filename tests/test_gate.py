@@ -77,3 +77,24 @@ def test_gated_job_runs_only_when_let_and_a_dropped_one_never(
     assert dropped.returncode == EXIT_DROPPED
     assert not os.path.exists(held_marker)
     assert not os.path.exists(held_result)
+
+
+def test_a_retired_launcher_still_lets_its_gated_job_run(core4_env, db,
+                                                         tmp_path):
+    """A project's launcher is retired when its files change, also between
+    a gated start and the word to run (a batch of claimed jobs): the
+    word still reaches the job, and the launcher ends after it."""
+    launcher = ForkLauncher(env=worker_env())
+    try:
+        marker = str(tmp_path / "ran")
+        doc = claimed(db, marker)
+        start(launcher, doc, tmp_path)
+        launcher.retire()
+        launcher.gate(doc["_id"], run=True)
+        seen = []
+        wait_for(lambda: seen.extend(launcher.poll()) or launcher.finished(),
+                 60, message="the retired launcher to end after its job")
+        (ended,) = [e for e in seen if isinstance(e, Exited)]
+        assert ended.returncode == EXIT_DONE and os.path.exists(marker)
+    finally:
+        launcher.close()

@@ -43,6 +43,8 @@ def test_next_worker_removes_a_killed_workers_directory(start_worker,
 
 def test_sweep_spares_young_foreign_and_recent_unlocked_directories(
         tmp_path):
+    """Only directories of this user and host, made a minute ago or more,
+    whose lock is free (or, made before the lock, unchanged for a day)."""
     living = workdir.WorkDir(str(tmp_path))
     dead = workdir.WorkDir(str(tmp_path))
     os.close(dead._fd)  # as if its worker had died: the lock is free
@@ -52,6 +54,11 @@ def test_sweep_spares_young_foreign_and_recent_unlocked_directories(
     (old / "lease").write_text("1.0")
     other = tmp_path / "core4-bench-keep"
     other.mkdir()
+    elsewhere = workdir.WorkDir(str(tmp_path))  # a dead worker of host B
+    os.close(elsewhere._fd)
+    elsewhere._fd = None
+    with open(elsewhere.file(workdir.OWNER), "w") as handle:
+        handle.write("4242 another-host\n")
     now = time.time()
 
     # a directory just made may not be locked yet: left alone
@@ -63,5 +70,7 @@ def test_sweep_spares_young_foreign_and_recent_unlocked_directories(
     assert workdir.sweep(str(tmp_path),
                          now=now + workdir.UNLOCKED_AGE + 1) == [str(old)]
     assert os.path.exists(living.path) and os.path.exists(other)
+    # a lock may hold on its own host only: another host's is left alone
+    assert os.path.exists(elsewhere.path)
     living.remove()
     assert not os.path.exists(living.path)

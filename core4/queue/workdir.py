@@ -9,7 +9,9 @@ worker holds an exclusive ``flock`` on ``<directory>/owner`` while it lives
 and network namespaces), and a worker that starts removes every
 ``core4-worker-*`` directory whose lock it can take: its owner is gone.
 Removing it also fences the dead worker's job processes that still run:
-their watchdogs find no lease file and stop them.
+their watchdogs find no lease file and stop them. Only the directories of
+the same user and host are looked at (``owner`` names the host: on a
+temporary folder shared between hosts a lock may hold on one host only).
 """
 
 import fcntl
@@ -17,6 +19,8 @@ import os
 import shutil
 import tempfile
 import time
+
+from core4.base import hostname
 
 #: the name of a worker directory starts with this
 PREFIX = "core4-worker-"
@@ -35,10 +39,27 @@ class WorkDir:
 
     def __init__(self, parent=None):
         self.path = tempfile.mkdtemp(prefix=PREFIX, dir=parent)
-        self._fd = os.open(os.path.join(self.path, OWNER),
-                           os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.write(self._fd, b"%d\n" % os.getpid())
+        self._fd = None
+        try:
+            self._fd = os.open(os.path.join(self.path, OWNER),
+                               os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+                               | os.O_NOFOLLOW, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.write(self._fd, ("%d %s\n" % (os.getpid(), hostname()))
+                     .encode())
+        except BaseException:
+            self.remove()
+            raise
+
+    @classmethod
+    def after_sweep(cls, log, parent=None):
+        """Remove the directories of dead workers (see :func:`sweep`,
+        logged to ``log``), then make this worker's."""
+        swept = sweep(parent)
+        if swept:
+            log.info("removed %d directories of dead workers: %s",
+                     len(swept), ", ".join(swept))
+        return cls(parent)
 
     def file(self, name):
         """The path of ``name`` in the directory."""
@@ -66,20 +87,26 @@ def _last_change(path):
 
 
 def _abandoned(path, now):
-    """True if no living worker owns the directory ``path``; the caller
-    holds its lock then (returned as an open descriptor, else None)."""
-    if now - os.stat(path).st_mtime < SETTLE:
+    """If no living worker of this user and host owns the directory
+    ``path``, return an open descriptor that holds its lock; else None."""
+    info = os.stat(path, follow_symlinks=False)
+    if info.st_uid != os.getuid() or now - info.st_mtime < SETTLE:
         return None
     try:
-        fd = os.open(os.path.join(path, OWNER), os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(os.path.join(path, OWNER),
+                     os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
         if now - _last_change(path) > UNLOCKED_AGE:
             return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        owner = os.read(fd, 4096).decode("utf-8", "replace").split()
     except OSError:  # held: its worker lives
         os.close(fd)
+        return None
+    if owner[1:2] != [hostname()]:
+        os.close(fd)  # another host's (or a directory being made)
         return None
     return fd
 
@@ -87,7 +114,8 @@ def _abandoned(path, now):
 def sweep(parent=None, now=None):
     """Remove the worker directories under ``parent`` (default: the
     temporary folder) that no living worker owns; return their paths.
-    Directories of other users or that vanish meanwhile are skipped."""
+    Directories of other users or hosts, or that vanish meanwhile, are
+    skipped."""
     parent = parent or tempfile.gettempdir()
     now = time.time() if now is None else now
     removed = []

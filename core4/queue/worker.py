@@ -48,7 +48,8 @@ from core4.queue.finish import Finisher
 from core4.queue.daemon import (lease_settings, register, set_phase,
                                 unregister)
 from core4.queue.parallel import ParallelLimit
-from core4.queue.launcher.jobprocess import JobProcess, publish_output
+from core4.queue.launcher.jobprocess import (JobProcess, enforce,
+                                             publish_output)
 from core4.queue.launcher.environments import Environments, EnvironmentProblem
 from core4.queue.launcher.watchdog import write_renewal
 from core4.queue.launcher.launcher import (Done, Exited, LauncherError,
@@ -91,7 +92,7 @@ class CoreWorker:
                                          wcfg.avg_stats_secs)
         self.held_back = HeldBack(self.log)  # jobs waiting for resources
         self.jobs = {}              # job id -> JobProcess
-        self.dropping = set()       # ids of dropped jobs whose process runs
+        self.exiting = {}           # id -> ended (None) or dropped, alive
         self.phase = STARTUP
         self.started_at = None
         self.stop_deadline = None
@@ -125,11 +126,7 @@ class CoreWorker:
         self.started_at = now()
         register(self.queue.sys, self.identifier, self.kind, self.config,
                  max_jobs=self.config.worker.max_jobs)
-        swept = workdir.sweep()
-        if swept:
-            self.log.info("removed %d directories of dead workers: %s",
-                          len(swept), ", ".join(swept))
-        self.work_dir = workdir.WorkDir()
+        self.work_dir = workdir.WorkDir.after_sweep(self.log)
         self.out_dir = self.work_dir.path
         self.lease_file = self.work_dir.file("lease")
         write_renewal(self.lease_file, time.monotonic())
@@ -325,9 +322,9 @@ class CoreWorker:
                                                  force_only=bool(short))
             self.held_back.note(short, claimer.next_candidates(
                 capped, paused) if short else ())
-            if self.dropping:
+            if self.exiting:  # (an old process's events: not the new's)
                 candidates = [c for c in candidates
-                              if c.id not in self.dropping]
+                              if c.id not in self.exiting]
             while candidates:
                 batch, candidates = self.parallel.batch_of(
                     candidates, slots, self.jobs)
@@ -348,14 +345,23 @@ class CoreWorker:
         (monotonic); return how many run. A job with a ``max_parallel``
         starts gated: its process prepares while the worker admits it
         (:meth:`ParallelLimit.admit`), and then runs or is dropped."""
-        launched = [doc for doc in docs if self.launch(
-            doc, claimed, gated=bool(doc.get("max_parallel")))]
-        limited = [doc for doc in launched if doc.get("max_parallel")]
+        running = set()
         try:
+            for doc in docs:
+                gated = bool(doc.get("max_parallel"))
+                if self.launch(doc, claimed, gated) and not gated:
+                    running.add(doc["_id"])
+            limited = [doc for doc in docs if doc["_id"] in self.jobs
+                       and doc["_id"] not in running]
             admitted = {doc["_id"] for doc in self.parallel.admit(limited)}
         except BaseException:
-            for doc in limited:
-                self.drop(doc)
+            # none of the others ran: they go back to the queue at the next
+            # check_requests step (see Claimer.give_back_uncertain)
+            for doc in docs:
+                if doc["_id"] not in running:
+                    self.drop(doc)
+                    self.claimer.uncertain[doc["locked"]["token"]] = \
+                        time.monotonic()
             raise
         for doc in limited:
             if doc["_id"] not in admitted:
@@ -363,7 +369,7 @@ class CoreWorker:
                 continue
             self.jobs[doc["_id"]].launcher.gate(doc["_id"], run=True)
             self.started(doc)
-        return len(launched) - len(limited) + len(admitted)
+        return len(running) + len(admitted)
 
     def launch(self, doc, claimed, gated=False):
         """Start the process of a job claimed at ``claimed`` (monotonic) in
@@ -382,7 +388,7 @@ class CoreWorker:
                                     "deadline": self.lease - self.margin,
                                     "grace": self.kill_grace,
                                     "claimed": proc.claimed}, gated=gated)
-        except (EnvironmentProblem, LauncherError) as exc:
+        except (EnvironmentProblem, LauncherError, OSError) as exc:
             self.jobs.pop(doc["_id"], None)
             self.log.error("cannot start job [%s]: %s", doc["_id"], exc)
             after = lifecycle.set_error(self.queue, doc, message=str(exc))
@@ -409,9 +415,8 @@ class CoreWorker:
         proc = self.jobs.pop(doc["_id"], None)
         if proc is None:
             return
-        self.dropping.add(doc["_id"])
+        self.exiting[doc["_id"]] = proc
         proc.launcher.gate(doc["_id"], run=False)
-        proc.remove_files()
 
     def renew(self):
         """Renew this worker's heartbeat and the leases of its jobs; then
@@ -446,18 +451,7 @@ class CoreWorker:
                     current.values(), set(self.jobs), self.lease):
                 self.log.warning("job [%s] claimed while the connection "
                                  "broke: given back", job_id)
-        for job_id, proc in list(self.jobs.items()):
-            if proc.pid and not proc.pid_saved:
-                lifecycle.mark_started(self.queue, proc.doc, proc.pid)
-                proc.pid_saved = True
-            doc = current.get(job_id)
-            token = proc.doc["locked"]["token"]
-            if doc is None or (doc.get("locked") or {}).get("token") != token:
-                proc.terminate("job removed or recovered elsewhere",
-                               self.kill_grace, record=False)
-            elif doc.get("killed_at"):
-                proc.terminate("killed by request", self.kill_grace)
-            proc.escalate()
+        enforce(self.queue, self.jobs, current, self.kill_grace)
 
     def publish_output(self):
         """Store what the running jobs printed so far (only what grew)."""
@@ -499,8 +493,12 @@ class CoreWorker:
         for event in self.envs.poll():
             proc = self.jobs.get(event.job_id)
             if proc is None:
-                if isinstance(event, Exited):
-                    self.dropping.discard(event.job_id)
+                if isinstance(event, Exited) and \
+                        event.job_id in self.exiting:
+                    dropped = self.exiting.pop(event.job_id)
+                    if dropped is not None:
+                        dropped.remove_files()
+                    self.work_now = True  # it may be claimed again
                 continue
             if isinstance(event, Started):
                 proc.started(event.pid)
@@ -511,12 +509,14 @@ class CoreWorker:
         if time.monotonic() < self.outage_until:
             return
         # a job whose process reported done is recorded at once: its process
-        # is only exiting (it keeps no slot; its exit is of no interest)
+        # is only exiting (it keeps no slot; the job's id waits in exiting)
         ready = [p for p in self.jobs.values() if p.ready()]
         if ready and self.guarded("finish_jobs",
                                   lambda: self.finisher.finish(ready)):
             for proc in ready:
                 self.jobs.pop(proc.doc["_id"], None)
+                if proc.exit_event is None:  # (it reported done)
+                    self.exiting[proc.doc["_id"]] = None
             self.guarded("release", lambda: self.parallel.release(
                 [proc.doc for proc in ready]))
             self.work_now = True  # slots are free: claim now

@@ -8,6 +8,8 @@ import time
 
 import psutil
 
+from core4.queue import lifecycle
+
 #: prefix of the output kept when a job printed more than the maximum
 CUT_MARK = b"[... %d bytes cut ...]\n"
 
@@ -93,6 +95,27 @@ class JobProcess:
             except psutil.Error:
                 pass
         return True
+
+
+def enforce(queue, jobs, current, grace):
+    """Apply what the database says to a worker's job processes ``jobs``
+    (id -> :class:`JobProcess`), given its running jobs as stored
+    (``current``: id -> document): record each pid once known; stop a
+    process whose job was removed or recovered elsewhere (its lease token
+    changed: its outcome is no longer ours to record) or killed by request;
+    SIGKILL what outlived ``grace`` seconds after its SIGTERM."""
+    for job_id, proc in list(jobs.items()):
+        if proc.pid and not proc.pid_saved:
+            lifecycle.mark_started(queue, proc.doc, proc.pid)
+            proc.pid_saved = True
+        doc = current.get(job_id)
+        token = proc.doc["locked"]["token"]
+        if doc is None or (doc.get("locked") or {}).get("token") != token:
+            proc.terminate("job removed or recovered elsewhere", grace,
+                           record=False)
+        elif doc.get("killed_at"):
+            proc.terminate("killed by request", grace)
+        proc.escalate()
 
 
 def read_output(path, max_bytes):

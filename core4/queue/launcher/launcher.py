@@ -6,8 +6,8 @@
   comparison and as a fallback).
 
 A job started ``gated`` prepares (configuration, logging, its class) and
-then waits for :meth:`gate`: run it, or drop it (it exits at once, having
-run and recorded nothing). Its worker admits it meanwhile.
+then waits for :meth:`gate`: run it, or drop it (its process exits without
+running or recording it). Its worker admits it meanwhile.
 
 Both report :class:`Started` and :class:`Exited` events from :meth:`poll`;
 a forked job process also reports :class:`Done` as its last act before it
@@ -71,7 +71,10 @@ class SpawnLauncher:
         if gated:
             self.gates[doc["_id"]] = proc.stdin
         else:
-            proc.stdin.close()
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
         self.procs[doc["_id"]] = proc
         self.events.append(Started(doc["_id"], proc.pid))
 

@@ -71,9 +71,9 @@ def execute_claimed(doc, queue_factory, gate=None):
     :class:`CoreQueue` used for progress
     updates; it is only called when the job reports progress, so a job that
     never does opens no database connection. With ``gate``, the job is
-    built and then ``gate()`` waits for its worker's word: False (it was
-    not admitted) returns None before anything of the job ran or was
-    recorded.
+    built (its module imported) and then ``gate()`` waits for its worker's
+    word: False (it was not admitted) returns None before its
+    ``execute()`` ran or anything was recorded.
     """
     job, outcome = build_job(doc)
     if gate is not None and not gate():

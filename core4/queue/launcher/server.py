@@ -123,8 +123,12 @@ class LineReader:
 
     def go(self):
         """Wait for the worker's word on a gated job: True for ``go``,
-        False if it dropped the job (the pipe closed)."""
-        return self.line() == GO
+        False if it dropped the job (the pipe closed). Nothing comes after
+        it: the pipe is closed."""
+        try:
+            return self.line() == GO
+        finally:
+            os.close(self.fd)
 
 
 #: seconds between handing a job to the spare and forking the next spare
@@ -232,7 +236,7 @@ class Server:
         self.children = {}     # pid -> job id
         self.dones = {}        # read end of a child's done pipe -> pid, job id
         self.outputs = OutputCopies()
-        self.gates = {}        # job id -> write end of a gated job's gate
+        self.gates = {}        # job id -> (pid, write end of its gate)
         self.spare = None
         self.spare_at = 0.0    # monotonic time to fork the next spare
         self.retired = False
@@ -271,8 +275,7 @@ class Server:
                 except OSError:
                     pass  # no spare: jobs are forked when they come
             poller = select.poll()  # (any number of descriptors)
-            for fd in (self.wake[0], *self.dones, *self.outputs.files,
-                       *(() if self.retired else (0,))):
+            for fd in (self.wake[0], *self.dones, *self.outputs.files, 0):
                 poller.register(fd, select.POLLIN)
             timeout = 1000 if self.spare is not None or self.retired \
                 else wait * 1000
@@ -292,13 +295,13 @@ class Server:
                 if fd in self.dones:
                     self._done(fd)
             self._reap()
-            if 0 not in ready or self.retired:
+            if 0 not in ready:
                 continue
             data = os.read(0, 1 << 20)
             if not data:
                 raise WorkerGone()
             buffer += data
-            while b"\n" in buffer and not self.retired:
+            while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
                 self._command(line)
 
@@ -306,7 +309,7 @@ class Server:
         """The launcher's descriptors a new child must close."""
         spare = self.spare.fds() if self.spare is not None else ()
         return (*self.wake, *self.dones, *spare, *self.outputs.fds(),
-                *self.gates.values())
+                *(fd for _, fd in self.gates.values()))
 
     def _command(self, line):
         command = json.loads(line)
@@ -317,8 +320,11 @@ class Server:
                 self.spare = None
             return
         if command.get("op") in ("go", "drop"):
+            # (also when retired: the gated jobs it started wait for it)
             self._gate(command["job_id"], run=command["op"] == "go")
             return
+        if self.retired:
+            return  # no new job once retired
         # the job's document is decoded by its process, not here
         doc = None
         self.configs.get(command["project"])  # loaded anew if a file changed
@@ -364,18 +370,20 @@ class Server:
                 os.close(gate_r)
             os.set_blocking(done_r, False)
         if gate_w is not None:
-            self.gates[job_id] = gate_w
+            self.gates[job_id] = (pid, gate_w)
         self.outputs.capture(pid, out_r, command["out"])
         self.children[pid] = job_id
         self.dones[done_r] = (pid, job_id)
         _emit({"event": "started", "job_id": job_id, "pid": pid})
 
-    def _gate(self, job_id, run):
+    def _gate(self, job_id, run, pid=None):
         """Let the gated job ``job_id`` run, or drop it (its process reads
-        the gate's end and exits without running it)."""
-        fd = self.gates.pop(job_id, None)
-        if fd is None:
+        the gate's end and exits without running it); with ``pid``, only
+        if that process is the job's."""
+        pid_fd = self.gates.get(job_id)
+        if pid_fd is None or pid not in (None, pid_fd[0]):
             return  # it exited already
+        fd = self.gates.pop(job_id)[1]
         try:
             if run:
                 os.write(fd, GO)
@@ -411,7 +419,7 @@ class Server:
                 self.spare = None
             job_id = self.children.pop(pid, None)
             if job_id is not None:
-                self._gate(job_id, run=False)
+                self._gate(job_id, run=False, pid=pid)
             for fd in [fd for fd, owner in self.dones.items()
                        if owner[0] == pid]:
                 self._done(fd)
