@@ -390,7 +390,8 @@ def ride_out(system, begin, end, reload=False):
     within_doc = [d for d in docs if d["_id"] == within][0]
     assert to_datetime(within_doc["finished_at"]) < back_at, (
         within_doc["finished_at"], back_at)
-    assert within_doc["runtime"] < OUTAGE / 2 + 10, within_doc["runtime"]
+    # its progress reports (one a second) did not wait for the database
+    assert within_doc["runtime"] < OUTAGE / 2 + 5, within_doc["runtime"]
     for _id in ids:
         if _id != within:  # each execution of the others is recorded
             runs = db[RUNS].count_documents({"job": str(_id), "kind": {

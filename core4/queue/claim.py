@@ -174,15 +174,16 @@ class Claimer:
             result = self.queue.sys.queue.bulk_write(
                 [pymongo.UpdateOne(*self._claim_of(candidate, lease, at))
                  for candidate in candidates], ordered=False)
+            if not result.modified_count:
+                return []
+            order = {c.id: c.key for c in candidates}
+            won = list(self.queue.sys.queue.find(
+                {"_id": {"$in": list(order)},
+                 "locked.token": lease["token"]}))
         except TRANSIENT:
             # the claim may have been written before the connection broke
             self.uncertain[lease["token"]] = time.monotonic()
             raise
-        if not result.modified_count:
-            return []
-        order = {c.id: c.key for c in candidates}
-        won = self.queue.sys.queue.find(
-            {"_id": {"$in": list(order)}, "locked.token": lease["token"]})
         return sorted(won, key=lambda doc: order[doc["_id"]])
 
     @staticmethod

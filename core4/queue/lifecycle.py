@@ -261,10 +261,13 @@ def mark_started(queue, doc, pid):
 
 
 def record_progress(queue, doc, value, message):
-    """Store progress and renew the job's heartbeat."""
-    queue.sys.queue.update_one(fence(doc), {"$set": {
-        "prog": {"value": value, "message": message, "at": now()},
-        "locked.heartbeat": now()}})
+    """Store progress and renew the job's heartbeat (while it runs under
+    its lease: a late report never changes a job that ended)."""
+    at = now()
+    queue.sys.queue.update_one(
+        dict(fence(doc), state=states.RUNNING),
+        {"$set": {"prog": {"value": value, "message": message, "at": at},
+                  "locked.heartbeat": at}})
 
 
 def journal_many(queue, docs):

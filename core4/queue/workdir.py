@@ -105,8 +105,8 @@ def _abandoned(path, now):
     except OSError:  # held: its worker lives
         os.close(fd)
         return None
-    if owner[1:2] != [hostname()]:
-        os.close(fd)  # another host's (or a directory being made)
+    if owner[1:2] not in ([], [hostname()]):
+        os.close(fd)  # another host's
         return None
     return fd
 

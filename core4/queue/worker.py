@@ -322,9 +322,9 @@ class CoreWorker:
                                                  force_only=bool(short))
             self.held_back.note(short, claimer.next_candidates(
                 capped, paused) if short else ())
-            if self.exiting:  # (an old process's events: not the new's)
-                candidates = [c for c in candidates
-                              if c.id not in self.exiting]
+            # (an old process's events must not be taken for the new one's)
+            candidates = [c for c in candidates if c.id not in self.exiting
+                          and c.id not in self.jobs]
             while candidates:
                 batch, candidates = self.parallel.batch_of(
                     candidates, slots, self.jobs)
@@ -345,7 +345,7 @@ class CoreWorker:
         (monotonic); return how many run. A job with a ``max_parallel``
         starts gated: its process prepares while the worker admits it
         (:meth:`ParallelLimit.admit`), and then runs or is dropped."""
-        running = set()
+        running = set()  # (not gated)
         try:
             for doc in docs:
                 gated = bool(doc.get("max_parallel"))
@@ -355,13 +355,13 @@ class CoreWorker:
                        and doc["_id"] not in running]
             admitted = {doc["_id"] for doc in self.parallel.admit(limited)}
         except BaseException:
-            # none of the others ran: they go back to the queue at the next
-            # check_requests step (see Claimer.give_back_uncertain)
+            # the others never ran: given back at the next check_requests
             for doc in docs:
-                if doc["_id"] not in running:
-                    self.drop(doc)
-                    self.claimer.uncertain[doc["locked"]["token"]] = \
-                        time.monotonic()
+                if doc["_id"] in self.jobs and not doc.get("max_parallel"):
+                    continue  # it runs
+                self.drop(doc)  # (when it was launched)
+                self.claimer.uncertain[doc["locked"]["token"]] = \
+                    time.monotonic()
             raise
         for doc in limited:
             if doc["_id"] not in admitted:
@@ -405,9 +405,8 @@ class CoreWorker:
                                          worker=self.identifier))
         self.log.info("job [%s] %s started (trial %d)", doc["_id"],
                       doc["name"], doc.get("trial", 1), extra=CONSOLE_ONLY)
-        self.next_run["heartbeat"] = min(
-            self.next_run.get("heartbeat", 0),
-            self.renewed_at + self.heartbeat / 2)
+        self.next_run["heartbeat"] = min(self.next_run.get("heartbeat", 0),
+                                         self.renewed_at + self.heartbeat / 2)
 
     def drop(self, doc):
         """The gated job ``doc`` does not run here (``admit`` gave it back):
@@ -428,8 +427,10 @@ class CoreWorker:
             {"$set": {"heartbeat": at, "phase": self.phase,
                       "jobs": len(self.jobs)}})
         if self.jobs:
+            # (its own only: a claim whose answer was lost expires)
             self.queue.sys.queue.update_many(
-                {"locked.worker": self.identifier,
+                {"_id": {"$in": list(self.jobs)},
+                 "locked.worker": self.identifier,
                  "state": states.RUNNING},
                 {"$set": {"locked.heartbeat": at}})
         write_renewal(self.lease_file, began)

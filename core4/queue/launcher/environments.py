@@ -104,6 +104,7 @@ class Environments:
                               self.launchers()) if fd is not None]
 
     def close(self):
-        """Stop every launcher (running jobs are not affected)."""
+        """Stop every launcher (each kills its job processes still
+        running; spawned ones are not affected)."""
         for launcher in self.launchers():
             launcher.close()

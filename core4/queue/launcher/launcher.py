@@ -145,6 +145,7 @@ class ForkLauncher:
         if self.proc is not None and self.proc.poll() is None:
             return
         if self.proc is not None:
+            self._read()  # the events it sent before it died
             self._launcher_died()
         self.stderr = tempfile.TemporaryFile()
         try:
@@ -226,6 +227,7 @@ class ForkLauncher:
             self.proc.stdin.write(line.encode() + b"\n")
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
+            self._read()  # the events it sent before it died
             self._launcher_died()
 
     def fileno(self):
@@ -272,7 +274,8 @@ class ForkLauncher:
                                           event["returncode"]))
 
     def close(self):
-        """Stop the launcher (running job processes are not affected)."""
+        """Stop the launcher; it kills the job processes still running
+        (they must not run unsupervised)."""
         if self.proc is not None:
             try:
                 self.proc.stdin.close()

@@ -20,6 +20,7 @@ from core4.error import (Core4Error, CoreDatabaseError, CoreJobDeferred,
                          CoreJobInvalid)
 from core4.mongo import now, retrying
 from core4.queue import lifecycle, secret, stamp, states
+from core4.queue.launcher.progress import ProgressWriter
 from core4.queue.loader import load_job_class, make_job
 
 
@@ -96,10 +97,11 @@ def execute_claimed(doc, queue_factory, gate=None):
 
 
 def _execute(job, doc, queue_factory, clean):
-    """Run the built ``job`` (see :func:`execute_claimed`)."""
+    """Run the built ``job`` (see :func:`execute_claimed`); its progress
+    reports are written in the background (:class:`ProgressWriter`)."""
     opened = []
 
-    def sink(value, message):
+    def write(value, message):
         try:
             if not opened:
                 opened.append(queue_factory())
@@ -109,7 +111,16 @@ def _execute(job, doc, queue_factory, clean):
             # the embedded server being restarted) never fails the job
             job.logger.warning("progress not stored: %s", exc)
 
-    job.bind_progress(sink)
+    progress = ProgressWriter(write)
+    job.bind_progress(progress.put)
+    try:
+        return _run_execute(job, doc)
+    finally:
+        progress.close()
+
+
+def _run_execute(job, doc):
+    """Call the job's ``execute()``; return its outcome."""
     log = job.logger
     log.info("start execution")
     try:
