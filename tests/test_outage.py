@@ -452,8 +452,8 @@ def test_stopped_database(system):
 
 def test_app_server_answers_at_once_while_the_database_is_away():
     """The app server's view of its database (core4.api.handler): after a
-    503-class failure one call at a time tries the database, the others
-    are refused at once; the first success ends the outage."""
+    503-class failure one call at a time tries the database (a ping), the
+    others are refused at once; only the ping's answer ends the outage."""
     import pymongo.errors
     from core4.api.errors import status_of
     from core4.api.handler import DatabaseState
@@ -468,7 +468,13 @@ def test_app_server_answers_at_once_while_the_database_is_away():
     assert state.admit() == "probe"
     state.done("probe", pymongo.errors.ExecutionTimeout("slow", 50))
     assert state.admit() == "probe"
-    state.done("probe")  # it answered
+    state.done("probe")  # the ping was answered
     assert state.admit() == "go" and state.down_since is None
     state.done("go", ValueError("not the database"))
     assert state.admit() == "go"
+    # once down, a call that succeeds without the database (a password
+    # hash, a cached answer) does not end the outage: only a probe does
+    state.done("go", pymongo.errors.AutoReconnect("connection refused"))
+    state.done("go")
+    state.done("go", ValueError("not the database"))
+    assert state.admit() == "probe"

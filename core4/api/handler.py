@@ -86,8 +86,10 @@ class DatabaseState:
     again, every other call fails at once with 503 instead of taking a
     thread of the pool for up to :func:`database_timeout` seconds (a busy
     dashboard would otherwise queue requests behind the hanging ones, far
-    past the timeout). The first call that succeeds ends the outage.
-    Only used on the server's event loop (no lock needed).
+    past the timeout). The probe first pings the database; only its answer
+    ends the outage (a call that succeeds may not have asked the database
+    at all: a password hash, a cached answer). Only used on the server's
+    event loop (no lock needed).
     """
 
     def __init__(self):
@@ -105,17 +107,15 @@ class DatabaseState:
         return "probe"
 
     def done(self, admitted, exc=None):
-        """Record how an admitted call ended (``exc``: its exception)."""
+        """Record how an admitted call ended (``exc``: its exception); for
+        the probe: how its ping ended."""
         if admitted == "probe":
             self.probing = False
-        if not isinstance(exc, Exception):
-            if exc is None:  # (not when cancelled: nothing was learnt)
-                self.down_since = None
-        elif status_of(exc)[0] == 503:
-            if self.down_since is None:
-                self.down_since = time.monotonic()
-        else:  # the database answered (e.g. "not found"), or was not asked
-            self.down_since = None
+            if exc is None:
+                self.down_since = None  # the database answered the ping
+        if isinstance(exc, Exception) and status_of(exc)[0] == 503 \
+                and self.down_since is None:
+            self.down_since = time.monotonic()
 
     def unavailable(self):
         """The error of a call refused while the database is down."""
@@ -381,6 +381,16 @@ class CoreRequestHandler(tornado.web.RequestHandler):
         if admitted is None:
             raise state.unavailable()
         loop = tornado.ioloop.IOLoop.current()
+        if admitted == "probe":
+            try:
+                await loop.run_in_executor(
+                    self.context.executor, functools.partial(
+                        bounded, seconds, self.context.system.ping))
+            except BaseException as exc:
+                state.done(admitted, exc)
+                raise
+            state.done(admitted)
+            admitted = "go"
         try:
             result = await loop.run_in_executor(
                 self.context.executor, functools.partial(
