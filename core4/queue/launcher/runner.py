@@ -85,7 +85,7 @@ def execute_claimed(doc, queue_factory, gate=None):
     # secrets show as *** in the job's records, output, progress, errors
     with secret.masking(job.args[name] for name in job.secret_names) \
             as clean:
-        outcome = _execute(job, doc, queue_factory, clean)
+        outcome = _with_progress(job, doc, queue_factory, clean)
     chain = outcome.pop("chain", None)
     # when the job ended: its runtime, not when its worker recorded it
     ended = outcome.pop("ended_at")
@@ -96,7 +96,7 @@ def execute_claimed(doc, queue_factory, gate=None):
     return outcome
 
 
-def _execute(job, doc, queue_factory, clean):
+def _with_progress(job, doc, queue_factory, clean):
     """Run the built ``job`` (see :func:`execute_claimed`); its progress
     reports are written in the background (:class:`ProgressWriter`)."""
     opened = []
@@ -114,12 +114,12 @@ def _execute(job, doc, queue_factory, clean):
     progress = ProgressWriter(write)
     job.bind_progress(progress.put)
     try:
-        return _run_execute(job, doc)
+        return _execute(job, doc)
     finally:
         progress.close()
 
 
-def _run_execute(job, doc):
+def _execute(job, doc):
     """Call the job's ``execute()``; return its outcome."""
     log = job.logger
     log.info("start execution")
