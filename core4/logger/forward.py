@@ -19,17 +19,25 @@ _JSON = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL,
                               tz_aware=True)
 
 
+def encode_record(doc):
+    """A ``sys.log`` document as one line of a job's log file."""
+    return json_util.dumps(doc, json_options=_JSON) + "\n"
+
+
 class FileHandler(MongoHandler):
     """Writes ``sys.log`` documents to a file, one JSON line each (levels
-    and the DEBUG buffer as :class:`MongoHandler`)."""
+    and the DEBUG buffer as :class:`MongoHandler`). The file is created at
+    the first record (a handler set up ahead and never used leaves none)."""
 
     def __init__(self, path, level=logging.INFO, capacity=0):
         super().__init__(None, level=level, capacity=capacity)
         self.path = path
-        self._file = open(path, "a", encoding="utf-8")
+        self._file = None
 
     def _put(self, doc):
-        self._file.write(json_util.dumps(doc, json_options=_JSON) + "\n")
+        if self._file is None:
+            self._file = open(self.path, "a", encoding="utf-8")
+        self._file.write(encode_record(doc))
         self._file.flush()
         self.written += 1
 
@@ -38,7 +46,8 @@ class FileHandler(MongoHandler):
         return True
 
     def close(self):
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         super().close()
 
 

@@ -49,7 +49,7 @@ from core4.queue.daemon import (lease_settings, register, set_phase,
                                 unregister)
 from core4.queue.parallel import ParallelLimit
 from core4.queue.launcher.jobprocess import (JobProcess, enforce,
-                                             publish_output)
+                                             job_files, publish_output)
 from core4.queue.launcher.environments import Environments, EnvironmentProblem
 from core4.queue.launcher.watchdog import write_renewal
 from core4.queue.launcher.launcher import (Done, Exited, LauncherError,
@@ -329,7 +329,8 @@ class CoreWorker:
                 batch, candidates = self.parallel.batch_of(
                     candidates, slots, self.jobs)
                 claimed = time.monotonic()  # not later than the leases
-                started = self.start_admitted(claimer.claim(batch), claimed)
+                started = self.start_admitted(self.envs.claim_primed(
+                    batch, claimer.claim, self.out_dir, self.logs), claimed)
                 if started:
                     return started
                 # a name found at its max_parallel: skip its other jobs
@@ -375,9 +376,8 @@ class CoreWorker:
         """Start the process of a job claimed at ``claimed`` (monotonic) in
         its environment (``gated``: it waits for :meth:`start_admitted`);
         return True if it started."""
-        base = os.path.join(self.out_dir, str(doc["_id"]))
-        proc = JobProcess(doc, base + ".out", base + ".result",
-                          base + ".log" if self.logs else None)
+        proc = JobProcess(doc, *job_files(self.out_dir, doc["_id"],
+                                          self.logs))
         proc.claimed = claimed
         try:
             proc.launcher = self.envs.launcher_for(doc)

@@ -14,6 +14,7 @@ import os
 import sys
 
 from core4.project.home import installed, project_root, venv_python
+from core4.queue.launcher.jobprocess import job_files
 from core4.queue.launcher.launcher import ForkLauncher, SpawnLauncher
 
 
@@ -84,6 +85,38 @@ class Environments:
             current = (self._make(python, (project,)), stamp)
             self.projects[project] = current
         return current[0]
+
+    def claim_primed(self, candidates, claim, out_dir, logs):
+        """Return ``claim(candidates)``; meanwhile the launcher of the first
+        candidate (with its ``id`` and ``name``) prepares that job's process
+        (see :meth:`ForkLauncher.prime`; ``out_dir`` and ``logs`` as for
+        :func:`~core4.queue.launcher.jobprocess.job_files`), and is told if
+        the claim of it was lost."""
+        first = candidates[0]
+        launcher = self._running_launcher(first.name)
+        if launcher is None or not launcher.prime(
+                first.id, first.name,
+                job_files(out_dir, first.id, logs)[2]):
+            return claim(candidates)
+        won = False
+        try:
+            docs = claim(candidates)
+            won = any(doc["_id"] == first.id for doc in docs)
+            return docs
+        finally:
+            if not won:
+                launcher.unprime(first.id)
+
+    def _running_launcher(self, name):
+        """The launcher of the job class ``name`` if it was started (its
+        project's files are not checked here); None if none."""
+        if not name:
+            return None
+        project = name.split(".", 1)[0]
+        if not installed(self.config, project):
+            return self.default
+        entry = self.projects.get(project)
+        return entry[0] if entry is not None else None
 
     def launchers(self):
         """Every launcher that may still report events."""

@@ -97,6 +97,13 @@ class JobProcess:
         return True
 
 
+def job_files(out_dir, job_id, logs):
+    """The paths of the output, result and (with ``logs``) log files of the
+    process of job ``job_id`` in the worker's ``out_dir``."""
+    base = os.path.join(out_dir, str(job_id))
+    return base + ".out", base + ".result", base + ".log" if logs else None
+
+
 def enforce(queue, jobs, current, grace):
     """Apply what the database says to a worker's job processes ``jobs``
     (id -> :class:`JobProcess`), given its running jobs as stored

@@ -78,6 +78,13 @@ class SpawnLauncher:
         self.procs[doc["_id"]] = proc
         self.events.append(Started(doc["_id"], proc.pid))
 
+    def prime(self, job_id, name, log_path=None):
+        """Nothing to prepare: each job starts a fresh interpreter."""
+        return False
+
+    def unprime(self, job_id):
+        """Nothing was prepared."""
+
     def gate(self, job_id, run):
         """Let the gated job ``job_id`` run (``run``), or drop it."""
         stdin = self.gates.pop(job_id, None)
@@ -215,6 +222,28 @@ class ForkLauncher:
                            "gated": gated})
         self.pending[doc["_id"]] = None
         self._send(line)
+
+    def prime(self, job_id, name, log_path=None):
+        """Have the spare job process prepare for the job ``job_id`` of
+        class ``name`` that the worker is about to claim: its logging into
+        ``log_path``, its class imported (see
+        :class:`~core4.queue.launcher.server.Spare`). Only an idle
+        launcher is asked (a busy one's spare is taken by the next job
+        anyway); True if it was."""
+        if self.proc is None or self.retired or self.pending \
+                or self.proc.poll() is not None:
+            return False
+        self._send(json.dumps({
+            "op": "prime", "job_id": encode_doc(job_id), "name": name,
+            "project": project_of({"name": name}), "log": log_path}))
+        return True
+
+    def unprime(self, job_id):
+        """The claim of the job ``job_id`` was lost: a spare primed for it
+        is replaced."""
+        if self.proc is not None and self.proc.poll() is None:
+            self._send(json.dumps({"op": "unprime",
+                                   "job_id": encode_doc(job_id)}))
 
     def gate(self, job_id, run):
         """Let the gated job ``job_id`` run (``run``), or drop it."""

@@ -26,7 +26,7 @@ import traceback
 from core4.queue.launcher.output import OutputCopies, attach
 from core4.queue.launcher.process import (EXIT_DONE, EXIT_LOST,
                                           ConfigCache, decode_doc,
-                                          project_of, run_job,
+                                          prepare_ahead, project_of, run_job,
                                           start_watchdog, write_result)
 from core4.queue.launcher.watchdog import Watchdog
 
@@ -133,16 +133,27 @@ class LineReader:
 
 #: seconds between handing a job to the spare and forking the next spare
 SPARE_DELAY = 0.02
+#: most primes one spare takes (their lines and the command's fit its pipe)
+PRIMES_MAX = 8
 #: the line that lets a gated job run
 GO = b"go\n"
 
 
 class Spare:
     """A child forked ahead of its job: prepared, it waits for its command
-    (one line on ``command``), so that a job starts without a fork."""
+    (one line on ``command``), so that a job starts without a fork.
 
-    def __init__(self, configs, close):
+    It adopts the configuration of ``project`` (the launcher's last job's)
+    ahead. A worker about to claim a job may *prime* the spare for it
+    (:meth:`prime`): the spare then sets up the job's logging and imports
+    its class while the claim's round trip runs. A spare that imported a
+    module for one job (``primed``: that job's id) never runs another: what
+    a module does when it is imported stays with its own jobs."""
+
+    def __init__(self, configs, close, project=None):
         self.generation = configs.generation
+        self.primed = None
+        self.primes = 0
         made = []
         try:
             cmd_r, self.command = pair = os.pipe()
@@ -158,23 +169,29 @@ class Spare:
             raise
         if self.pid == 0:
             self._wait(cmd_r, done_w, out_w, configs,
-                       (*close, self.command, self.done, self.out))
+                       (*close, self.command, self.done, self.out), project)
         os.close(cmd_r)
         os.close(done_w)
         os.close(out_w)
         os.set_blocking(self.done, False)
 
     @staticmethod
-    def _wait(cmd_r, done_w, out_w, configs, close):
+    def _wait(cmd_r, done_w, out_w, configs, close, project):
         code = EXIT_LOST
         try:
             _prepare(close)
             attach(out_w)
             watchdog = Watchdog(write_result).start()
+            if project:
+                prepare_ahead(configs, project)
             reader = LineReader(cmd_r)
-            line = reader.line()
-            if line:
-                _run(json.loads(line), configs, done_w, watchdog=watchdog,
+            command = json.loads(reader.line() or "null")
+            while command and command.get("op") == "prime":
+                prepare_ahead(configs, command["project"],
+                              command["name"], command["log"])
+                command = json.loads(reader.line() or "null")
+            if command:
+                _run(command, configs, done_w, watchdog=watchdog,
                      gate=reader)
             code = 0  # not needed: the launcher retired or is gone
         finally:
@@ -184,6 +201,19 @@ class Spare:
         """The launcher's ends of the spare's pipes."""
         return tuple(fd for fd in (self.command, self.done, self.out)
                      if fd is not None)
+
+    def prime(self, line, job_id, exclusive):
+        """Send the spare the prime ``line`` of the job ``job_id``; False
+        if it is gone. ``exclusive``: the prime imports a module the
+        launcher has not, so the spare must not run another job."""
+        try:
+            os.write(self.command, line + b"\n")
+        except OSError:
+            return False
+        self.primes += 1
+        if exclusive:
+            self.primed = job_id
+        return True
 
     def hand(self, line, keep=False):
         """Send the spare its command; False if it is gone. The command
@@ -239,6 +269,8 @@ class Server:
         self.gates = {}        # job id -> (pid, write end of its gate)
         self.spare = None
         self.spare_at = 0.0    # monotonic time to fork the next spare
+        # the spare adopts the configuration of the last job's project
+        self.project = (tuple(preload) or ("core4",))[0]
         self.retired = False
 
     def serve(self):
@@ -271,7 +303,8 @@ class Server:
             wait = max(0.0, self.spare_at - time.monotonic())
             if self.spare is None and not self.retired and not wait:
                 try:
-                    self.spare = Spare(self.configs, self._inherited())
+                    self.spare = Spare(self.configs, self._inherited(),
+                                       self.project)
                 except OSError:
                     pass  # no spare: jobs are forked when they come
             poller = select.poll()  # (any number of descriptors)
@@ -325,6 +358,16 @@ class Server:
             return
         if self.retired:
             return  # no new job once retired
+        if command.get("op") == "prime":
+            self._prime(line, command)
+            return
+        if command.get("op") == "unprime":
+            # the claim was lost: a new spare replaces the one primed for it
+            if self.spare is not None and \
+                    self.spare.primed == command["job_id"]:
+                self.spare.discard()
+                self.spare = None
+            return
         # the job's document is decoded by its process, not here
         doc = None
         self.configs.get(command["project"])  # loaded anew if a file changed
@@ -332,8 +375,10 @@ class Server:
         gated = bool(command.get("gated"))
         gate_w = None
         spare, self.spare = self.spare, None
+        self.project = command["project"]
         if spare is not None and (
                 spare.generation != self.configs.generation
+                or spare.primed not in (None, command["job_id"])
                 or len(line) > SPARE_MAX):
             spare.discard()
             spare = None
@@ -375,6 +420,21 @@ class Server:
         self.children[pid] = job_id
         self.dones[done_r] = (pid, job_id)
         _emit({"event": "started", "job_id": job_id, "pid": pid})
+
+    def _prime(self, line, command):
+        """Prime the spare for the job the worker is about to claim (see
+        :class:`Spare`), if it is free and its configuration current."""
+        spare = self.spare
+        self.configs.get(command["project"])  # loaded anew if a file changed
+        if spare is None or spare.primed is not None \
+                or spare.primes >= PRIMES_MAX \
+                or spare.generation != self.configs.generation:
+            return
+        module = command["name"].rpartition(".")[0]
+        if not spare.prime(line, command["job_id"],
+                           exclusive=module not in sys.modules):
+            spare.discard()
+            self.spare = None
 
     def _gate(self, job_id, run, pid=None):
         """Let the gated job ``job_id`` run, or drop it (its process reads

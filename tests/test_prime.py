@@ -1,0 +1,212 @@
+"""A worker about to claim a job *primes* its launcher's spare process for
+it: the spare sets up the job's logging and imports its class while the
+claim runs. A spare that imported a module for one job never runs another
+(the claim may have been lost to another worker). Real fork launchers."""
+
+import collections
+import importlib
+import json
+import os
+import sys
+import textwrap
+
+import psutil
+import pytest
+
+from core4.config import get_config
+from core4.queue.job import CoreJob
+from core4.queue.launcher.environments import Environments
+from core4.queue.launcher.launcher import Exited, ForkLauncher
+from core4.queue.launcher.process import EXIT_DONE
+from core4.queue.queue import CoreQueue
+from tests.support import wait_for, worker_env
+
+MODULE = textwrap.dedent('''
+    """Imported by a primed spare: notes the importing pid, prints."""
+    import os
+
+    from core4.queue.job import CoreJob
+
+    if os.environ.get("PRIME_IMPORTS"):
+        with open(os.environ["PRIME_IMPORTS"], "a") as handle:
+            handle.write("%d\\n" % os.getpid())
+    print("module imported")
+
+
+    class PrimedJob(CoreJob):
+        """Writes its pid to ``marker``."""
+        author = "test"
+
+        def execute(self, marker, **kwargs):
+            self.logger.info("primed job runs")
+            with open(marker, "w") as handle:
+                handle.write(str(os.getpid()))
+''')
+
+
+class MarkJob(CoreJob):
+    """Writes its pid to ``marker``."""
+    author = "test"
+
+    def execute(self, marker, **kwargs):
+        with open(marker, "w") as handle:
+            handle.write(str(os.getpid()))
+
+
+@pytest.fixture
+def primed_module(tmp_path, monkeypatch):
+    """A job module (not imported by the launcher) in ``tmp_path``; the
+    pids that import it are appended to ``imports``."""
+    folder = tmp_path / "mods"
+    folder.mkdir()
+    name = "primemod_%d" % os.getpid()
+    (folder / (name + ".py")).write_text(MODULE)
+    monkeypatch.syspath_prepend(str(folder))
+    imports = tmp_path / "imports"
+    env = worker_env(PRIME_IMPORTS=str(imports))
+    env["PYTHONPATH"] = str(folder) + os.pathsep + env["PYTHONPATH"]
+    launcher = ForkLauncher(env=env)
+    yield name + ".PrimedJob", imports, launcher
+    launcher.close()
+    sys.modules.pop(name, None)
+
+
+def claimed(db, name, marker):
+    """The document of a just enqueued job, as a claim leaves it."""
+    _id = CoreQueue().enqueue(name, marker=marker)._id
+    doc = db.sys_queue.find_one({"_id": _id})
+    doc.update(state="running", locked={"token": "t-%s" % _id})
+    return doc
+
+
+def run(launcher, doc, tmp_path):
+    """Start ``doc``'s process and return its files once it ended."""
+    base = str(tmp_path / str(doc["_id"]))
+    launcher.start(doc, base + ".out", base + ".result", base + ".log")
+    seen = []
+    (ended,) = wait_for(
+        lambda: [e for e in seen + launcher.poll()
+                 if seen.append(e) is None and isinstance(e, Exited)
+                 and e.job_id == doc["_id"]], 60,
+        message="the job process to end")
+    assert ended.returncode == EXIT_DONE
+    return base
+
+
+def pids(path):
+    return [int(line) for line in path.read_text().split()]
+
+
+def gone(pid):
+    """True once the process ``pid`` ended."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def warm(launcher, db, tmp_path, name=__name__ + ".MarkJob"):
+    """Run a first job of ``name`` so that the launcher is up with its
+    spare, and the configuration of the job's project loaded."""
+    run(launcher, claimed(db, name, str(tmp_path / "warm")), tmp_path)
+
+
+def test_a_primed_spare_prepares_and_runs_its_job(primed_module, core4_env,
+                                                  db, tmp_path):
+    name, imports, launcher = primed_module
+    warm(launcher, db, tmp_path, name)
+    (warm_pid,) = pids(imports)
+    marker = tmp_path / "ran"
+    doc = claimed(db, name, str(marker))
+    base = str(tmp_path / str(doc["_id"]))
+    launcher.prime(doc["_id"], name, base + ".log")
+    # the class is imported ahead, before the job is handed over
+    wait_for(lambda: len(pids(imports)) == 2, 60,
+             message="the spare to import the job's module")
+    run(launcher, doc, tmp_path)
+    assert pids(imports) == [warm_pid, int(marker.read_text())]
+    with open(base + ".log") as handle:
+        records = [json.loads(line) for line in handle]
+    assert "primed job runs" in [r["message"] for r in records]
+    # (the spare's rehearsal with a stand-in job wrote nothing)
+    assert {r["identifier"] for r in records} == {str(doc["_id"])}
+    with open(base + ".out") as handle:
+        assert handle.read() == "module imported\n"
+
+
+@pytest.mark.parametrize("told", [True, False],
+                         ids=["unprimed", "not-told"])
+def test_a_spare_primed_for_a_lost_claim_runs_no_other_job(
+        told, primed_module, core4_env, db, tmp_path):
+    """The worker tells the launcher when it lost the claim (``unprime``);
+    without that word the next job does not take the spare either."""
+    name, imports, launcher = primed_module
+    warm(launcher, db, tmp_path)  # (both projects' configuration loaded)
+    warm(launcher, db, tmp_path, name)
+    lost = claimed(db, name, str(tmp_path / "lost"))
+    launcher.prime(lost["_id"], name,
+                   str(tmp_path / str(lost["_id"])) + ".log")
+    wait_for(lambda: len(pids(imports)) == 2, 60,
+             message="the spare to import the job's module")
+    primed_pid = pids(imports)[1]
+    if told:
+        launcher.unprime(lost["_id"])
+
+    marker = tmp_path / "other"
+    other = claimed(db, __name__ + ".MarkJob", str(marker))
+    base = run(launcher, other, tmp_path)
+    assert int(marker.read_text()) != primed_pid
+    with open(base + ".out") as handle:
+        assert "module imported" not in handle.read()
+    assert not os.path.exists(str(tmp_path / str(lost["_id"])) + ".log")
+
+
+def test_a_prime_that_fails_leaves_the_job_to_report(core4_env, db,
+                                                     tmp_path):
+    launcher = ForkLauncher(env=worker_env())
+    try:
+        warm(launcher, db, tmp_path)
+        doc = claimed(db, __name__ + ".MarkJob", str(tmp_path / "ran"))
+        launcher.prime(doc["_id"], "no_such_module_here.Job", None)
+        run(launcher, doc, tmp_path)
+        assert (tmp_path / "ran").exists()
+    finally:
+        launcher.close()
+
+
+def test_a_worker_that_lost_the_claim_has_the_primed_spare_replaced(
+        core4_env, db, tmp_path, monkeypatch):
+    """:meth:`Environments.claim_primed`, as the worker claims: the spare
+    primed meanwhile is killed once the claim came back without the job."""
+    folder = tmp_path / "mods"
+    folder.mkdir()
+    name = "primelost_%d" % os.getpid()
+    (folder / (name + ".py")).write_text(MODULE)
+    monkeypatch.syspath_prepend(str(folder))
+    importlib.import_module(name)  # here before PRIME_IMPORTS is set
+    imports = tmp_path / "imports"
+    for key, value in worker_env(PRIME_IMPORTS=str(imports)).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PYTHONPATH", str(folder) + os.pathsep
+                       + os.environ["PYTHONPATH"])
+    envs = Environments(get_config(), "fork")
+    try:
+        warm(envs.default, db, tmp_path, name + ".PrimedJob")
+        lost = claimed(db, name + ".PrimedJob", str(tmp_path / "lost"))
+
+        def claim_lost(candidates):
+            # the round trip: long enough for the spare to import
+            wait_for(lambda: len(pids(imports)) == 2, 60,
+                     message="the spare to import the job's module")
+            return []
+
+        candidate = collections.namedtuple("Candidate", "id name")(
+            lost["_id"], name + ".PrimedJob")
+        assert envs.claim_primed([candidate], claim_lost, str(tmp_path),
+                                 True) == []
+        primed = pids(imports)[1]
+        wait_for(lambda: gone(primed), 60,
+                 message="the primed spare to be replaced")
+    finally:
+        envs.close()
+        sys.modules.pop(name, None)
