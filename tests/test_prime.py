@@ -9,21 +9,28 @@ import json
 import os
 import sys
 import textwrap
+import time
 
 import psutil
 import pytest
+from bson import ObjectId
 
 from core4.config import get_config
 from core4.queue.job import CoreJob
 from core4.queue.launcher.environments import Environments
 from core4.queue.launcher.launcher import Exited, ForkLauncher
 from core4.queue.launcher.process import EXIT_DONE
+from core4.queue.launcher.server import PRIME_TTL
+from core4.queue.launcher.watchdog import write_renewal
 from core4.queue.queue import CoreQueue
 from tests.support import wait_for, worker_env
 
 MODULE = textwrap.dedent('''
-    """Imported by a primed spare: notes the importing pid, prints."""
+    """Imported by a primed spare: notes the importing pid, prints, logs;
+    hangs while the file PRIME_HANG exists."""
+    import logging
     import os
+    import time
 
     from core4.queue.job import CoreJob
 
@@ -31,6 +38,9 @@ MODULE = textwrap.dedent('''
         with open(os.environ["PRIME_IMPORTS"], "a") as handle:
             handle.write("%d\\n" % os.getpid())
     print("module imported")
+    logging.getLogger("core4.primemod").debug("module imported")
+    if os.path.exists(os.environ.get("PRIME_HANG", "/nonexistent")):
+        time.sleep(600)
 
 
     class PrimedJob(CoreJob):
@@ -95,6 +105,19 @@ def run(launcher, doc, tmp_path):
 
 def pids(path):
     return [int(line) for line in path.read_text().split()]
+
+
+Candidate = collections.namedtuple("Candidate", "id name")
+
+
+def watch(tmp_path, renewed=True):
+    """Watchdog settings of a job claimed now, with a lease file renewed
+    now (or none)."""
+    lease = str(tmp_path / "lease")
+    if renewed:
+        write_renewal(lease, time.monotonic())
+    return {"lease_file": lease, "deadline": 60.0, "grace": 1.0,
+            "claimed": time.monotonic()}
 
 
 def gone(pid):
@@ -200,13 +223,73 @@ def test_a_worker_that_lost_the_claim_has_the_primed_spare_replaced(
                      message="the spare to import the job's module")
             return []
 
-        candidate = collections.namedtuple("Candidate", "id name")(
-            lost["_id"], name + ".PrimedJob")
+        candidate = Candidate(lost["_id"], name + ".PrimedJob")
         assert envs.claim_primed([candidate], claim_lost, str(tmp_path),
-                                 True) == []
+                                 True, watch(tmp_path)) == []
         primed = pids(imports)[1]
         wait_for(lambda: gone(primed), 60,
                  message="the primed spare to be replaced")
+        # what it logged when it imported went with it
+        assert not os.path.exists(str(tmp_path / str(lost["_id"])) + ".log")
     finally:
         envs.close()
         sys.modules.pop(name, None)
+
+
+def test_a_spare_hanging_in_its_primed_import_is_fenced(core4_env, db,
+                                                        tmp_path):
+    """A module whose import hangs keeps the primed spare from reading its
+    command; its watchdog, armed before the import, stops it when its
+    worker is gone (here: no lease file)."""
+    folder = tmp_path / "mods"
+    folder.mkdir()
+    name = "primehang_%d" % os.getpid()
+    (folder / (name + ".py")).write_text(MODULE)
+    imports, hang = tmp_path / "imports", tmp_path / "hang"
+    env = worker_env(PRIME_IMPORTS=str(imports), PRIME_HANG=str(hang))
+    env["PYTHONPATH"] = str(folder) + os.pathsep + env["PYTHONPATH"]
+    launcher = ForkLauncher(env=env)
+    sys.path.insert(0, str(folder))
+    try:
+        # (the project's configuration loaded, the launcher idle)
+        warm(launcher, db, tmp_path, name + ".PrimedJob")
+        hang.write_text("")
+        assert launcher.prime(ObjectId(), name + ".PrimedJob", None,
+                              str(tmp_path / "hang.result"),
+                              watch(tmp_path, renewed=False))
+        wait_for(lambda: len(pids(imports)) == 2, 60,
+                 message="the spare to begin the import")
+        spare = pids(imports)[1]
+        # (long before the launcher replaces a spare whose job never came)
+        assert PRIME_TTL >= 30
+        wait_for(lambda: gone(spare), 20,
+                 message="the watchdog to stop the hanging spare")
+    finally:
+        launcher.close()
+        sys.path.remove(str(folder))
+        sys.modules.pop(name, None)
+
+
+def test_a_spare_primed_without_an_import_runs_the_next_job(core4_env, db,
+                                                            tmp_path):
+    """A prime for a job whose module the launcher has (core4's own) imports
+    nothing: the spare stays free for the next job, whose logging is its
+    own."""
+    launcher = ForkLauncher(env=worker_env())
+    try:
+        warm(launcher, db, tmp_path)
+        lost = ObjectId()
+        lost_log = str(tmp_path / str(lost)) + ".log"
+        assert launcher.prime(lost, "core4.queue.helper.job.example.NoopJob",
+                              lost_log, None, watch(tmp_path))
+        marker = tmp_path / "next"
+        doc = claimed(db, __name__ + ".MarkJob", str(marker))
+        base = run(launcher, doc, tmp_path)
+        assert marker.exists()
+        with open(base + ".log") as handle:
+            records = [json.loads(line) for line in handle]
+        assert records and {r["identifier"] for r in records} == {
+            str(doc["_id"])}
+        assert not os.path.exists(lost_log)
+    finally:
+        launcher.close()

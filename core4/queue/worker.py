@@ -49,7 +49,8 @@ from core4.queue.daemon import (lease_settings, register, set_phase,
                                 unregister)
 from core4.queue.parallel import ParallelLimit
 from core4.queue.launcher.jobprocess import (JobProcess, enforce,
-                                             job_files, publish_output)
+                                             job_files, publish_output,
+                                             terminate_all)
 from core4.queue.launcher.environments import Environments, EnvironmentProblem
 from core4.queue.launcher.watchdog import write_renewal
 from core4.queue.launcher.launcher import (Done, Exited, LauncherError,
@@ -174,8 +175,8 @@ class CoreWorker:
                 return
             if self.phase == STOPPING and time.monotonic() > \
                     self.stop_deadline:
-                self.kill_all("stopped by %s after the grace period"
-                              % self.identifier, self.kill_grace)
+                terminate_all(self.jobs, "stopped by %s after the grace "
+                              "period" % self.identifier, self.kill_grace)
             self.take_hints()
             at = time.monotonic()
             for name, step in steps:
@@ -330,7 +331,8 @@ class CoreWorker:
                     candidates, slots, self.jobs)
                 claimed = time.monotonic()  # not later than the leases
                 started = self.start_admitted(self.envs.claim_primed(
-                    batch, claimer.claim, self.out_dir, self.logs), claimed)
+                    batch, claimer.claim, self.out_dir, self.logs,
+                    self.watch_settings(claimed)), claimed)
                 if started:
                     return started
                 # a name found at its max_parallel: skip its other jobs
@@ -383,11 +385,8 @@ class CoreWorker:
             proc.launcher = self.envs.launcher_for(doc)
             self.jobs[doc["_id"]] = proc
             proc.launcher.start(doc, proc.out_path, proc.result_path,
-                                proc.log_path, watch={
-                                    "lease_file": self.lease_file,
-                                    "deadline": self.lease - self.margin,
-                                    "grace": self.kill_grace,
-                                    "claimed": proc.claimed}, gated=gated)
+                                proc.log_path, self.watch_settings(claimed),
+                                gated=gated)
         except (EnvironmentProblem, LauncherError, OSError) as exc:
             self.jobs.pop(doc["_id"], None)
             self.log.error("cannot start job [%s]: %s", doc["_id"], exc)
@@ -398,6 +397,13 @@ class CoreWorker:
         if not gated:
             self.started(doc)
         return True
+
+    def watch_settings(self, claimed):
+        """The settings of the watchdog of a job claimed at ``claimed``
+        (see :func:`~core4.queue.launcher.process.start_watchdog`)."""
+        return {"lease_file": self.lease_file, "claimed": claimed,
+                "deadline": self.lease - self.margin,
+                "grace": self.kill_grace}
 
     def started(self, doc):
         """The job ``doc`` runs: its event, its line, its lease renewals."""
@@ -537,15 +543,6 @@ class CoreWorker:
                 self.logs.read(proc.log_path)
         self.guarded("forward_logs", self.logs.flush)
 
-    def kill_all(self, reason, grace):
-        """Terminate every running job process (SIGTERM, then SIGKILL after
-        ``grace`` seconds)."""
-        for proc in self.jobs.values():
-            proc.terminate(reason, grace)
-            if grace == 0:
-                proc.kill_grace = 0
-            proc.escalate()
-
     # stopping ---------------------------------------------------------------
 
     def begin_stop(self, reason, grace=None):
@@ -572,8 +569,8 @@ class CoreWorker:
         self.phase = SHUTDOWN
         deadline = time.monotonic() + self.config.worker.kill_grace + 5
         while self.jobs and time.monotonic() < deadline:
-            self.kill_all("stopped by %s at shutdown" % self.identifier,
-                          self.kill_grace)
+            terminate_all(self.jobs, "stopped by %s at shutdown"
+                          % self.identifier, self.kill_grace)
             self.handle_events()
             time.sleep(0.05)
         if self.finisher is not None and self.finisher.completed:

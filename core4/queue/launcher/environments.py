@@ -86,17 +86,19 @@ class Environments:
             self.projects[project] = current
         return current[0]
 
-    def claim_primed(self, candidates, claim, out_dir, logs):
+    def claim_primed(self, candidates, claim, out_dir, logs, watch):
         """Return ``claim(candidates)``; meanwhile the launcher of the first
         candidate (with its ``id`` and ``name``) prepares that job's process
         (see :meth:`ForkLauncher.prime`; ``out_dir`` and ``logs`` as for
-        :func:`~core4.queue.launcher.jobprocess.job_files`), and is told if
-        the claim of it was lost."""
-        first = candidates[0]
-        launcher = self._running_launcher(first.name)
+        :func:`~core4.queue.launcher.jobprocess.job_files`, ``watch`` the
+        settings of its watchdog), and is told if the claim of it was
+        lost."""
+        first = candidates[0] if candidates else None
+        launcher = self._running_launcher(first.name) if first else None
+        _, result, log = job_files(out_dir, first.id, logs) if first \
+            else (None, None, None)
         if launcher is None or not launcher.prime(
-                first.id, first.name,
-                job_files(out_dir, first.id, logs)[2]):
+                first.id, first.name, log, result, watch):
             return claim(candidates)
         won = False
         try:
@@ -105,7 +107,10 @@ class Environments:
             return docs
         finally:
             if not won:
-                launcher.unprime(first.id)
+                try:
+                    launcher.unprime(first.id)
+                except (OSError, ValueError):
+                    pass  # (the claim's answer must get through)
 
     def _running_launcher(self, name):
         """The launcher of the job class ``name`` if it was started (its

@@ -104,6 +104,16 @@ def job_files(out_dir, job_id, logs):
     return base + ".out", base + ".result", base + ".log" if logs else None
 
 
+def terminate_all(jobs, reason, grace):
+    """Terminate every job process of ``jobs`` (id -> :class:`JobProcess`):
+    SIGTERM, then SIGKILL after ``grace`` seconds."""
+    for proc in jobs.values():
+        proc.terminate(reason, grace)
+        if grace == 0:
+            proc.kill_grace = 0
+        proc.escalate()
+
+
 def enforce(queue, jobs, current, grace):
     """Apply what the database says to a worker's job processes ``jobs``
     (id -> :class:`JobProcess`), given its running jobs as stored

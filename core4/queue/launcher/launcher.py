@@ -78,7 +78,8 @@ class SpawnLauncher:
         self.procs[doc["_id"]] = proc
         self.events.append(Started(doc["_id"], proc.pid))
 
-    def prime(self, job_id, name, log_path=None):
+    def prime(self, job_id, name, log_path=None, result_path=None,
+              watch=None):
         """Nothing to prepare: each job starts a fresh interpreter."""
         return False
 
@@ -223,10 +224,12 @@ class ForkLauncher:
         self.pending[doc["_id"]] = None
         self._send(line)
 
-    def prime(self, job_id, name, log_path=None):
+    def prime(self, job_id, name, log_path=None, result_path=None,
+              watch=None):
         """Have the spare job process prepare for the job ``job_id`` of
         class ``name`` that the worker is about to claim: its logging into
-        ``log_path``, its class imported (see
+        ``log_path``, its class imported, its watchdog armed (``watch``,
+        ``result_path``: as for :meth:`start`) while it imports (see
         :class:`~core4.queue.launcher.server.Spare`). Only an idle
         launcher is asked (a busy one's spare is taken by the next job
         anyway); True if it was."""
@@ -235,7 +238,8 @@ class ForkLauncher:
             return False
         self._send(json.dumps({
             "op": "prime", "job_id": encode_doc(job_id), "name": name,
-            "project": project_of({"name": name}), "log": log_path}))
+            "project": project_of({"name": name}), "log": log_path,
+            "result": result_path, "watch": watch}))
         return True
 
     def unprime(self, job_id):

@@ -149,7 +149,8 @@ def prepare_ahead(configs, project, name=None, log_path=None):
             return
         config = adopt_config(project, entry[1])
         if not name:
-            rehearse()
+            rehearse(config)
+            adopt_config(project, entry[1])  # the cache as the job finds it
             return
         if log_path:
             setup_logging(config, console=False, log_file=log_path)
@@ -158,10 +159,11 @@ def prepare_ahead(configs, project, name=None, log_path=None):
         pass
 
 
-def rehearse():
+def rehearse(config):
     """Take the core4 part of a job's start once, on a stand-in: decode,
-    build and validate core4's own no-op job (:data:`STAND_IN`) and format
-    one log record of it, writing nothing. A child forked from the launcher
+    build and validate core4's own no-op job (:data:`STAND_IN`, with the
+    adopted ``config``: no configuration is loaded for it) and format one
+    log record of it, writing nothing. A child forked from the launcher
     shares its memory until it writes to it, and the first write to each
     page copies it: done here, in a spare waiting for its job, those
     copies no longer slow down the start of the job (by about a
@@ -170,10 +172,12 @@ def rehearse():
 
     from bson import ObjectId
 
+    from core4.config import prime_config
     from core4.logger.forward import encode_record
     from core4.logger.mongo import record_document
     from core4.queue.launcher.runner import build_job
     from core4.queue.loader import make_job
+    prime_config(STAND_IN.split(".", 1)[0], config)
     doc = make_job(STAND_IN).serialise()
     doc["_id"] = ObjectId()
     build_job(decode_doc(encode_doc(doc)))

@@ -7,9 +7,11 @@ fork is safe and each child opens its own.
 
 The protocol with its worker (:class:`~core4.queue.launcher.launcher.
 ForkLauncher`) is one JSON object per line on the launcher's stdin
-(commands) and stdout (events: ``ready``, ``started``, ``done``,
-``exited``). A job's output goes into a pipe whose read end the launcher
-holds (:class:`~core4.queue.launcher.output.OutputCopies`).
+(commands: a job to start; ``go`` and ``drop`` for a gated one; ``prime``
+and ``unprime`` around a claim, see :class:`Spare`; ``retire``) and
+stdout (events: ``ready``, ``started``, ``done``, ``exited``). A job's
+output goes into a pipe whose read end the launcher holds
+(:class:`~core4.queue.launcher.output.OutputCopies`).
 """
 
 import gc
@@ -133,8 +135,18 @@ class LineReader:
 
 #: seconds between handing a job to the spare and forking the next spare
 SPARE_DELAY = 0.02
-#: most primes one spare takes (their lines and the command's fit its pipe)
+#: most primes one spare takes, and the longest prime line: with the
+#: command (at most SPARE_MAX) they fit its pipe, so no write blocks
 PRIMES_MAX = 8
+PRIME_LINE_MAX = 4096
+#: seconds a spare primed for one job waits for it before it is replaced
+PRIME_TTL = 30.0
+
+
+def imports_anew(name):
+    """True if importing the job class ``name`` imports a module that this
+    process has not imported yet."""
+    return name.rpartition(".")[0] not in sys.modules
 #: the line that lets a gated job run
 GO = b"go\n"
 
@@ -144,15 +156,23 @@ class Spare:
     (one line on ``command``), so that a job starts without a fork.
 
     It adopts the configuration of ``project`` (the launcher's last job's)
-    ahead. A worker about to claim a job may *prime* the spare for it
-    (:meth:`prime`): the spare then sets up the job's logging and imports
-    its class while the claim's round trip runs. A spare that imported a
-    module for one job (``primed``: that job's id) never runs another: what
-    a module does when it is imported stays with its own jobs."""
+    and rehearses a job's start ahead
+    (:func:`~core4.queue.launcher.process.prepare_ahead`). A worker about
+    to claim a job may *prime* the spare for it (:meth:`prime`): the spare
+    then sets up the job's logging and imports its class while the claim's
+    round trip runs. A spare that imports a module anew for one job
+    (``primed``: that job's id) never runs another: what a module does
+    when it is imported stays with its own jobs. Its watchdog is armed for
+    that job before the import, and it is replaced when the worker lost
+    the claim (``unprime``), when another job comes first, or after
+    :data:`PRIME_TTL` seconds; its job's log and result files, if it wrote
+    any, are removed then."""
 
     def __init__(self, configs, close, project=None):
         self.generation = configs.generation
         self.primed = None
+        self.primed_at = None
+        self.primed_files = ()
         self.primes = 0
         made = []
         try:
@@ -187,6 +207,8 @@ class Spare:
             reader = LineReader(cmd_r)
             command = json.loads(reader.line() or "null")
             while command and command.get("op") == "prime":
+                if imports_anew(command["name"]):
+                    start_watchdog(command, watchdog)
                 prepare_ahead(configs, command["project"],
                               command["name"], command["log"])
                 command = json.loads(reader.line() or "null")
@@ -202,18 +224,25 @@ class Spare:
         return tuple(fd for fd in (self.command, self.done, self.out)
                      if fd is not None)
 
-    def prime(self, line, job_id, exclusive):
-        """Send the spare the prime ``line`` of the job ``job_id``; False
-        if it is gone. ``exclusive``: the prime imports a module the
-        launcher has not, so the spare must not run another job."""
+    def prime(self, line, command):
+        """Send the spare the prime ``line`` (``command`` decoded); False
+        if it is gone."""
         try:
             os.write(self.command, line + b"\n")
         except OSError:
             return False
         self.primes += 1
-        if exclusive:
-            self.primed = job_id
+        if imports_anew(command["name"]):
+            self.primed = command["job_id"]
+            self.primed_at = time.monotonic()
+            self.primed_files = (command.get("log"), command.get("result"))
         return True
+
+    def stale(self):
+        """True if it was primed for a job that did not come within
+        :data:`PRIME_TTL` seconds."""
+        return self.primed is not None and \
+            time.monotonic() - self.primed_at > PRIME_TTL
 
     def hand(self, line, keep=False):
         """Send the spare its command; False if it is gone. The command
@@ -229,18 +258,31 @@ class Spare:
         os.close(fd)
         return True
 
-    def discard(self, kill=True):
+    def discard(self, kill=True, keep_files=False):
         """Close the pipes of the unused spare; ``kill`` it (and reap it)
-        unless it is gone already."""
+        unless it is gone already. The files of the job it was primed for
+        are removed (its records of a module's import would be forwarded
+        twice) unless ``keep_files``: the launcher retires, and the job may
+        run in the launcher that follows."""
         for fd in self.fds():
             os.close(fd)
         self.command = self.done = self.out = None
-        if kill:
+        if kill:  # (with what a module it imported may have started)
             try:
-                os.kill(self.pid, signal.SIGKILL)
+                os.killpg(self.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            try:
                 os.waitpid(self.pid, 0)
             except OSError:
                 pass
+        for path in () if keep_files else self.primed_files:
+            if path:  # (it can no longer write them)
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+        self.primed_files = ()
 
 
 class Server:
@@ -283,7 +325,7 @@ class Server:
         except WorkerGone:
             self._kill_children()
         if self.spare is not None:
-            self.spare.discard()
+            self.spare.discard(keep_files=True)
         for job_id in list(self.gates):
             self._gate(job_id, run=False)
         self.outputs.close_all()
@@ -300,6 +342,9 @@ class Server:
         buffer = b""
         _emit({"event": "ready", "pid": os.getpid()})
         while not (self.retired and not self.children):
+            if self.spare is not None and self.spare.stale():
+                self.spare.discard()
+                self.spare = None
             wait = max(0.0, self.spare_at - time.monotonic())
             if self.spare is None and not self.retired and not wait:
                 try:
@@ -349,7 +394,7 @@ class Server:
         if command.get("op") == "retire":
             self.retired = True
             if self.spare is not None:
-                self.spare.discard()
+                self.spare.discard(keep_files=True)
                 self.spare = None
             return
         if command.get("op") in ("go", "drop"):
@@ -426,13 +471,16 @@ class Server:
         :class:`Spare`), if it is free and its configuration current."""
         spare = self.spare
         self.configs.get(command["project"])  # loaded anew if a file changed
+        if spare is not None and spare.primed not in (None,
+                                                      command["job_id"]):
+            spare.discard()  # primed for a job that did not come
+            self.spare = spare = None
         if spare is None or spare.primed is not None \
                 or spare.primes >= PRIMES_MAX \
+                or len(line) > PRIME_LINE_MAX \
                 or spare.generation != self.configs.generation:
             return
-        module = command["name"].rpartition(".")[0]
-        if not spare.prime(line, command["job_id"],
-                           exclusive=module not in sys.modules):
+        if not spare.prime(line, command):
             spare.discard()
             self.spare = None
 
