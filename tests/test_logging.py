@@ -271,3 +271,26 @@ def test_forked_child_logs_with_its_own_writer(env, monkeypatch):
         "parent before fork", "child inherited", "child own setup",
         "parent after fork"])
     assert len(records(env, identifier="child")) == 2
+
+
+def test_a_job_log_file_is_made_at_the_first_record_or_named_lost(
+        tmp_path, capsys):
+    """A job process's records go to its log file (for its worker to
+    forward): no record, no file; a file that cannot be made costs the
+    records and one line on stderr, never the job."""
+    from core4.logger.forward import FileHandler
+    unused = FileHandler(str(tmp_path / "unused.log"))
+    unused.close()
+    assert not (tmp_path / "unused.log").exists()
+
+    used = FileHandler(str(tmp_path / "used.log"))
+    used._put({"message": "one"})
+    used.close()
+    assert "one" in (tmp_path / "used.log").read_text()
+
+    lost = FileHandler(str(tmp_path / "missing" / "lost.log"))
+    for _ in range(3):
+        lost._put({"message": "gone"})
+    assert lost.dropped == 3
+    err = capsys.readouterr().err
+    assert err.count("core4: the job's log records are lost") == 1

@@ -9,6 +9,7 @@ blocks it, and a failing job's buffered DEBUG records travel the same way.
 """
 
 import logging
+import sys
 
 import pymongo.errors
 from bson import json_util
@@ -27,16 +28,29 @@ def encode_record(doc):
 class FileHandler(MongoHandler):
     """Writes ``sys.log`` documents to a file, one JSON line each (levels
     and the DEBUG buffer as :class:`MongoHandler`). The file is created at
-    the first record (a handler set up ahead and never used leaves none)."""
+    the first record (a handler set up ahead and never used leaves none);
+    if it cannot be, one line on stderr says so and the records are
+    dropped."""
 
     def __init__(self, path, level=logging.INFO, capacity=0):
         super().__init__(None, level=level, capacity=capacity)
         self.path = path
         self._file = None
+        self._unwritable = False
 
     def _put(self, doc):
         if self._file is None:
-            self._file = open(self.path, "a", encoding="utf-8")
+            if self._unwritable:
+                self.dropped += 1
+                return
+            try:
+                self._file = open(self.path, "a", encoding="utf-8")
+            except OSError as exc:
+                self._unwritable = True
+                self.dropped += 1
+                sys.stderr.write("core4: the job's log records are lost: "
+                                 "%s\n" % exc)
+                return
         self._file.write(encode_record(doc))
         self._file.flush()
         self.written += 1
