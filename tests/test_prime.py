@@ -38,7 +38,7 @@ MODULE = textwrap.dedent('''
         with open(os.environ["PRIME_IMPORTS"], "a") as handle:
             handle.write("%d\\n" % os.getpid())
     print("module imported")
-    logging.getLogger("core4.primemod").debug("module imported")
+    logging.getLogger("core4.primemod").warning("module imported")
     if os.path.exists(os.environ.get("PRIME_HANG", "/nonexistent")):
         time.sleep(600)
 
@@ -128,6 +128,25 @@ def gone(pid):
         return True
 
 
+def prime(launcher, job_id, name, tmp_path, renewed=True):
+    """Prime ``launcher`` for the job ``job_id`` as a worker does (files of
+    its own: ``.prime``); return the primed log path."""
+    base = str(tmp_path / str(job_id))
+    assert launcher.prime(job_id, name, base + ".log.prime",
+                          base + ".result.prime", watch(tmp_path, renewed))
+    return base + ".log.prime"
+
+
+def spare_of(launcher):
+    """The pid of the launcher's spare once it is its only child."""
+    children = wait_for(
+        lambda: [c for c in psutil.Process(launcher.proc.pid).children()
+                 if not gone(c.pid)] or None, 60,
+        message="the launcher's spare")
+    assert len(children) == 1
+    return children[0].pid
+
+
 def warm(launcher, db, tmp_path, name=__name__ + ".MarkJob"):
     """Run a first job of ``name`` so that the launcher is up with its
     spare, and the configuration of the job's project loaded."""
@@ -141,18 +160,20 @@ def test_a_primed_spare_prepares_and_runs_its_job(primed_module, core4_env,
     (warm_pid,) = pids(imports)
     marker = tmp_path / "ran"
     doc = claimed(db, name, str(marker))
-    base = str(tmp_path / str(doc["_id"]))
-    launcher.prime(doc["_id"], name, base + ".log")
+    primed_log = prime(launcher, doc["_id"], name, tmp_path)
     # the class is imported ahead, before the job is handed over
     wait_for(lambda: len(pids(imports)) == 2, 60,
              message="the spare to import the job's module")
-    run(launcher, doc, tmp_path)
+    base = run(launcher, doc, tmp_path)
     assert pids(imports) == [warm_pid, int(marker.read_text())]
     with open(base + ".log") as handle:
         records = [json.loads(line) for line in handle]
-    assert "primed job runs" in [r["message"] for r in records]
+    # what the module logged on import, then the job's own records
+    messages = [r["message"] for r in records]
+    assert messages[0] == "module imported" and "primed job runs" in messages
     # (the spare's rehearsal with a stand-in job wrote nothing)
-    assert {r["identifier"] for r in records} == {str(doc["_id"])}
+    assert {r["identifier"] for r in records[1:]} == {str(doc["_id"])}
+    assert not os.path.exists(primed_log)
     with open(base + ".out") as handle:
         assert handle.read() == "module imported\n"
 
@@ -167,13 +188,16 @@ def test_a_spare_primed_for_a_lost_claim_runs_no_other_job(
     warm(launcher, db, tmp_path)  # (both projects' configuration loaded)
     warm(launcher, db, tmp_path, name)
     lost = claimed(db, name, str(tmp_path / "lost"))
-    launcher.prime(lost["_id"], name,
-                   str(tmp_path / str(lost["_id"])) + ".log")
-    wait_for(lambda: len(pids(imports)) == 2, 60,
-             message="the spare to import the job's module")
+    primed_log = prime(launcher, lost["_id"], name, tmp_path)
+    wait_for(lambda: len(pids(imports)) == 2 and os.path.exists(primed_log),
+             60, message="the spare to import the job's module")
     primed_pid = pids(imports)[1]
     if told:
         launcher.unprime(lost["_id"])
+        # at once, not after the launcher's timeout for primed spares
+        assert PRIME_TTL >= 30
+        wait_for(lambda: gone(primed_pid), 20,
+                 message="the primed spare to be replaced")
 
     marker = tmp_path / "other"
     other = claimed(db, __name__ + ".MarkJob", str(marker))
@@ -181,16 +205,17 @@ def test_a_spare_primed_for_a_lost_claim_runs_no_other_job(
     assert int(marker.read_text()) != primed_pid
     with open(base + ".out") as handle:
         assert "module imported" not in handle.read()
+    assert not os.path.exists(primed_log)
     assert not os.path.exists(str(tmp_path / str(lost["_id"])) + ".log")
 
 
-def test_a_prime_that_fails_leaves_the_job_to_report(core4_env, db,
-                                                     tmp_path):
+def test_a_prime_that_fails_does_not_keep_the_job_from_running(
+        core4_env, db, tmp_path):
     launcher = ForkLauncher(env=worker_env())
     try:
         warm(launcher, db, tmp_path)
         doc = claimed(db, __name__ + ".MarkJob", str(tmp_path / "ran"))
-        launcher.prime(doc["_id"], "no_such_module_here.Job", None)
+        prime(launcher, doc["_id"], "no_such_module_here.Job", tmp_path)
         run(launcher, doc, tmp_path)
         assert (tmp_path / "ran").exists()
     finally:
@@ -227,10 +252,13 @@ def test_a_worker_that_lost_the_claim_has_the_primed_spare_replaced(
         assert envs.claim_primed([candidate], claim_lost, str(tmp_path),
                                  True, watch(tmp_path)) == []
         primed = pids(imports)[1]
-        wait_for(lambda: gone(primed), 60,
+        assert PRIME_TTL >= 30  # (it is replaced at once)
+        wait_for(lambda: gone(primed), 20,
                  message="the primed spare to be replaced")
         # what it logged when it imported went with it
-        assert not os.path.exists(str(tmp_path / str(lost["_id"])) + ".log")
+        base = str(tmp_path / str(lost["_id"]))
+        for path in (base + ".log", base + ".log.prime"):
+            assert not os.path.exists(path)
     finally:
         envs.close()
         sys.modules.pop(name, None)
@@ -254,9 +282,8 @@ def test_a_spare_hanging_in_its_primed_import_is_fenced(core4_env, db,
         # (the project's configuration loaded, the launcher idle)
         warm(launcher, db, tmp_path, name + ".PrimedJob")
         hang.write_text("")
-        assert launcher.prime(ObjectId(), name + ".PrimedJob", None,
-                              str(tmp_path / "hang.result"),
-                              watch(tmp_path, renewed=False))
+        prime(launcher, ObjectId(), name + ".PrimedJob", tmp_path,
+              renewed=False)
         wait_for(lambda: len(pids(imports)) == 2, 60,
                  message="the spare to begin the import")
         spare = pids(imports)[1]
@@ -278,14 +305,14 @@ def test_a_spare_primed_without_an_import_runs_the_next_job(core4_env, db,
     launcher = ForkLauncher(env=worker_env())
     try:
         warm(launcher, db, tmp_path)
+        spare = spare_of(launcher)
         lost = ObjectId()
-        lost_log = str(tmp_path / str(lost)) + ".log"
-        assert launcher.prime(lost, "core4.queue.helper.job.example.NoopJob",
-                              lost_log, None, watch(tmp_path))
+        lost_log = prime(launcher, lost,
+                         "core4.queue.helper.job.example.NoopJob", tmp_path)
         marker = tmp_path / "next"
         doc = claimed(db, __name__ + ".MarkJob", str(marker))
         base = run(launcher, doc, tmp_path)
-        assert marker.exists()
+        assert int(marker.read_text()) == spare  # (not replaced)
         with open(base + ".log") as handle:
             records = [json.loads(line) for line in handle]
         assert records and {r["identifier"] for r in records} == {

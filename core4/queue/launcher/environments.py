@@ -18,6 +18,10 @@ from core4.queue.launcher.jobprocess import job_files
 from core4.queue.launcher.launcher import ForkLauncher, SpawnLauncher
 
 
+#: suffix of the files a primed job process writes until its job comes
+PRIMED = ".prime"
+
+
 class EnvironmentProblem(Exception):
     """A project's environment is missing or broken (the job cannot run)."""
 
@@ -95,10 +99,12 @@ class Environments:
         lost."""
         first = candidates[0] if candidates else None
         launcher = self._running_launcher(first.name) if first else None
-        _, result, log = job_files(out_dir, first.id, logs) if first \
-            else (None, None, None)
-        if launcher is None or not launcher.prime(
-                first.id, first.name, log, result, watch):
+        if launcher is None:
+            return claim(candidates)
+        # the primed process writes files of its own, never the job's
+        _, result, log = job_files(out_dir, first.id, logs)
+        if not launcher.prime(first.id, first.name, log and log + PRIMED,
+                              result + PRIMED, watch):
             return claim(candidates)
         won = False
         try:
@@ -109,8 +115,8 @@ class Environments:
             if not won:
                 try:
                     launcher.unprime(first.id)
-                except (OSError, ValueError):
-                    pass  # (the claim's answer must get through)
+                except Exception:  # noqa: BLE001 - the claim's answer first
+                    pass
 
     def _running_launcher(self, name):
         """The launcher of the job class ``name`` if it was started (its

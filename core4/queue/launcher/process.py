@@ -152,8 +152,7 @@ def prepare_ahead(configs, project, name=None, log_path=None):
             rehearse(config)
             adopt_config(project, entry[1])  # the cache as the job finds it
             return
-        if log_path:
-            setup_logging(config, console=False, log_file=log_path)
+        setup_logging(config, console=False, log_file=log_path)
         load_job_class(name)
     except BaseException:  # noqa: BLE001 - the job's start meets it too
         pass

@@ -104,6 +104,13 @@ def _run(command, configs, done, doc=None, watchdog=None, gate=None):
             os._exit(code)
 
 
+def _adopt_primed_log(primed_path, path):
+    """What a spare logged for its job while primed (a module's records at
+    import) becomes the start of the job's log file."""
+    if primed_path and path and os.path.exists(primed_path):
+        os.replace(primed_path, path)
+
+
 class LineReader:
     """Lines from a pipe, read with ``os.read`` (what comes after a line
     is kept for the next)."""
@@ -135,20 +142,21 @@ class LineReader:
 
 #: seconds between handing a job to the spare and forking the next spare
 SPARE_DELAY = 0.02
-#: most primes one spare takes, and the longest prime line: with the
-#: command (at most SPARE_MAX) they fit its pipe, so no write blocks
-PRIMES_MAX = 8
-PRIME_LINE_MAX = 4096
+#: most primes one spare takes, and the longest prime line (each written
+#: at once, below PIPE_BUF): with the command (at most SPARE_MAX) and its
+#: gate's word they fit the spare's pipe, so no write blocks
+PRIMES_MAX = 4
+PRIME_LINE_MAX = 4000
 #: seconds a spare primed for one job waits for it before it is replaced
 PRIME_TTL = 30.0
+#: the line that lets a gated job run
+GO = b"go\n"
 
 
 def imports_anew(name):
     """True if importing the job class ``name`` imports a module that this
     process has not imported yet."""
     return name.rpartition(".")[0] not in sys.modules
-#: the line that lets a gated job run
-GO = b"go\n"
 
 
 class Spare:
@@ -160,13 +168,15 @@ class Spare:
     (:func:`~core4.queue.launcher.process.prepare_ahead`). A worker about
     to claim a job may *prime* the spare for it (:meth:`prime`): the spare
     then sets up the job's logging and imports its class while the claim's
-    round trip runs. A spare that imports a module anew for one job
-    (``primed``: that job's id) never runs another: what a module does
-    when it is imported stays with its own jobs. Its watchdog is armed for
-    that job before the import, and it is replaced when the worker lost
-    the claim (``unprime``), when another job comes first, or after
-    :data:`PRIME_TTL` seconds; its job's log and result files, if it wrote
-    any, are removed then."""
+    round trip runs, logging into a file of its own (the job's log path
+    with ``.prime``; it becomes the job's log when the job comes). A spare
+    that imports a module anew for one job (``primed``: that job's id)
+    never runs another: what a module does when it is imported stays with
+    its own jobs. Its watchdog is armed for that job before the import
+    (with a result path of its own too), and it is replaced when the
+    worker lost the claim (``unprime``), when another job comes first, or
+    after :data:`PRIME_TTL` seconds; the files it wrote are removed then:
+    a job's own files are never touched."""
 
     def __init__(self, configs, close, project=None):
         self.generation = configs.generation
@@ -206,13 +216,17 @@ class Spare:
                 prepare_ahead(configs, project)
             reader = LineReader(cmd_r)
             command = json.loads(reader.line() or "null")
+            primed = None
             while command and command.get("op") == "prime":
+                primed = command
                 if imports_anew(command["name"]):
                     start_watchdog(command, watchdog)
                 prepare_ahead(configs, command["project"],
                               command["name"], command["log"])
                 command = json.loads(reader.line() or "null")
             if command:
+                if primed and primed["job_id"] == command["job_id"]:
+                    _adopt_primed_log(primed["log"], command.get("log"))
                 _run(command, configs, done_w, watchdog=watchdog,
                      gate=reader)
             code = 0  # not needed: the launcher retired or is gone
@@ -232,10 +246,10 @@ class Spare:
         except OSError:
             return False
         self.primes += 1
+        self.primed_files += (command.get("log"), command.get("result"))
         if imports_anew(command["name"]):
             self.primed = command["job_id"]
             self.primed_at = time.monotonic()
-            self.primed_files = (command.get("log"), command.get("result"))
         return True
 
     def stale(self):
@@ -258,25 +272,24 @@ class Spare:
         os.close(fd)
         return True
 
-    def discard(self, kill=True, keep_files=False):
-        """Close the pipes of the unused spare; ``kill`` it (and reap it)
-        unless it is gone already. The files of the job it was primed for
-        are removed (its records of a module's import would be forwarded
-        twice) unless ``keep_files``: the launcher retires, and the job may
-        run in the launcher that follows."""
+    def discard(self, kill=True):
+        """Close the pipes of the unused spare; ``kill`` it with its
+        process group (and reap it) unless it is gone already; remove the
+        files it wrote while primed."""
         for fd in self.fds():
             os.close(fd)
         self.command = self.done = self.out = None
         if kill:  # (with what a module it imported may have started)
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except OSError:
-                pass
+            for send in (os.killpg, os.kill):  # (before or after setsid)
+                try:
+                    send(self.pid, signal.SIGKILL)
+                except OSError:
+                    pass
             try:
                 os.waitpid(self.pid, 0)
             except OSError:
                 pass
-        for path in () if keep_files else self.primed_files:
+        for path in self.primed_files:
             if path:  # (it can no longer write them)
                 try:
                     os.unlink(path)
@@ -325,7 +338,7 @@ class Server:
         except WorkerGone:
             self._kill_children()
         if self.spare is not None:
-            self.spare.discard(keep_files=True)
+            self.spare.discard()
         for job_id in list(self.gates):
             self._gate(job_id, run=False)
         self.outputs.close_all()
@@ -394,7 +407,7 @@ class Server:
         if command.get("op") == "retire":
             self.retired = True
             if self.spare is not None:
-                self.spare.discard(keep_files=True)
+                self.spare.discard()
                 self.spare = None
             return
         if command.get("op") in ("go", "drop"):
