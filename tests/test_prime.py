@@ -19,7 +19,7 @@ from core4.config import get_config
 from core4.queue.job import CoreJob
 from core4.queue.launcher.environments import Environments
 from core4.queue.launcher.launcher import Exited, ForkLauncher
-from core4.queue.launcher.process import EXIT_DONE
+from core4.queue.launcher.process import EXIT_DONE, read_result
 from core4.queue.launcher.server import PRIME_TTL
 from core4.queue.launcher.watchdog import write_renewal
 from core4.queue.queue import CoreQueue
@@ -214,10 +214,11 @@ def test_a_prime_that_fails_does_not_keep_the_job_from_running(
     launcher = ForkLauncher(env=worker_env())
     try:
         warm(launcher, db, tmp_path)
+        spare = spare_of(launcher)
         doc = claimed(db, __name__ + ".MarkJob", str(tmp_path / "ran"))
-        prime(launcher, doc["_id"], "no_such_module_here.Job", tmp_path)
+        prime(launcher, doc["_id"], "tests.no_such_module_here.Job", tmp_path)
         run(launcher, doc, tmp_path)
-        assert (tmp_path / "ran").exists()
+        assert int((tmp_path / "ran").read_text()) == spare
     finally:
         launcher.close()
 
@@ -243,9 +244,13 @@ def test_a_worker_that_lost_the_claim_has_the_primed_spare_replaced(
         lost = claimed(db, name + ".PrimedJob", str(tmp_path / "lost"))
 
         def claim_lost(candidates):
-            # the round trip: long enough for the spare to import
-            wait_for(lambda: len(pids(imports)) == 2, 60,
+            # the round trip: long enough for the spare to import (and log
+            # into a file of its own, never the job's)
+            base = str(tmp_path / str(candidates[0].id))
+            wait_for(lambda: len(pids(imports)) == 2
+                     and os.path.exists(base + ".log.prime"), 60,
                      message="the spare to import the job's module")
+            assert not os.path.exists(base + ".log")
             return []
 
         candidate = Candidate(lost["_id"], name + ".PrimedJob")
@@ -320,3 +325,46 @@ def test_a_spare_primed_without_an_import_runs_the_next_job(core4_env, db,
         assert not os.path.exists(lost_log)
     finally:
         launcher.close()
+
+
+def test_a_job_fenced_in_its_primed_import_is_recorded_lost(core4_env, db,
+                                                            tmp_path):
+    """The job was handed to its primed spare while the spare still
+    imports (it hangs); its worker stops renewing the lease: the watchdog
+    armed at the prime fences it, and its outcome ``lost`` reaches the
+    job's own result file (the worker then puts the job back)."""
+    folder = tmp_path / "mods"
+    folder.mkdir()
+    name = "primefence_%d" % os.getpid()
+    (folder / (name + ".py")).write_text(MODULE)
+    imports, hang = tmp_path / "imports", tmp_path / "hang"
+    env = worker_env(PRIME_IMPORTS=str(imports), PRIME_HANG=str(hang))
+    env["PYTHONPATH"] = str(folder) + os.pathsep + env["PYTHONPATH"]
+    launcher = ForkLauncher(env=env)
+    sys.path.insert(0, str(folder))
+    try:
+        warm(launcher, db, tmp_path, name + ".PrimedJob")
+        hang.write_text("")
+        doc = claimed(db, name + ".PrimedJob", str(tmp_path / "never"))
+        base = str(tmp_path / str(doc["_id"]))
+        settings = watch(tmp_path)
+        settings["deadline"] = 10.0  # (renewed now, never again)
+        assert launcher.prime(doc["_id"], name + ".PrimedJob",
+                              base + ".log.prime", base + ".result.prime",
+                              settings)
+        launcher.start(doc, base + ".out", base + ".result", base + ".log",
+                       settings)
+        seen = []
+        (ended,) = wait_for(
+            lambda: [e for e in seen + launcher.poll()
+                     if seen.append(e) is None and isinstance(e, Exited)
+                     and e.job_id == doc["_id"]], 90,
+            message="the watchdog to fence the job")
+        assert read_result(base + ".result")["state"] == "lost"
+        for path in (base + ".result.prime", base + ".log.prime"):
+            assert not os.path.exists(path)
+        assert not (tmp_path / "never").exists()
+    finally:
+        launcher.close()
+        sys.path.remove(str(folder))
+        sys.modules.pop(name, None)

@@ -107,8 +107,21 @@ def _run(command, configs, done, doc=None, watchdog=None, gate=None):
 def _adopt_primed_log(primed_path, path):
     """What a spare logged for its job while primed (a module's records at
     import) becomes the start of the job's log file."""
-    if primed_path and path and os.path.exists(primed_path):
-        os.replace(primed_path, path)
+    if primed_path and path and os.path.exists(primed_path) \
+            and not os.path.exists(path):
+        try:
+            os.replace(primed_path, path)
+        except OSError:
+            pass  # (those records are lost, not the job)
+
+
+def _unlink(*paths):
+    for path in paths:
+        if path:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
 
 class LineReader:
@@ -182,7 +195,7 @@ class Spare:
         self.generation = configs.generation
         self.primed = None
         self.primed_at = None
-        self.primed_files = ()
+        self.primed_paths = {}   # job id -> its .prime log and result
         self.primes = 0
         made = []
         try:
@@ -246,7 +259,8 @@ class Spare:
         except OSError:
             return False
         self.primes += 1
-        self.primed_files += (command.get("log"), command.get("result"))
+        self.primed_paths[command["job_id"]] = (command.get("log"),
+                                                command.get("result"))
         if imports_anew(command["name"]):
             self.primed = command["job_id"]
             self.primed_at = time.monotonic()
@@ -289,13 +303,19 @@ class Spare:
                 os.waitpid(self.pid, 0)
             except OSError:
                 pass
-        for path in self.primed_files:
-            if path:  # (it can no longer write them)
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
-        self.primed_files = ()
+        for paths in self.primed_paths.values():  # (it writes no more)
+            _unlink(*paths)
+        self.primed_paths = {}
+
+    def handed(self, job_id):
+        """The spare now runs the job ``job_id``: remove the files of the
+        other jobs it was primed for; return the ``.prime`` log and result
+        paths of its job (or Nones)."""
+        own = self.primed_paths.pop(job_id, (None, None))
+        for paths in self.primed_paths.values():
+            _unlink(*paths)
+        self.primed_paths = {}
+        return own
 
 
 class Server:
@@ -322,6 +342,7 @@ class Server:
         self.dones = {}        # read end of a child's done pipe -> pid, job id
         self.outputs = OutputCopies()
         self.gates = {}        # job id -> (pid, write end of its gate)
+        self.primed = {}       # pid -> .prime log and result, result path
         self.spare = None
         self.spare_at = 0.0    # monotonic time to fork the next spare
         # the spare adopts the configuration of the last job's project
@@ -449,6 +470,10 @@ class Server:
                 gate_w = handed
         if spare is not None:
             pid, done_r, out_r = spare.pid, spare.done, spare.out
+            primed_log, primed_result = spare.handed(job_id)
+            if primed_log or primed_result:
+                self.primed[pid] = (primed_log, primed_result,
+                                    command.get("result"))
             # the next spare waits a moment: its fork would compete for the
             # CPU with the job that starts now (unless another job comes)
             self.spare_at = time.monotonic() + SPARE_DELAY
@@ -536,8 +561,13 @@ class Server:
                 return
             if self.spare is not None and pid == self.spare.pid:
                 # it died unused: a new one follows
+                try:  # (with what a module it imported started)
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
                 self.spare.discard(kill=False)
                 self.spare = None
+            self._settle_primed(pid)
             job_id = self.children.pop(pid, None)
             if job_id is not None:
                 self._gate(job_id, run=False, pid=pid)
@@ -548,6 +578,22 @@ class Server:
             if job_id is not None:
                 _emit({"event": "exited", "job_id": job_id, "pid": pid,
                        "returncode": os.waitstatus_to_exitcode(status)})
+
+
+    def _settle_primed(self, pid):
+        """The process ``pid`` that was primed for its job ended: an
+        outcome its watchdog wrote before the job's own path was known
+        (the job was fenced during its primed import) becomes the job's;
+        the ``.prime`` files go."""
+        primed_log, primed_result, result = self.primed.pop(
+            pid, (None, None, None))
+        if primed_result and result and os.path.exists(primed_result) \
+                and not os.path.exists(result):
+            try:
+                os.replace(primed_result, result)
+            except OSError:
+                pass
+        _unlink(primed_log, primed_result)
 
 
 def serve(preload):
