@@ -20,7 +20,7 @@ from core4.queue.job import CoreJob
 from core4.queue.launcher.environments import Environments
 from core4.queue.launcher.launcher import Exited, ForkLauncher
 from core4.queue.launcher.process import EXIT_DONE, read_result
-from core4.queue.launcher.server import PRIME_TTL
+from core4.queue.launcher.child import PRIME_TTL
 from core4.queue.launcher.watchdog import write_renewal
 from core4.queue.queue import CoreQueue
 from tests.support import wait_for, worker_env

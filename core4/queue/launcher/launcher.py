@@ -230,7 +230,7 @@ class ForkLauncher:
         class ``name`` that the worker is about to claim: its logging into
         ``log_path``, its class imported, its watchdog armed (``watch``,
         ``result_path``: as for :meth:`start`) while it imports (see
-        :class:`~core4.queue.launcher.server.Spare`). Only an idle
+        :class:`~core4.queue.launcher.child.Spare`). Only an idle
         launcher is asked (a busy one's spare is taken by the next job
         anyway); True if it was."""
         if self.proc is None or self.retired or self.pending \
