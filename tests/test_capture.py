@@ -76,9 +76,11 @@ def _output(db, name, worker, **args):
     _id = CoreQueue().enqueue(__name__ + "." + name, **args)._id
 
     def finished():
+        # journaled and out of the queue (the same job may come next)
         doc = db.sys_journal.find_one({"_id": _id})
         return doc if doc and doc["state"] in (
-            "complete", "error", "failed") else None
+            "complete", "error", "failed") and db.sys_queue.find_one(
+                {"_id": _id}) is None else None
     try:
         doc = wait_for(finished, 60, message="job %s to end" % name)
     except AssertionError:
