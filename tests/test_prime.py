@@ -93,14 +93,18 @@ def run(launcher, doc, tmp_path):
     """Start ``doc``'s process and return its files once it ended."""
     base = str(tmp_path / str(doc["_id"]))
     launcher.start(doc, base + ".out", base + ".result", base + ".log")
+    assert exited(launcher, doc["_id"], 60).returncode == EXIT_DONE
+    return base
+
+
+def exited(launcher, job_id, timeout, message="the job process to end"):
+    """The launcher's :class:`Exited` event of the job ``job_id``."""
     seen = []
     (ended,) = wait_for(
         lambda: [e for e in seen + launcher.poll()
                  if seen.append(e) is None and isinstance(e, Exited)
-                 and e.job_id == doc["_id"]], 60,
-        message="the job process to end")
-    assert ended.returncode == EXIT_DONE
-    return base
+                 and e.job_id == job_id], timeout, message=message)
+    return ended
 
 
 def pids(path):
@@ -269,11 +273,10 @@ def test_a_worker_that_lost_the_claim_has_the_primed_spare_replaced(
         sys.modules.pop(name, None)
 
 
-def test_a_spare_hanging_in_its_primed_import_is_fenced(core4_env, db,
-                                                        tmp_path):
-    """A module whose import hangs keeps the primed spare from reading its
-    command; its watchdog, armed before the import, stops it when its
-    worker is gone (here: no lease file)."""
+@pytest.fixture
+def hanging(core4_env, db, tmp_path):
+    """A fork launcher, warm, whose next import of the job module
+    ``name`` (``.PrimedJob``) hangs: ``(name, imports, launcher)``."""
     folder = tmp_path / "mods"
     folder.mkdir()
     name = "primehang_%d" % os.getpid()
@@ -287,19 +290,28 @@ def test_a_spare_hanging_in_its_primed_import_is_fenced(core4_env, db,
         # (the project's configuration loaded, the launcher idle)
         warm(launcher, db, tmp_path, name + ".PrimedJob")
         hang.write_text("")
-        prime(launcher, ObjectId(), name + ".PrimedJob", tmp_path,
-              renewed=False)
-        wait_for(lambda: len(pids(imports)) == 2, 60,
-                 message="the spare to begin the import")
-        spare = pids(imports)[1]
-        # (long before the launcher replaces a spare whose job never came)
-        assert PRIME_TTL >= 30
-        wait_for(lambda: gone(spare), 20,
-                 message="the watchdog to stop the hanging spare")
+        yield name, imports, launcher
     finally:
         launcher.close()
         sys.path.remove(str(folder))
         sys.modules.pop(name, None)
+
+
+def test_a_spare_hanging_in_its_primed_import_is_fenced(hanging,
+                                                        tmp_path):
+    """A module whose import hangs keeps the primed spare from reading its
+    command; its watchdog, armed before the import, stops it when its
+    worker is gone (here: no lease file)."""
+    name, imports, launcher = hanging
+    prime(launcher, ObjectId(), name + ".PrimedJob", tmp_path,
+          renewed=False)
+    wait_for(lambda: len(pids(imports)) == 2, 60,
+             message="the spare to begin the import")
+    spare = pids(imports)[1]
+    # (long before the launcher replaces a spare whose job never came)
+    assert PRIME_TTL >= 30
+    wait_for(lambda: gone(spare), 20,
+             message="the watchdog to stop the hanging spare")
 
 
 def test_a_spare_primed_without_an_import_runs_the_next_job(core4_env, db,
@@ -327,44 +339,24 @@ def test_a_spare_primed_without_an_import_runs_the_next_job(core4_env, db,
         launcher.close()
 
 
-def test_a_job_fenced_in_its_primed_import_is_recorded_lost(core4_env, db,
+def test_a_job_fenced_in_its_primed_import_is_recorded_lost(hanging, db,
                                                             tmp_path):
     """The job was handed to its primed spare while the spare still
     imports (it hangs); its worker stops renewing the lease: the watchdog
     armed at the prime fences it, and its outcome ``lost`` reaches the
     job's own result file (the worker then puts the job back)."""
-    folder = tmp_path / "mods"
-    folder.mkdir()
-    name = "primefence_%d" % os.getpid()
-    (folder / (name + ".py")).write_text(MODULE)
-    imports, hang = tmp_path / "imports", tmp_path / "hang"
-    env = worker_env(PRIME_IMPORTS=str(imports), PRIME_HANG=str(hang))
-    env["PYTHONPATH"] = str(folder) + os.pathsep + env["PYTHONPATH"]
-    launcher = ForkLauncher(env=env)
-    sys.path.insert(0, str(folder))
-    try:
-        warm(launcher, db, tmp_path, name + ".PrimedJob")
-        hang.write_text("")
-        doc = claimed(db, name + ".PrimedJob", str(tmp_path / "never"))
-        base = str(tmp_path / str(doc["_id"]))
-        settings = watch(tmp_path)
-        settings["deadline"] = 10.0  # (renewed now, never again)
-        assert launcher.prime(doc["_id"], name + ".PrimedJob",
-                              base + ".log.prime", base + ".result.prime",
-                              settings)
-        launcher.start(doc, base + ".out", base + ".result", base + ".log",
-                       settings)
-        seen = []
-        (ended,) = wait_for(
-            lambda: [e for e in seen + launcher.poll()
-                     if seen.append(e) is None and isinstance(e, Exited)
-                     and e.job_id == doc["_id"]], 90,
-            message="the watchdog to fence the job")
-        assert read_result(base + ".result")["state"] == "lost"
-        for path in (base + ".result.prime", base + ".log.prime"):
-            assert not os.path.exists(path)
-        assert not (tmp_path / "never").exists()
-    finally:
-        launcher.close()
-        sys.path.remove(str(folder))
-        sys.modules.pop(name, None)
+    name, imports, launcher = hanging
+    doc = claimed(db, name + ".PrimedJob", str(tmp_path / "never"))
+    base = str(tmp_path / str(doc["_id"]))
+    settings = watch(tmp_path)
+    settings["deadline"] = 10.0  # (renewed now, never again)
+    assert launcher.prime(doc["_id"], name + ".PrimedJob",
+                          base + ".log.prime", base + ".result.prime",
+                          settings)
+    launcher.start(doc, base + ".out", base + ".result", base + ".log",
+                   settings)
+    exited(launcher, doc["_id"], 90, "the watchdog to fence the job")
+    assert read_result(base + ".result")["state"] == "lost"
+    for path in (base + ".result.prime", base + ".log.prime"):
+        assert not os.path.exists(path)
+    assert not (tmp_path / "never").exists()
