@@ -131,7 +131,7 @@ STAND_IN = "core4.queue.helper.job.example.NoopJob"
 
 
 def prepare_ahead(configs, project, name=None, log_path=None):
-    """In a spare child (see :mod:`core4.queue.launcher.server`), before
+    """In a spare child (see :mod:`core4.queue.launcher.child`), before
     its job comes: do what the job's start would do first, so that the job
     finds it done: adopt the configuration of ``project`` from the
     launcher's ``configs``; with ``name`` (a prime) set up logging into
