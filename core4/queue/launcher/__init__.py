@@ -5,6 +5,8 @@ reports its outcome to its worker.
 * :mod:`core4.queue.launcher.launcher`: the launchers, a worker's side
 * :mod:`core4.queue.launcher.server`: the launcher process (``python -m
   core4.queue.launcher``)
+* :mod:`core4.queue.launcher.child`: its children: a job process's start,
+  the spare forked ahead and its prime
 * :mod:`core4.queue.launcher.environments`: one launcher per environment
 * :mod:`core4.queue.launcher.process`: what runs inside a job process
 * :mod:`core4.queue.launcher.output`: a job's output into its capture file
