@@ -207,7 +207,7 @@ class Spare:
                 if primed and primed["job_id"] == command["job_id"]:
                     _adopt_primed_log(primed["log"], command.get("log"))
                 run_child(command, configs, done_w, watchdog=watchdog,
-                     gate=reader)
+                          gate=reader)
             code = 0  # not needed: the launcher retired or is gone
         finally:
             os._exit(code)
