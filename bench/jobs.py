@@ -1,14 +1,24 @@
 """Jobs used by the benchmarks."""
 
+import os
 import time
 
 from core4.queue.job import CoreJob
 
 
 class StampJob(CoreJob):
-    """Print the time execute() began (for dispatch latency)."""
+    """Record the time execute() began (for dispatch latency): print it,
+    and write it as a line to the named pipe ``fifo`` if given (see
+    :class:`bench.throughput.StampPipe`)."""
 
     author = "mra"
 
-    def execute(self, **kwargs):
-        print("%.6f" % time.time())
+    def execute(self, fifo=None, **kwargs):
+        line = "%.6f" % time.time()
+        print(line)
+        if fifo:
+            fd = os.open(fifo, os.O_WRONLY)
+            try:
+                os.write(fd, line.encode() + b"\n")
+            finally:
+                os.close(fd)

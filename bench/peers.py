@@ -227,35 +227,33 @@ def core4_throughput(ctx, database, jobs, workers, sleep):
 
 def core4_latency(ctx, database, samples):
     """Measure ``samples`` dispatch latencies (ms) on one idle core4 worker
-    (``bench.jobs.StampJob`` prints the time its ``execute()`` begins)."""
+    (``bench.jobs.StampJob`` writes the time its ``execute()`` begins to a
+    named pipe the benchmark blocks on, as a peer's task pushes it to a
+    redis list the driver blocks on)."""
     queue = configure(ctx.home, database)
     queue.sys.queue.drop()
     queue.sys.journal.drop()
     procs = _start(queue, 1, ctx.log)
+    pipe = tp.StampPipe(ctx.home)
     try:
         deadline = time.monotonic() + ctx.timeout
-        warm = queue.enqueue(tp.STAMP, i=-1)
-        while queue.sys.journal.find_one({"_id": warm._id}) is None:
+        queue.enqueue(tp.STAMP, i=-1, fifo=pipe.path)
+        if pipe.wait(ctx.timeout) is None:
             if procs[0].poll() is not None:
                 return {"error": "the worker exited: " + tail(ctx.log)}
-            if time.monotonic() > deadline:
-                return {"error": "the warm-up job did not run"}
-            time.sleep(0.05)
+            return {"error": "the warm-up job did not run"}
         found = []
         for i in range(samples):
             time.sleep(0.2)  # let the worker go idle
             at = time.time()
-            job = queue.enqueue(tp.STAMP, i=i)
-            while True:
-                out = queue.stdout(job._id)
-                if out:
-                    found.append((float(out.split()[0]) - at) * 1000)
-                    break
-                if time.monotonic() > deadline:
-                    return {"error": "timeout after %ds: %d of %d samples" % (
-                        ctx.timeout, len(found), samples)}
-                time.sleep(0.01)
+            queue.enqueue(tp.STAMP, i=i, fifo=pipe.path)
+            began = pipe.wait(max(0.0, deadline - time.monotonic()))
+            if began is None:
+                return {"error": "timeout after %ds: %d of %d samples" % (
+                    ctx.timeout, len(found), samples)}
+            found.append((began - at) * 1000)
     finally:
+        pipe.close()
         _stop(queue, procs)
     return {"samples": found}
 

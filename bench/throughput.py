@@ -13,6 +13,7 @@ core4 home (nothing touches ``~/.core4``).
 
 import argparse
 import os
+import select
 import shutil
 import statistics
 import subprocess
@@ -95,27 +96,64 @@ def throughput(home, jobs, workers, method, log):
     return jobs / elapsed
 
 
+class StampPipe:
+    """A named pipe under ``home`` on which :class:`bench.jobs.StampJob`
+    (given ``fifo=pipe.path``) writes the time its ``execute()`` began.
+
+    The benchmark blocks on the pipe, as the peers' drivers block on a
+    redis list: nothing polls the database while a job is dispatched, so
+    the measurement adds no load to the server it measures."""
+
+    def __init__(self, home):
+        self.path = os.path.join(home, "stamps.fifo")
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        os.mkfifo(self.path)
+        # read and write: a job closing its end is never an end of file
+        self.fd = os.open(self.path, os.O_RDWR)
+        self.buffer = b""
+
+    def wait(self, timeout):
+        """Return the next time stamp (epoch seconds), or None after
+        ``timeout`` seconds without one."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                return None
+            self.buffer += os.read(self.fd, 4096)
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return float(line)
+
+    def close(self):
+        """Close and remove the pipe."""
+        os.close(self.fd)
+        os.unlink(self.path)
+
+
 def latency(home, samples, log):
     """Return dispatch latencies in ms (enqueue → execute() begins)."""
     queue = configure(home, "bench_latency")
     queue.sys.queue.drop()
     queue.sys.journal.drop()
     procs = start_workers(1, "fork", log)
-    warm = queue.enqueue(STAMP, i=-1)
-    while queue.sys.journal.find_one({"_id": warm._id}) is None:
-        time.sleep(0.05)
-    found = []
-    for i in range(samples):
-        time.sleep(0.2)  # let the worker go idle
-        at = time.time()
-        job = queue.enqueue(STAMP, i=i)
-        while True:
-            out = queue.stdout(job._id)
-            if out:
-                found.append((float(out.split()[0]) - at) * 1000)
-                break
-            time.sleep(0.01)
-    stop_workers(queue, procs)
+    pipe = StampPipe(home)
+    try:
+        queue.enqueue(STAMP, i=-1, fifo=pipe.path)
+        if pipe.wait(120) is None:
+            raise SystemExit("the warm-up job did not run")
+        found = []
+        for i in range(samples):
+            time.sleep(0.2)  # let the worker go idle
+            at = time.time()
+            queue.enqueue(STAMP, i=i, fifo=pipe.path)
+            began = pipe.wait(60)
+            if began is None:
+                raise SystemExit("a job did not start in 60 s")
+            found.append((began - at) * 1000)
+    finally:
+        pipe.close()
+        stop_workers(queue, procs)
     return found
 
 
