@@ -1,4 +1,4 @@
-"""The job of bench/chaos.py: an OS-level witness of "never twice at once".
+r"""The job of bench/chaos.py: an OS-level witness of "never twice at once".
 
 ``WitnessJob`` holds an exclusive, non-blocking ``flock`` on
 ``<witness>/<key>.lock`` while it runs. An execution that finds the lock
@@ -255,18 +255,20 @@ class StormWitness(threading.Thread):
             time.sleep(0.05)
 
     def poll(self):
-        """Read the new records and look at every open execution."""
-        try:
-            with open(self.path, "rb") as handle:
-                handle.seek(self.offset)
-                data = handle.read()
-        except FileNotFoundError:
-            data = b""
-        self.offset += len(data)
-        data = self.rest + data
-        cut = data.rfind(b"\n") + 1  # a record is read once it is whole
-        data, self.rest = data[:cut], data[cut:]
+        """Read the new records and look at every open execution. (Both
+        this thread and the storm's kills call it: the read and its offset
+        are under the lock, or two calls would read the same records.)"""
         with self.lock:
+            try:
+                with open(self.path, "rb") as handle:
+                    handle.seek(self.offset)
+                    data = handle.read()
+            except FileNotFoundError:
+                data = b""
+            self.offset += len(data)
+            data = self.rest + data
+            cut = data.rfind(b"\n") + 1  # a record is read once it is whole
+            data, self.rest = data[:cut], data[cut:]
             for line in data.decode().splitlines():
                 self.add(line.split())
             for execution in list(self.open.values()):

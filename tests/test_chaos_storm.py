@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 from tests.support import ROOT
 
@@ -69,3 +70,30 @@ def test_storm_loses_doubles_and_strands_nothing(tmp_path):
     assert sum(res["states"].values()) == JOBS
     assert set(res["states"]) <= {"complete", "error"}
     assert res["states"].get("error", 0) == res["errors_planned"]
+
+
+def test_witness_reads_each_record_once_with_two_readers(tmp_path):
+    # the storm's kills read the witness log while its thread does: a
+    # record read twice looked like a job run twice at once
+    from bench.chaos_jobs import StormWitness, storm_record
+    witness = StormWitness(str(tmp_path))
+    records = 3000
+    done = threading.Event()
+
+    def read():
+        while not done.is_set():
+            witness.poll()
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for reader in readers:
+        reader.start()
+    try:
+        for i in range(records):
+            storm_record(witness.path, "overlap", "job%d" % i, 1)
+    finally:
+        done.set()
+        for reader in readers:
+            reader.join(60)
+    witness.poll()
+    assert [job for job, _, _ in witness.flock] == [
+        "job%d" % i for i in range(records)]
