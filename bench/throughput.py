@@ -126,9 +126,10 @@ class StampPipe:
         return float(line)
 
     def close(self):
-        """Close and remove the pipe."""
-        os.close(self.fd)
+        """Remove and close the pipe (a job that comes later finds no
+        pipe and writes nothing)."""
         os.unlink(self.path)
+        os.close(self.fd)
 
 
 def latency(home, samples, log):

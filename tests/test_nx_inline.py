@@ -12,11 +12,12 @@ hold a database's lock and see on which thread each request ran.
 import subprocess
 import sys
 import threading
+import time
 
 import pymongo
 import pytest
 
-from core4.mongo.nxpatch import SHORT_MAX, is_short_request
+from core4.mongo.nxpatch import SHORT_MAX, WaitedLock, is_short_request
 from tests.conftest import free_port, wait_for_ping
 
 SERVER = r"""
@@ -147,6 +148,31 @@ def test_a_busy_database_never_holds_up_the_loop(server):
     assert result["doc"] == {"_id": 1, "n": 1}
 
 
+def test_a_database_lock_counts_its_waiters():
+    # the loop takes a database's lock only when no request of the pool
+    # waits for it: it must know that one does
+    lock = WaitedLock()
+    assert lock.acquire() and lock.acquire(blocking=False)  # re-entrant
+    lock.release()
+    got = threading.Event()
+
+    def wait():
+        with lock:
+            got.set()
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while lock.waiting != 1:
+        assert time.monotonic() < deadline, "the waiter was not counted"
+        time.sleep(0.01)
+    assert not got.is_set()
+    lock.release()
+    thread.join(60)
+    assert got.is_set() and lock.waiting == 0
+    assert lock.acquire(blocking=False)
+
+
 def body_msg(body, **payload):
     """An OP_MSG as NX parses it: the body and payload sections."""
     sections = [("body", body)]
@@ -164,6 +190,10 @@ def body_msg(body, **payload):
                                        for i in range(SHORT_MAX)]),
     body_msg({"delete": "c", "deletes": [{"q": {"_id": 1}, "limit": 1}]}),
     body_msg({"insert": "c"}, documents=[{"a": 1}] * SHORT_MAX),
+    body_msg({"update": "c"}, updates=[{"q": {
+        "_id": 1, "state": "running", "locked.token": "t",
+        "query_at": {"$lte": 5}, "killed_at": {"$exists": False}},
+        "u": {"$set": {"state": "complete"}}}]),
 ])
 def test_short_requests(msg):
     assert is_short_request(msg)
@@ -184,6 +214,15 @@ def test_short_requests(msg):
     body_msg({"getMore": 7, "collection": "c", "maxTimeMS": 1000}),
     body_msg({"aggregate": "c", "pipeline": [], "cursor": {}}),
     body_msg({"count": "c", "query": {"_id": 1}}),
+    # neosqlite reads and filters every document in Python for these
+    body_msg({"find": "c", "filter": {"_id": 1, "$or": [{"a": 1}]}}),
+    body_msg({"find": "c", "filter": {"_id": {"$in": []}}}),
+    body_msg({"find": "c", "filter": {"_id": 1, "a": {"$regex": "x"}}}),
+    body_msg({"find": "c", "filter": {"_id": 1, "a": {"b": 1}}}),
+    # large values (a job's output) are not written on the loop
+    body_msg({"insert": "c"}, documents=[{"out": "x" * 100000}]),
+    body_msg({"update": "c"}, updates=[{"q": {"_id": 1}, "u": {
+        "$set": {"out": "x" * 100000}}}]),
 ])
 def test_requests_that_may_scan_or_wait(msg):
     assert not is_short_request(msg)

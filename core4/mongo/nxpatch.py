@@ -39,10 +39,14 @@ Three more change only what requests cost, with the same results:
    most once a second per collection.
 7. Every request ran on a thread of the pool, two thread hand-overs
    (~0.3 ms) per round trip. A request NX answers from its ``_id`` index
-   (a few documents by ``_id``, an insert of a few documents, ``ping``)
-   now runs on the event loop itself when its database's lock is free at
-   that moment; every other request, and one whose database is busy, runs
-   on the pool as before, so the loop never waits for a lock or a scan.
+   (up to 16 statements by ``_id``, an insert of up to 16 documents,
+   ``ping``; no string over 16 KiB) now runs on the event loop itself when
+   its database's lock is free at that moment and no request of the pool
+   waits for it; every other request, and one whose database is busy, runs
+   on the pool as before, so the loop never waits for a scan or for
+   another request's database lock (only for NX's short internal
+   bookkeeping locks), and short requests in a row never starve the
+   pool's.
 
 Never imported by core4 itself outside the server process.
 """
@@ -276,6 +280,9 @@ def _fix_change_stream_await():
 
 #: most documents or statements of a request run on the event loop
 SHORT_MAX = 16
+#: longest string or bytes value (in a document, a filter or an update) of
+#: a request run on the event loop
+SHORT_VALUE_MAX = 16 * 1024
 #: commands without a collection that answer at once
 INSTANT_COMMANDS = frozenset(("ping", "hello", "isMaster", "ismaster",
                               "buildInfo", "buildinfo", "endSessions"))
@@ -284,6 +291,10 @@ INSTANT_COMMANDS = frozenset(("ping", "hello", "isMaster", "ismaster",
 FILTERS = {"find": (None, "filter"), "findAndModify": (None, "query"),
            "findandmodify": (None, "query"), "update": ("updates", "q"),
            "delete": ("deletes", "q")}
+#: operators on other fields next to ``_id`` that neosqlite translates to
+#: SQL (others make it read and filter every document in Python)
+SIMPLE_OPERATORS = frozenset(("$eq", "$ne", "$lt", "$lte", "$gt", "$gte",
+                              "$in", "$nin", "$exists"))
 
 
 def _statements(msg, body, key):
@@ -291,64 +302,149 @@ def _statements(msg, body, key):
     in a payload section)."""
     found = list(body.get(key) or ())
     for kind, doc in msg.get("sections") or ():
-        if kind == "payload" and isinstance(doc, dict):
-            value = doc.get(key)
+        if kind == "payload" and isinstance(doc, dict) and key in doc:
+            value = doc[key]
             found.extend(value if isinstance(value, list) else [value])
         elif kind == "payload_docs" and key == "documents":
             found.extend(doc)
     return found
 
 
+def _small(value, depth=3):
+    """True if no string or bytes in ``value`` (looked into ``depth``
+    levels deep) is longer than :data:`SHORT_VALUE_MAX`."""
+    if isinstance(value, (str, bytes)):
+        return len(value) <= SHORT_VALUE_MAX
+    if depth and isinstance(value, dict):
+        return all(_small(one, depth - 1) for one in value.values())
+    if depth and isinstance(value, list):
+        return len(value) <= SHORT_MAX and all(
+            _small(one, depth - 1) for one in value)
+    return True
+
+
 def _by_id(query):
     """True if ``query`` selects at most :data:`SHORT_MAX` documents by
-    ``_id`` (what NX answers from its ``_id`` index)."""
+    ``_id`` and neosqlite translates all of it to SQL (what NX answers from
+    its ``_id`` index)."""
     if not isinstance(query, dict) or "_id" not in query:
         return False
+    for field, value in query.items():
+        if field.startswith("$"):
+            return False  # $or, $expr, ...: filtered in Python
+        if isinstance(value, dict) and (
+                any(not op.startswith("$") for op in value)
+                or not set(value) <= SIMPLE_OPERATORS):
+            return False
     value = query["_id"]
     if isinstance(value, dict):
         if set(value) == {"$eq"}:
             return True
         ids = value.get("$in")
         return set(value) == {"$in"} and isinstance(ids, list) \
-            and len(ids) <= SHORT_MAX
+            and 0 < len(ids) <= SHORT_MAX
     return not isinstance(value, list)
 
 
 def is_short_request(msg):
     """True if NX answers the wire message ``msg`` from its ``_id`` index
-    (or without a collection): few documents, never a scan."""
+    (or without a collection): few, small documents, never a scan."""
     body = _body(msg)
     name = next(iter(body), None)
     if name in INSTANT_COMMANDS:
         return True
     if name == "insert":
-        return len(_statements(msg, body, "documents")) <= SHORT_MAX
+        docs = _statements(msg, body, "documents")
+        return len(docs) <= SHORT_MAX and _small(docs)
     if name not in FILTERS:
         return False
     key, filter_key = FILTERS[name]
     if key is None:
-        return _by_id(body.get(filter_key))
+        return _by_id(body.get(filter_key)) and _small(body)
     statements = _statements(msg, body, key)
     return 0 < len(statements) <= SHORT_MAX and all(
         isinstance(one, dict) and _by_id(one.get(filter_key))
-        for one in statements)
+        and _small(one) for one in statements)
 
 
 def _free_lock_of_short_request(func, args):
     """The lock of the database of a short request for ``func`` (a
     handler's ``handle_command`` or ``handle_insert``), acquired, if it was
     free; else None (the request then runs on the pool)."""
+    from nx_27017.handler import NeoSQLiteHandler, _msg_db_name
     handler = getattr(func, "__self__", None)
-    cls = type(handler)
-    if getattr(func, "__func__", None) not in (
-            getattr(cls, "handle_command", None),
-            getattr(cls, "handle_insert", None)) \
-            or len(args) != 1 or not isinstance(args[0], dict) \
-            or not is_short_request(args[0]):
+    if not isinstance(handler, NeoSQLiteHandler) or len(args) != 1 \
+            or not isinstance(args[0], dict):
         return None
-    from nx_27017.handler import _msg_db_name
-    lock = handler._lock_for(_msg_db_name(args[0]))
-    return lock if lock.acquire(blocking=False) else None
+    inserts = func.__func__ is type(handler).handle_insert
+    if not inserts and func.__func__ is not type(handler).handle_command:
+        return None
+    try:
+        msg = args[0]
+        # NX sends every request with a document sequence to handle_insert
+        if inserts != (next(iter(_body(msg)), None) == "insert") \
+                or not is_short_request(msg):
+            return None
+    except Exception:  # noqa: BLE001 - a malformed request: the pool's
+        return None
+    lock = handler._lock_for(_msg_db_name(msg))
+    if getattr(lock, "waiting", 0) or not lock.acquire(blocking=False):
+        return None  # busy, or a request of the pool waits for it
+    return lock
+
+
+class WaitedLock:
+    """A database's re-entrant lock that counts the threads waiting for it:
+    the event loop takes it only when none waits, so that short requests
+    in a row never keep it from the pool's requests (a thread woken when
+    the lock is released still has to win the GIL from the loop)."""
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.count = threading.Lock()
+        self.waiting = 0
+
+    def acquire(self, blocking=True, timeout=-1):
+        """Acquire the lock (as :meth:`threading.RLock.acquire`)."""
+        if self.lock.acquire(blocking=False):
+            return True
+        if not blocking:
+            return False
+        with self.count:
+            self.waiting += 1
+        try:
+            return self.lock.acquire(True, timeout)
+        finally:
+            with self.count:
+                self.waiting -= 1
+
+    def release(self):
+        """Release the lock once."""
+        self.lock.release()
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _count_lock_waiters():
+    from nx_27017 import handler as nxhandler
+
+    cls = nxhandler.NeoSQLiteHandler
+    lock_for = cls._lock_for
+
+    def waited_lock_for(self, db_name):
+        if self._mode == "single":
+            return lock_for(self, db_name)
+        with self._dict_lock:
+            lock = self._locks.get(db_name)
+            if lock is None:
+                lock = self._locks[db_name] = WaitedLock()
+            return lock
+
+    cls._lock_for = waited_lock_for
 
 
 def apply():
@@ -359,3 +455,4 @@ def apply():
     _fix_change_stream_await()
     _fix_projection_copies()
     _fix_change_stream_prune()
+    _count_lock_waiters()
