@@ -58,12 +58,13 @@ def test_insert_of_a_pending_job_is_a_hint(watch):
     assert abs((hint.query_at - doc["query_at"]).total_seconds()) < 0.002
 
 
-def test_only_claimable_changes_wake(watch):
+def test_only_claimable_changes_and_claims_wake(watch):
     coll, queue_watch = watch
     doc = job()
     coll.insert_one(doc)
     hints_for(queue_watch, doc["_id"])
-    # running, its heartbeat renewed, its progress stored: no hints
+    # claimed: a hint that the job was taken (and nothing claimable about
+    # its heartbeat or progress)
     coll.update_one({"_id": doc["_id"]}, {"$set": {"state": "running"}})
     coll.update_one({"_id": doc["_id"]},
                     {"$set": {"locked.heartbeat": now(), "prog.value": 0.5}})
@@ -71,9 +72,17 @@ def test_only_claimable_changes_wake(watch):
     retry = now() + seconds(600)
     coll.update_one({"_id": doc["_id"]},
                     {"$set": {"state": "failed", "query_at": retry}})
-    hint = hints_for(queue_watch, doc["_id"])[0]
-    # the first hint after the claimable insert is the retry, not the
-    # updates of the running job
+    found = []
+
+    def claimable_arrived():
+        select.select([queue_watch.fileno()], [], [], 0.2)
+        found.extend(h for h in queue_watch.take() if h.id == doc["_id"])
+        return any(h.state != "running" for h in found)
+    wait_for(claimable_arrived, 30, message="the retry's hint")
+    taken = found[0]
+    assert taken.state == "running" and taken.priority is None
+    # the first claimable hint after the insert is the retry
+    hint = [h for h in found if h.state != "running"][0]
     assert hint.query_at is None or \
         abs((hint.query_at - retry).total_seconds()) < 0.002
     assert hint.state in (None, "failed")

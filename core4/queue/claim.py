@@ -18,18 +18,37 @@ the embedded server alike (which serves only ``_id`` lookups from an
 index); the scans run only when the worker starts, when the change stream
 (re)opens, when the candidates run out, and as a slow fallback poll.
 
+Several workers share the due jobs out among themselves: each job has one
+*owner* among the workers alive in ``sys_worker`` (by its ``_id``, see
+:func:`owner_rank`), and within a priority a worker claims its own jobs
+before the others'. Workers that read the same candidates (every worker
+sees every change event and scans the same page) so claim different jobs
+instead of racing for the same ones, and a claim lost to another worker
+becomes rare. Ownership is only an order: a worker without own candidates
+claims the others' jobs, so no job waits for its owner.
+
 ``max_parallel`` is the worker's business (:mod:`core4.queue.parallel`).
 """
 
+import itertools
 import time
+import zlib
 
 import pymongo
+from bson import ObjectId
 
 from core4.base import project_of
 from core4.mongo import now, to_datetime
 from core4.mongo.connection import TRANSIENT
 from core4.queue import lifecycle, states
+from core4.queue.daemon import working
 
+#: least seconds between two reads of the workers that share jobs out
+SHARE_AFTER = 1.0
+#: seconds a worker leaves a hinted job to its owner (another worker,
+#: see :func:`owner_rank`) before it may claim it itself: an owner with a
+#: free slot claims it first, and the change stream tells the others
+FOREIGN_GRACE = 0.05
 #: most candidates one scan returns per claimable state
 SCAN_LIMIT = 500
 #: the fields a scan reads
@@ -42,13 +61,25 @@ def claim_order(force, priority, _id):
     return (0 if force else 1, -(priority or 0), _id)
 
 
+def owner_rank(_id, workers):
+    """The rank (0 … ``workers`` - 1) of the worker that owns the job
+    ``_id`` among ``workers`` live workers sorted by identifier. An
+    ObjectId's last bytes count up per enqueuing process, so consecutive
+    jobs go round the workers in turn."""
+    if isinstance(_id, ObjectId):
+        return int.from_bytes(_id.binary, "big") % workers
+    return zlib.crc32(str(_id).encode()) % workers
+
+
 class Candidate:
-    """A job that may be claimable, as last seen."""
+    """A job that may be claimable, as last seen; ``mine`` is True if the
+    worker owns it (see :func:`owner_rank`)."""
 
     __slots__ = ("id", "state", "trial", "force", "priority", "name",
-                 "worker", "key")
+                 "worker", "key", "mine", "after")
 
-    def __init__(self, _id, state, trial, force, priority, name, worker):
+    def __init__(self, _id, state, trial, force, priority, name, worker,
+                 mine=True, after=0.0):
         self.id = _id
         self.state = state
         self.trial = trial if isinstance(trial, int) else None
@@ -57,14 +88,24 @@ class Candidate:
         self.name = name
         self.worker = worker
         self.key = claim_order(self.force, self.priority, _id)
+        self.mine = mine
+        self.after = after  # monotonic time from which it is offered
+
+    def order(self):
+        """Claim order within a worker: force, priority, own jobs before
+        the other workers', FIFO."""
+        return self.key[0], self.key[1], not self.mine, self.key[2]
 
 
 class Claimer:
-    """Candidates and claims of the worker ``identifier``."""
+    """Candidates and claims of the worker ``identifier``; it shares jobs
+    out with the workers whose heartbeat is at most ``alive_within``
+    seconds old."""
 
-    def __init__(self, queue, identifier):
+    def __init__(self, queue, identifier, alive_within=60.0):
         self.queue = queue
         self.identifier = identifier
+        self.alive_within = alive_within
         self.candidates = {}      # _id -> Candidate
         self.unknown = set()      # ids hinted without state/priority
         self.scan_wanted = True   # scan before the next claim
@@ -72,25 +113,110 @@ class Claimer:
         self.next_due = None      # earliest known future query_at
         self.uncertain = {}       # lease token -> monotonic time of a claim
         #                           whose answer was lost
+        self.workers = 1          # live workers sharing the jobs out
+        self.rank = 0             # this worker's rank among them
+        self.own_scanned = False  # the last scan found jobs of this worker
+        self.shared_at = 0.0      # monotonic time of the last share_out
+        self.share_wanted = False  # a claim was lost since
+        self.won = 0              # claims won, and lost (the job was taken,
+        self.lost = 0             # or no longer claimable), so far
+
+    # sharing jobs out -------------------------------------------------------
+
+    def counts(self):
+        """``{"won": claims won, "lost": claims lost}`` so far."""
+        return {"won": self.won, "lost": self.lost}
+
+    def share_out(self):
+        """Share the jobs out among the workers in their loop (read from
+        ``sys_worker``); the worker calls it at every heartbeat, and a claim
+        lost to another worker does (at most every :data:`SHARE_AFTER`
+        seconds): a worker came or went."""
+        self.shared_at = time.monotonic()
+        self.share_wanted = False
+        self.share(working(self.queue.sys, self.alive_within))
+
+    def share(self, identifiers):
+        """Share the jobs out among the live workers ``identifiers`` (this
+        worker counts in any case)."""
+        workers = sorted(set(identifiers) | {self.identifier})
+        rank = workers.index(self.identifier)
+        if (len(workers), rank) == (self.workers, self.rank):
+            return
+        self.workers, self.rank = len(workers), rank
+        for candidate in self.candidates.values():
+            candidate.mine = self.owns(candidate.id, candidate.worker)
+
+    def owns(self, _id, worker=None):
+        """True if this worker owns the job ``_id`` (a job meant for a
+        worker, ``worker``, is owned by that one)."""
+        if worker is not None or self.workers == 1:
+            return worker in (None, self.identifier)
+        return owner_rank(_id, self.workers) == self.rank
+
+    def _candidate(self, _id, state, trial, force, priority, name, worker,
+                   hinted=False):
+        """A candidate; another worker's job learnt from a hint is offered
+        after :data:`FOREIGN_GRACE`."""
+        mine = self.owns(_id, worker)
+        after = 0.0 if mine or not hinted else \
+            time.monotonic() + FOREIGN_GRACE
+        return Candidate(_id, state, trial, force, priority, name, worker,
+                         mine, after)
+
+    def seconds_to_wake(self):
+        """Seconds until the worker should claim (0: now, reported once;
+        None: no timer): a waiting job becomes due (a scan finds it), or
+        another worker's hinted job is offered."""
+        due = self.seconds_to_due()
+        if due == 0:
+            self.next_due = None
+            self.scan_wanted = True
+            return 0.0
+        offer = self.seconds_to_offer()
+        if due is None or offer is None:
+            return offer if due is None else due
+        return min(due, offer)
+
+    def seconds_to_offer(self):
+        """Seconds until another worker's hinted job is offered (0: one is
+        now, once), or None if none waits."""
+        waiting = [c for c in self.candidates.values() if c.after]
+        if not waiting:
+            return None
+        mono = time.monotonic()
+        due = [c for c in waiting if c.after <= mono]
+        for candidate in due:
+            candidate.after = 0.0
+        if due:
+            return 0.0
+        return min(c.after for c in waiting) - mono
 
     # learning about jobs ----------------------------------------------------
 
     def hint(self, hint):
-        """Take a change-stream hint (:class:`core4.queue.wakeup.Hint`)."""
+        """Take a change-stream hint (:class:`core4.queue.wakeup.Hint`);
+        return True if it may make a job claimable (a claim pass is due),
+        False if not (a job taken, or meant for another worker)."""
+        if hint.state == states.RUNNING:
+            self.candidates.pop(hint.id, None)
+            self.unknown.discard(hint.id)
+            return False
         if hint.worker not in (None, self.identifier):
-            return
+            return False
         at = now()
         if hint.query_at is not None and hint.query_at > at:
             self.due_at(hint.query_at)
             self.candidates.pop(hint.id, None)
-            return
+            return True
         if hint.state is None or hint.priority is None:
             # an update on MongoDB: state or priority unknown
             self.unknown.add(hint.id)
-            return
-        self.candidates[hint.id] = Candidate(
-            hint.id, hint.state, hint.trial, hint.force, hint.priority, hint.name,
-            hint.worker)
+            return True
+        self.candidates[hint.id] = self._candidate(
+            hint.id, hint.state, hint.trial, hint.force, hint.priority,
+            hint.name, hint.worker, hinted=True)
+        return True
 
     def due_at(self, at):
         """Remember that a job becomes due at ``at`` (a datetime)."""
@@ -123,13 +249,15 @@ class Claimer:
             full = full or len(docs) == SCAN_LIMIT
             for doc in docs:
                 if doc.get("worker") in (None, self.identifier):
-                    found[doc["_id"]] = Candidate(
+                    found[doc["_id"]] = self._candidate(
                         doc["_id"], state, doc.get("trial"), doc.get("force"),
                         doc.get("priority"), doc.get("name"),
                         doc.get("worker"))
         self.candidates = found
-        # more than one page: scan again once these are taken
+        # more than one page: scan again once these (or this worker's own
+        # among them) are taken
         self.more = full
+        self.own_scanned = any(c.mine for c in found.values())
         self.next_due = None
         for state in states.WAITING:
             for doc in self.queue.sys.queue.find(
@@ -140,19 +268,32 @@ class Claimer:
 
     def scan_due(self):
         """True if the next claim should scan first: a scan was asked for,
-        or the candidates of a full page ran out."""
-        return self.scan_wanted or (self.more and not self.candidates)
+        or the candidates of a full page ran out, or this worker's own among
+        them (the next page holds more of its own: it takes the others'
+        jobs only once a page has none of its own)."""
+        if self.scan_wanted or (self.more and not self.candidates):
+            return True
+        return self.own_scanned and not any(
+            c.mine for c in self.candidates.values())
 
     # claiming ---------------------------------------------------------------
 
     def next_candidates(self, excluded_names=(), excluded_projects=(),
                         force_only=False):
-        """Candidates in claim order, without the excluded ones."""
-        ordered = sorted(self.candidates.values(), key=lambda c: c.key)
-        return [c for c in ordered
-                if c.name not in excluded_names
-                and project_of(c.name or "") not in excluded_projects
-                and (c.force or not force_only)]
+        """Candidates in claim order (see :meth:`Candidate.order`), without
+        the excluded ones."""
+        mono = time.monotonic()
+        ordered = sorted(self.candidates.values(), key=Candidate.order)
+        found = [c for c in ordered
+                 if c.after <= mono and c.name not in excluded_names
+                 and project_of(c.name or "") not in excluded_projects
+                 and (c.force or not force_only)]
+        if self.own_scanned and found and found[0].mine:
+            # the others' jobs of a scan are taken by their owners
+            # meanwhile: once this worker's own that come first are taken,
+            # a new scan shows which are left (see scan_due)
+            return list(itertools.takewhile(lambda c: c.mine, found))
+        return found
 
     def claim(self, candidates):
         """Claim ``candidates``; return the documents of the jobs won (in
@@ -162,6 +303,17 @@ class Claimer:
             self.candidates.pop(candidate.id, None)
         if not candidates:
             return []
+        if self.share_wanted and \
+                time.monotonic() - self.shared_at > SHARE_AFTER:
+            self.share_out()  # (before a claim: nothing won is at stake)
+        won = self._claim(candidates)
+        self.won += len(won)
+        self.lost += len(candidates) - len(won)
+        # a claim lost to another worker: did a worker come or go?
+        self.share_wanted = len(won) < len(candidates)
+        return won
+
+    def _claim(self, candidates):
         at = now()
         lease = lifecycle.new_lease(self.identifier)
         try:
@@ -176,7 +328,7 @@ class Claimer:
                  for candidate in candidates], ordered=False)
             if not result.modified_count:
                 return []
-            order = {c.id: c.key for c in candidates}
+            order = {c.id: c.order() for c in candidates}
             won = list(self.queue.sys.queue.find(
                 {"_id": {"$in": list(order)},
                  "locked.token": lease["token"]}))
@@ -243,6 +395,7 @@ class Claimer:
             if query_at is not None and query_at > at:
                 self.due_at(query_at)
                 continue
-            self.candidates[doc["_id"]] = Candidate(
+            self.candidates[doc["_id"]] = self._candidate(
                 doc["_id"], doc["state"], doc.get("trial"), doc.get("force"),
-                doc.get("priority"), doc.get("name"), doc.get("worker"))
+                doc.get("priority"), doc.get("name"), doc.get("worker"),
+                hinted=True)

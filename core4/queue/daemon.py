@@ -70,6 +70,14 @@ def _alive(doc, config, at):
     return True
 
 
+def working(system, within):
+    """Identifiers of the workers in their loop (claiming) whose heartbeat
+    is at most ``within`` seconds old."""
+    return [doc["_id"] for doc in system.worker.find(
+        {"kind": "worker", "phase": "loop",
+         "heartbeat": {"$gte": now() - seconds(within)}}, {"_id": 1})]
+
+
 def set_phase(system, identifier, phase):
     """Record the daemon's phase."""
     system.worker.update_one({"_id": identifier},

@@ -2,8 +2,8 @@
 
 A :class:`QueueWatch` reads a change stream in a background thread and
 turns each event that may make a job claimable (an insert of a waiting job,
-an update that sets a claimable ``state`` or moves ``query_at``) into a
-:class:`Hint`. The worker waits on :meth:`QueueWatch.fileno` (with its
+an update that sets a claimable ``state`` or moves ``query_at``), and each
+claim of a job, into a :class:`Hint`. The worker waits on :meth:`QueueWatch.fileno` (with its
 launchers' pipes, in one ``select``) and takes the hints when it wakes.
 
 A hint is only a hint: the claim itself checks the job's state and due time
@@ -35,18 +35,22 @@ UNSUPPORTED_CODES = {40573, 40324, 115, 136}
 Hint = collections.namedtuple("Hint", "id state trial query_at priority "
                                       "force name worker")
 
-#: events that may make a job claimable. ``fullDocument`` exists for
-#: inserts everywhere and, on the embedded server, for updates too; on
-#: MongoDB an update carries ``updateDescription`` instead.
+#: events that may make a job claimable, and claims (a job another worker
+#: took is no candidate any more, see :mod:`core4.queue.claim`).
+#: ``fullDocument`` exists for inserts everywhere and, on the embedded
+#: server, for updates too (there, every update of a running job matches:
+#: each is a hint that it was taken); on MongoDB an update carries
+#: ``updateDescription`` instead.
 PIPELINE = [
     {"$match": {"$or": [
         {"operationType": {"$in": ["insert", "replace"]},
          "fullDocument.state": {"$in": list(states.CLAIMABLE)}},
         {"operationType": "update",
-         "fullDocument.state": {"$in": list(states.CLAIMABLE)}},
+         "fullDocument.state": {"$in": list(states.CLAIMABLE) + [
+             states.RUNNING]}},
         {"operationType": "update",
          "updateDescription.updatedFields.state": {
-             "$in": list(states.CLAIMABLE)}},
+             "$in": list(states.CLAIMABLE) + [states.RUNNING]}},
         {"operationType": "update",
          "updateDescription.updatedFields.query_at": {"$exists": True}},
     ]}},
@@ -68,13 +72,16 @@ def _time(value):
 
 
 def hint_of(event):
-    """Return the :class:`Hint` of a change event, or None."""
+    """Return the :class:`Hint` of a change event, or None. A hint in state
+    ``running`` says that a worker took the job."""
     key = (event.get("documentKey") or {}).get("_id")
     if key is None:
         return None
     doc = event.get("fullDocument") or (
         (event.get("updateDescription") or {}).get("updatedFields")) or {}
     state = doc.get("state")
+    if state == states.RUNNING:
+        return Hint(key, state, None, None, None, False, None, None)
     if state is not None and state not in states.CLAIMABLE:
         return None
     priority = doc.get("priority")

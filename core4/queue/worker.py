@@ -100,7 +100,7 @@ class CoreWorker:
         self.signals = 0
         self.maintenance = {"global": False, "projects": []}
         self.next_run = {}
-        self.claimer = Claimer(self.queue, self.identifier)
+        self.claimer = Claimer(self.queue, self.identifier, self.lease)
         self.parallel = ParallelLimit(self.queue, self.identifier)
         self.watch = None
         self.watch_generation = 0
@@ -153,6 +153,7 @@ class CoreWorker:
         try:
             self.phase = LOOP
             set_phase(self.queue.sys, self.identifier, LOOP)
+            self.claimer.share_out()
             self.loop()
         finally:
             self.shutdown()
@@ -239,9 +240,11 @@ class CoreWorker:
         if self.work_now:
             return
         timeout = max(0.0, min(self.next_run.values()) - time.monotonic())
-        due = self.claimer.seconds_to_due()
-        if due is not None and len(self.jobs) < self.config.worker.max_jobs:
-            timeout = min(timeout, due + 0.001)
+        # (a worker without a free slot claims nothing)
+        wake = self.claimer.seconds_to_wake() if \
+            len(self.jobs) < self.config.worker.max_jobs else None
+        if wake is not None:
+            timeout = min(timeout, wake + 0.001)
         filenos = list(self.envs.filenos())
         if self.watch is not None and self.watch.supported:
             filenos.append(self.watch.fileno())
@@ -249,9 +252,8 @@ class CoreWorker:
             select.select(filenos, [], [], timeout)
         except InterruptedError:
             pass
-        if due is not None and self.claimer.seconds_to_due() == 0:
-            self.claimer.next_due = None
-            self.claimer.scan_wanted = True
+        if wake == 0 or (wake is not None and
+                         self.claimer.seconds_to_wake() == 0):
             self.work_now = True
 
     def take_hints(self):
@@ -262,13 +264,13 @@ class CoreWorker:
         if self.watch is None:
             return
         self.watch.want(len(self.jobs) < self.config.worker.max_jobs)
-        hints = self.watch.take()
-        for hint in hints:
-            self.claimer.hint(hint)
+        claimable = False
+        for hint in self.watch.take():
+            claimable = self.claimer.hint(hint) or claimable
         if self.watch.generation != self.watch_generation:
             self.watch_generation = self.watch.generation
             self.claimer.scan_wanted = True
-        if hints or self.claimer.scan_wanted:
+        if claimable or self.claimer.scan_wanted:
             self.work_now = True
 
     # steps ------------------------------------------------------------------
@@ -431,7 +433,7 @@ class CoreWorker:
         self.queue.sys.worker.update_one(
             {"_id": self.identifier},
             {"$set": {"heartbeat": at, "phase": self.phase,
-                      "jobs": len(self.jobs)}})
+                      "jobs": len(self.jobs), "claims": self.claimer.counts()}})
         if self.jobs:
             # (its own only: a claim whose answer was lost expires)
             self.queue.sys.queue.update_many(
@@ -441,6 +443,7 @@ class CoreWorker:
                 {"$set": {"locked.heartbeat": at}})
         write_renewal(self.lease_file, began)
         self.renewed_at = began
+        self.claimer.share_out()
 
     def check(self):
         """Process halt, maintenance, kill and removal requests."""
