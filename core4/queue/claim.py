@@ -19,20 +19,22 @@ index); the scans run only when the worker starts, when the change stream
 (re)opens, when the candidates run out, and as a slow fallback poll.
 
 Several workers share the due jobs out among themselves: each job has one
-*owner* among the workers alive in ``sys_worker`` (by its ``_id``, see
-:func:`owner_rank`), and within a priority a worker claims its own jobs
+*owner* among the workers in their loop in ``sys_worker`` (by its ``_id``,
+see :func:`owner_of`), and within a priority a worker claims its own jobs
 before the others'. Workers that read the same candidates (every worker
 sees every change event and scans the same page) so claim different jobs
 instead of racing for the same ones, and a claim lost to another worker
-becomes rare. Ownership is only an order: a worker without own candidates
-claims the others' jobs, so no job waits for its owner.
+becomes rare. Ownership is only an order, so no job waits long for a busy
+or dead owner: another worker's job learnt from the change stream is
+offered after :data:`FOREIGN_GRACE`, one seen in a scan after
+:data:`STALE_AFTER` or when a scan holds no job of the worker's own.
 
 ``max_parallel`` is the worker's business (:mod:`core4.queue.parallel`).
 """
 
+import hashlib
 import itertools
 import time
-import zlib
 
 import pymongo
 from bson import ObjectId
@@ -45,8 +47,11 @@ from core4.queue.daemon import working
 
 #: least seconds between two reads of the workers that share jobs out
 SHARE_AFTER = 1.0
+#: seconds after which a job that another worker owns, seen in a scan and
+#: not claimed since, is claimed like an own one (its owner may be busy)
+STALE_AFTER = 5.0
 #: seconds a worker leaves a hinted job to its owner (another worker,
-#: see :func:`owner_rank`) before it may claim it itself: an owner with a
+#: see :func:`owner_of`) before it may claim it itself: an owner with a
 #: free slot claims it first, and the change stream tells the others
 FOREIGN_GRACE = 0.05
 #: most candidates one scan returns per claimable state
@@ -61,22 +66,23 @@ def claim_order(force, priority, _id):
     return (0 if force else 1, -(priority or 0), _id)
 
 
-def owner_rank(_id, workers):
-    """The rank (0 … ``workers`` - 1) of the worker that owns the job
-    ``_id`` among ``workers`` live workers sorted by identifier. An
-    ObjectId's last bytes count up per enqueuing process, so consecutive
-    jobs go round the workers in turn."""
-    if isinstance(_id, ObjectId):
-        return int.from_bytes(_id.binary, "big") % workers
-    return zlib.crc32(str(_id).encode()) % workers
+def owner_of(_id, workers):
+    """The worker (one of the identifiers ``workers``) that owns the job
+    ``_id``: the one whose hash with the job's id is highest (rendezvous
+    hashing). Jobs spread evenly, and when a worker comes or goes only the
+    jobs it owns change owner."""
+    key = _id.binary if isinstance(_id, ObjectId) else str(_id).encode()
+    return max(workers, key=lambda worker: hashlib.blake2b(
+        key + worker.encode(), digest_size=8).digest())
 
 
 class Candidate:
     """A job that may be claimable, as last seen; ``mine`` is True if the
-    worker owns it (see :func:`owner_rank`)."""
+    worker owns it (see :func:`owner_of`), ``since`` when the worker first
+    saw it (monotonic)."""
 
     __slots__ = ("id", "state", "trial", "force", "priority", "name",
-                 "worker", "key", "mine", "after")
+                 "worker", "key", "mine", "after", "since")
 
     def __init__(self, _id, state, trial, force, priority, name, worker,
                  mine=True, after=0.0):
@@ -90,11 +96,17 @@ class Candidate:
         self.key = claim_order(self.force, self.priority, _id)
         self.mine = mine
         self.after = after  # monotonic time from which it is offered
+        self.since = time.monotonic()
 
-    def order(self):
-        """Claim order within a worker: force, priority, own jobs before
-        the other workers', FIFO."""
-        return self.key[0], self.key[1], not self.mine, self.key[2]
+    def first(self, stale):
+        """True if it comes before other workers' jobs: it is the worker's
+        own, or was seen before ``stale`` (monotonic) and not claimed."""
+        return self.mine or self.since < stale
+
+    def order(self, stale):
+        """Claim order within a worker: force, priority, own (and stale)
+        jobs before the other workers', FIFO."""
+        return self.key[0], self.key[1], not self.first(stale), self.key[2]
 
 
 class Claimer:
@@ -113,8 +125,7 @@ class Claimer:
         self.next_due = None      # earliest known future query_at
         self.uncertain = {}       # lease token -> monotonic time of a claim
         #                           whose answer was lost
-        self.workers = 1          # live workers sharing the jobs out
-        self.rank = 0             # this worker's rank among them
+        self.workers = (identifier,)  # the workers sharing jobs out
         self.own_scanned = False  # the last scan found jobs of this worker
         self.shared_at = 0.0      # monotonic time of the last share_out
         self.share_wanted = False  # a claim was lost since
@@ -134,25 +145,27 @@ class Claimer:
         seconds): a worker came or went."""
         self.shared_at = time.monotonic()
         self.share_wanted = False
-        self.share(working(self.queue.sys, self.alive_within))
+        try:
+            self.share(working(self.queue.sys, self.alive_within))
+        except TRANSIENT:
+            pass  # the workers as known before: read again at the next
 
     def share(self, identifiers):
         """Share the jobs out among the live workers ``identifiers`` (this
         worker counts in any case)."""
-        workers = sorted(set(identifiers) | {self.identifier})
-        rank = workers.index(self.identifier)
-        if (len(workers), rank) == (self.workers, self.rank):
+        workers = tuple(sorted(set(identifiers) | {self.identifier}))
+        if workers == self.workers:
             return
-        self.workers, self.rank = len(workers), rank
+        self.workers = workers
         for candidate in self.candidates.values():
             candidate.mine = self.owns(candidate.id, candidate.worker)
 
     def owns(self, _id, worker=None):
         """True if this worker owns the job ``_id`` (a job meant for a
         worker, ``worker``, is owned by that one)."""
-        if worker is not None or self.workers == 1:
+        if worker is not None or len(self.workers) == 1:
             return worker in (None, self.identifier)
-        return owner_rank(_id, self.workers) == self.rank
+        return owner_of(_id, self.workers) == self.identifier
 
     def _candidate(self, _id, state, trial, force, priority, name, worker,
                    hinted=False):
@@ -253,6 +266,9 @@ class Claimer:
                         doc["_id"], state, doc.get("trial"), doc.get("force"),
                         doc.get("priority"), doc.get("name"),
                         doc.get("worker"))
+        for _id, candidate in found.items():  # (seen since)
+            if _id in self.candidates:
+                candidate.since = self.candidates[_id].since
         self.candidates = found
         # more than one page: scan again once these (or this worker's own
         # among them) are taken
@@ -273,26 +289,31 @@ class Claimer:
         jobs only once a page has none of its own)."""
         if self.scan_wanted or (self.more and not self.candidates):
             return True
+        stale = time.monotonic() - STALE_AFTER
         return self.own_scanned and not any(
-            c.mine for c in self.candidates.values())
+            c.first(stale) for c in self.candidates.values())
 
     # claiming ---------------------------------------------------------------
 
     def next_candidates(self, excluded_names=(), excluded_projects=(),
-                        force_only=False):
+                        force_only=False, excluded_ids=()):
         """Candidates in claim order (see :meth:`Candidate.order`), without
         the excluded ones."""
         mono = time.monotonic()
-        ordered = sorted(self.candidates.values(), key=Candidate.order)
+        stale = mono - STALE_AFTER
+        ordered = sorted(self.candidates.values(),
+                         key=lambda c: c.order(stale))
         found = [c for c in ordered
                  if c.after <= mono and c.name not in excluded_names
                  and project_of(c.name or "") not in excluded_projects
-                 and (c.force or not force_only)]
-        if self.own_scanned and found and found[0].mine:
+                 and (c.force or not force_only)
+                 and c.id not in excluded_ids]
+        if self.own_scanned and found and found[0].first(stale):
             # the others' jobs of a scan are taken by their owners
             # meanwhile: once this worker's own that come first are taken,
             # a new scan shows which are left (see scan_due)
-            return list(itertools.takewhile(lambda c: c.mine, found))
+            return list(itertools.takewhile(lambda c: c.first(stale),
+                                            found))
         return found
 
     def claim(self, candidates):
@@ -328,7 +349,7 @@ class Claimer:
                  for candidate in candidates], ordered=False)
             if not result.modified_count:
                 return []
-            order = {c.id: c.order() for c in candidates}
+            order = {c.id: c.key for c in candidates}
             won = list(self.queue.sys.queue.find(
                 {"_id": {"$in": list(order)},
                  "locked.token": lease["token"]}))

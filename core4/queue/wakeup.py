@@ -3,8 +3,9 @@
 A :class:`QueueWatch` reads a change stream in a background thread and
 turns each event that may make a job claimable (an insert of a waiting job,
 an update that sets a claimable ``state`` or moves ``query_at``), and each
-claim of a job, into a :class:`Hint`. The worker waits on :meth:`QueueWatch.fileno` (with its
-launchers' pipes, in one ``select``) and takes the hints when it wakes.
+claim of a job, into a :class:`Hint`. The worker waits on
+:meth:`QueueWatch.fileno` (with its launchers' pipes, in one ``select``)
+and takes the hints when it wakes.
 
 A hint is only a hint: the claim itself checks the job's state and due time
 atomically. Missed events are harmless because the worker also scans the
@@ -186,7 +187,10 @@ class QueueWatch:
                         if hint is not None:
                             with self.lock:
                                 self.hints.append(hint)
-                            self._wake()
+                            if hint.state != states.RUNNING:
+                                # (a claim only drops a candidate: it is
+                                # taken with the next hints or claim pass)
+                                self._wake()
             except pymongo.errors.OperationFailure as exc:
                 self.open = False
                 if exc.code in UNSUPPORTED_CODES:

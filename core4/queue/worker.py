@@ -321,13 +321,12 @@ class CoreWorker:
             short = self.resources.exhausted()
             capped = self.parallel.capped_names(self.jobs)
             paused = self.maintenance["projects"]
-            candidates = claimer.next_candidates(capped, paused,
-                                                 force_only=bool(short))
+            # (an old process's events must not be taken for the new one's)
+            busy = set(self.exiting) | set(self.jobs)
+            candidates = claimer.next_candidates(
+                capped, paused, force_only=bool(short), excluded_ids=busy)
             self.held_back.note(short, claimer.next_candidates(
                 capped, paused) if short else ())
-            # (an old process's events must not be taken for the new one's)
-            candidates = [c for c in candidates if c.id not in self.exiting
-                          and c.id not in self.jobs]
             while candidates:
                 batch, candidates = self.parallel.batch_of(
                     candidates, slots, self.jobs)
@@ -340,9 +339,9 @@ class CoreWorker:
                 # a name found at its max_parallel: skip its other jobs
                 capped = self.parallel.capped_names(self.jobs)
                 candidates = [c for c in candidates if c.name not in capped]
-            if claimer.candidates or not claimer.more:
+            if not claimer.scan_due():
                 return 0  # (a scan would read the same page again)
-            claimer.scan()  # a full page was taken: read the next one
+            claimer.scan()  # a page, or this worker's own in it, taken
         return 0
 
     def start_admitted(self, docs, claimed):

@@ -1,0 +1,101 @@
+"""Claims won and lost when several workers share the jobs out.
+
+Every worker sees every change event and scans the same queue; workers
+share the due jobs out (:mod:`core4.queue.claim`) so that they do not race
+for the same jobs. For N no-op jobs (default 1,000) on W workers (default
+2) this prints the claims each worker won and lost, as published in
+``sys_worker``, in two cases: the jobs queued before the workers start (a
+backlog: the workers find them by scans), and the jobs enqueued while the
+workers are idle (they learn of them from their change streams)::
+
+    .venv/bin/python bench/share.py [--jobs 1000] [--workers 2]
+
+Before jobs were shared out, each worker tried to claim every job: about
+N × (W - 1) claims were lost.
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench.throughput import (NOOP, configure, journal_count,  # noqa: E402
+                              start_workers, stop_workers)
+
+
+def claims_of(queue, workers, jobs, timeout=60):
+    """Wait until the workers published claims for all ``jobs``; return
+    ``{worker: {"won": n, "lost": n}}``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        docs = list(queue.sys.worker.find({"kind": "worker",
+                                           "phase": "loop"}))
+        claims = {doc["_id"]: doc.get("claims") or {} for doc in docs}
+        won = sum(c.get("won", 0) for c in claims.values())
+        if (len(docs) == workers and won >= jobs) or \
+                time.monotonic() > deadline:
+            return claims
+        time.sleep(0.5)
+
+
+def run(home, jobs, workers, backlog, log):
+    """Run ``jobs`` no-op jobs on ``workers`` workers, queued before they
+    start (``backlog``) or while they are idle; return (jobs/s, claims)."""
+    queue = configure(home, "bench_share_%s" % ("backlog" if backlog
+                                                else "idle"))
+    queue.sys.queue.drop()
+    queue.sys.journal.drop()
+    queue.sys.worker.drop()
+    if backlog:
+        for i in range(jobs):
+            queue.enqueue(NOOP, i=i)
+    start = time.monotonic()
+    procs = start_workers(workers, "fork", log)
+    if not backlog:
+        while queue.sys.worker.count_documents({"phase": "loop"}) < workers:
+            time.sleep(0.1)
+        time.sleep(6)  # a heartbeat: each worker has seen the others
+        start = time.monotonic()
+        for i in range(jobs):
+            queue.enqueue(NOOP, i=i)
+    while journal_count(queue) < jobs:
+        if any(p.poll() is not None for p in procs):
+            raise SystemExit("a worker died (see %s)" % log.name)
+        time.sleep(0.1)
+    rate = jobs / (time.monotonic() - start)
+    claims = claims_of(queue, workers, jobs)
+    stop_workers(queue, procs)
+    return rate, claims
+
+
+def main():
+    """Print jobs/s and the claims won and lost in both cases."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2)
+    ns = parser.parse_args()
+    home = tempfile.mkdtemp(prefix="core4-bench-")
+    from core4.mongo import embedded
+    try:
+        with open(os.path.join(home, "workers.log"), "wb") as log:
+            for backlog in (True, False):
+                rate, claims = run(home, ns.jobs, ns.workers, backlog, log)
+                lost = sum(c.get("lost", 0) for c in claims.values())
+                print("%s: %.1f jobs/s, %d claims lost (%s)" % (
+                    "queued before the workers start" if backlog else
+                    "enqueued while the workers are idle", rate, lost,
+                    ", ".join("%s won %d lost %d" % (
+                        name, c.get("won", 0), c.get("lost", 0))
+                        for name, c in sorted(claims.items()))), flush=True)
+    finally:
+        embedded.stop_server(os.path.join(home, "mongo"))
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
