@@ -14,6 +14,8 @@ import threading
 import pytest
 
 from core4.queue import lifecycle, states
+from core4.queue import parallel
+from core4.queue.claim import Candidate
 from core4.queue.parallel import ParallelLimit, parse_holder
 from core4.queue.queue import CoreQueue
 from tests.support import wait_for
@@ -122,6 +124,43 @@ def test_a_full_name_makes_room_for_a_waiting_worker(queue):
     hog.known[DUMMY] = 2
     assert hog.room(DUMMY, 2) == 0
     assert hog.room(DUMMY, 1) == 1
+
+
+def test_a_refused_worker_wakes_to_probe_the_name(queue, monkeypatch):
+    """A worker refused because a name was full probes it again after
+    PROBE_AFTER: its loop wakes for that (once per refusal) instead of
+    sleeping until the fallback poll, and only while jobs of the name
+    wait for it."""
+    monkeypatch.setattr(parallel, "PROBE_AFTER", 1.0)
+    ParallelLimit(CoreQueue(), "hog@h").admit(
+        claimed_jobs(queue, 2, 2, "hog@h"))
+    waiter = ParallelLimit(CoreQueue(), "waiter@h")
+    assert waiter.admit(claimed_jobs(queue, 1, 2, "waiter@h")) == []
+    waiting = [Candidate(None, "pending", 0, False, 0, DUMMY, None)]
+    assert waiter.seconds_to_probe([]) is None  # (no job of it waits)
+    assert 0 < waiter.seconds_to_probe(waiting) <= 1.0
+    wait_for(lambda: waiter.seconds_to_probe(waiting) == 0, 10,
+             message="the probe to be due")
+    assert waiter.seconds_to_probe(waiting) is None  # (reported once)
+    assert waiter.room(DUMMY, 0) == 1  # the probe: one job
+
+
+def test_workers_claim_a_share_of_a_limited_name(queue):
+    """With several workers, one claim takes no more of a name than its
+    limit divided by them, so workers that claim at the same moment do not
+    take more places together than the name has; a candidate tells the
+    limit before any job of the name was admitted."""
+    limiter = ParallelLimit(CoreQueue(), "a@h")
+    candidates = [Candidate(i, "pending", 0, False, 0, DUMMY, None,
+                            max_parallel=15) for i in range(16)]
+    batch, rest = limiter.batch_of(candidates, 16, {}, workers=2)
+    assert len(batch) == 7 and len(rest) == 9
+    batch, _ = limiter.batch_of(candidates, 16, {}, workers=1)
+    assert len(batch) == 15  # one worker: up to the limit
+    other = [Candidate(i, "pending", 0, False, 0, "x.y.Free", None)
+             for i in range(20)]
+    batch, _ = limiter.batch_of(other, 16, {}, workers=2)
+    assert len(batch) == 16  # no limit: the free slots
 
 
 def test_max_parallel_with_workers_killed(db, start_worker):

@@ -181,6 +181,12 @@ def test_same_name_and_args_is_refused(queue):
     second = queue.enqueue(DummyJob, sleep=2, loop_time=0.2)
     assert second._id != first._id
     assert queue.counts() == {states.PENDING: 2}
+    # the refused enqueue left no events (they are written before the job)
+    enqueued = {doc["data"]["_id"] for doc in queue.sys.event.find(
+        {"name": "enqueue_job"})}
+    assert enqueued == {first._id, second._id}
+    audited = list(queue.sys.event.find({"name": "enqueue"}))
+    assert len(audited) == 2, audited
     # once the job has left the queue it can be enqueued again
     assert queue.remove_hard(first._id) is True
     again = queue.enqueue(DummyJob, sleep=1, loop_time=0.2)

@@ -49,10 +49,11 @@ def job(**fields):
 
 def test_insert_of_a_pending_job_is_a_hint(watch):
     coll, queue_watch = watch
-    doc = job(priority=5, force=True)
+    doc = job(priority=5, force=True, max_parallel=3)
     coll.insert_one(doc)
     hint = hints_for(queue_watch, doc["_id"])[0]
     assert hint.state == "pending" and hint.trial == 0
+    assert hint.max_parallel == 3
     assert hint.priority == 5 and hint.force is True
     assert hint.name == "p.m.Job"
     assert abs((hint.query_at - doc["query_at"]).total_seconds()) < 0.002

@@ -18,6 +18,11 @@ installation answers the same:
     daemons in ``sys_worker`` (``worker``, ``scheduler``, ``app``) whose
     heartbeat is younger than ``daemon.alive_timeout`` and which did not
     exit.
+``core4_worker_claims_total{worker,outcome}`` (counter)
+    claims each alive worker won and lost (``outcome``: ``won``,
+    ``lost``) since it started, as of its last heartbeat: a worker that
+    keeps losing claims competes with others for the same jobs (see
+    *Sharing jobs out* in the concepts).
 ``core4_jobs_started_total{name}``, ``core4_jobs_completed_total{name}``,
 ``core4_jobs_failed_total{name}``, ``core4_leases_recovered_total{name}``
 (counters)
@@ -330,13 +335,17 @@ class QueueCollector:
         yield family
 
     def daemons(self):
-        """Yield ``core4_daemons_alive{kind}``."""
+        """Yield ``core4_daemons_alive{kind}`` and
+        ``core4_worker_claims_total{worker,outcome}``."""
         config = self.context.config
         cutoff = now() - seconds(config.daemon.alive_timeout)
         counts = dict.fromkeys(DAEMON_KINDS, 0)
+        claims = CounterMetricFamily(
+            "core4_worker_claims", "Claims each alive worker won and lost "
+            "since it started.", labels=["worker", "outcome"])
         for doc in self.context.system.worker.find(
                 {"kind": {"$exists": True}, "heartbeat": {"$gte": cutoff}},
-                {"kind": 1, "phase": 1, "heartbeat": 1}).limit(
+                {"kind": 1, "phase": 1, "heartbeat": 1, "claims": 1}).limit(
                     MAX_DAEMONS).max_time_ms(self.settings.max_time):
             heartbeat = to_datetime(doc.get("heartbeat"))
             if doc["_id"] in CONTROL_IDS or doc.get("phase") == "exit" \
@@ -344,12 +353,18 @@ class QueueCollector:
                     or not isinstance(doc.get("kind"), str):
                 continue
             counts[doc["kind"]] = counts.get(doc["kind"], 0) + 1
+            if isinstance(doc.get("claims"), dict):
+                for outcome in ("won", "lost"):
+                    value = doc["claims"].get(outcome)
+                    if isinstance(value, int) and value >= 0:
+                        claims.add_metric([str(doc["_id"]), outcome], value)
         family = GaugeMetricFamily(
             "core4_daemons_alive", "Daemons (sys_worker) with a recent "
             "heartbeat, per kind.", labels=["kind"])
         for kind in sorted(counts):
             family.add_metric([kind], counts[kind])
         yield family
+        yield claims
 
     def events(self):
         """Yield the counters and histograms of the running totals."""

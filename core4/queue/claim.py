@@ -58,7 +58,13 @@ FOREIGN_GRACE = 0.05
 SCAN_LIMIT = 500
 #: the fields a scan reads
 SCAN_FIELDS = {"_id": 1, "state": 1, "priority": 1, "force": 1, "name": 1,
-               "worker": 1, "query_at": 1, "trial": 1}
+               "worker": 1, "query_at": 1, "trial": 1, "max_parallel": 1}
+
+
+def earliest(*seconds):
+    """The least of ``seconds`` that are not None (None if all are)."""
+    known = [value for value in seconds if value is not None]
+    return min(known) if known else None
 
 
 def claim_order(force, priority, _id):
@@ -82,10 +88,10 @@ class Candidate:
     saw it (monotonic)."""
 
     __slots__ = ("id", "state", "trial", "force", "priority", "name",
-                 "worker", "key", "mine", "after", "since")
+                 "worker", "key", "mine", "after", "since", "max_parallel")
 
     def __init__(self, _id, state, trial, force, priority, name, worker,
-                 mine=True, after=0.0):
+                 mine=True, after=0.0, max_parallel=None):
         self.id = _id
         self.state = state
         self.trial = trial if isinstance(trial, int) else None
@@ -97,6 +103,9 @@ class Candidate:
         self.mine = mine
         self.after = after  # monotonic time from which it is offered
         self.since = time.monotonic()
+        self.max_parallel = max_parallel if isinstance(
+            max_parallel, int) and not isinstance(max_parallel, bool) \
+            else None
 
     def first(self, stale):
         """True if it comes before other workers' jobs: it is the worker's
@@ -168,14 +177,14 @@ class Claimer:
         return owner_of(_id, self.workers) == self.identifier
 
     def _candidate(self, _id, state, trial, force, priority, name, worker,
-                   hinted=False):
+                   max_parallel=None, hinted=False):
         """A candidate; another worker's job learnt from a hint is offered
         after :data:`FOREIGN_GRACE`."""
         mine = self.owns(_id, worker)
         after = 0.0 if mine or not hinted else \
             time.monotonic() + FOREIGN_GRACE
         return Candidate(_id, state, trial, force, priority, name, worker,
-                         mine, after)
+                         mine, after, max_parallel)
 
     def seconds_to_wake(self):
         """Seconds until the worker should claim (0: now, reported once;
@@ -186,10 +195,7 @@ class Claimer:
             self.next_due = None
             self.scan_wanted = True
             return 0.0
-        offer = self.seconds_to_offer()
-        if due is None or offer is None:
-            return offer if due is None else due
-        return min(due, offer)
+        return earliest(due, self.seconds_to_offer())
 
     def seconds_to_offer(self):
         """Seconds until another worker's hinted job is offered (0: one is
@@ -228,7 +234,7 @@ class Claimer:
             return True
         self.candidates[hint.id] = self._candidate(
             hint.id, hint.state, hint.trial, hint.force, hint.priority,
-            hint.name, hint.worker, hinted=True)
+            hint.name, hint.worker, hint.max_parallel, hinted=True)
         return True
 
     def due_at(self, at):
@@ -265,7 +271,7 @@ class Claimer:
                     found[doc["_id"]] = self._candidate(
                         doc["_id"], state, doc.get("trial"), doc.get("force"),
                         doc.get("priority"), doc.get("name"),
-                        doc.get("worker"))
+                        doc.get("worker"), doc.get("max_parallel"))
         for _id, candidate in found.items():  # (seen since)
             if _id in self.candidates:
                 candidate.since = self.candidates[_id].since
@@ -419,4 +425,4 @@ class Claimer:
             self.candidates[doc["_id"]] = self._candidate(
                 doc["_id"], doc["state"], doc.get("trial"), doc.get("force"),
                 doc.get("priority"), doc.get("name"), doc.get("worker"),
-                hinted=True)
+                doc.get("max_parallel"), hinted=True)

@@ -73,8 +73,9 @@ class ParallelLimit:
     """The ``max_parallel`` bookkeeping of the worker ``identifier``. It
     remembers how many holders each name had when it last admitted jobs of
     it, and claims no more of a name than that leaves room for; a name found
-    full is probed again after :data:`PROBE_AFTER` seconds, or at once when
-    a job of it ends here. While other workers wait for a name, it keeps no
+    full is probed again after :data:`PROBE_AFTER` seconds (the worker wakes
+    for it, see :meth:`seconds_to_probe`), or at once when a job of it ends
+    here. While other workers wait for a name, it keeps no
     more than its fair share of the name's places."""
 
     def __init__(self, queue, identifier):
@@ -86,6 +87,7 @@ class ParallelLimit:
         self.waiters = {}   # name -> other workers waiting, as last seen
         self.waiting = set()  # names this worker waits for
         self.swept = {}     # name -> monotonic time of the last sweep
+        self.probed = {}    # name -> seen when its probe was last due
 
     @property
     def collection(self):
@@ -110,22 +112,49 @@ class ParallelLimit:
             room = min(room, limit - known)
         return max(room, 0)
 
+    def seconds_to_probe(self, candidates):
+        """Seconds until a name found full, of which ``candidates`` wait,
+        is probed again (see :meth:`room`): 0 once when one is due; None if
+        no such name waits."""
+        mono = time.monotonic()
+        left = []
+        for name in {c.name for c in candidates}:
+            limit, seen = self.limits.get(name), self.seen.get(name)
+            if not limit or seen is None or self.known.get(name, 0) < limit:
+                continue
+            if seen + PROBE_AFTER > mono:
+                left.append(seen + PROBE_AFTER - mono)
+            elif self.probed.get(name) != seen:
+                self.probed[name] = seen  # (each time it was found full)
+                return 0.0
+        return min(left) if left else None
+
     def capped_names(self, jobs):
         """Job names not to claim now: no room left for them."""
         mine = running_by_name(jobs)
         return {name for name in self.limits
                 if self.room(name, mine.get(name, 0)) == 0}
 
-    def batch_of(self, candidates, slots, jobs):
+    def batch_of(self, candidates, slots, jobs, workers=1):
         """Split off the candidates of one claim: up to ``slots``, with no
-        more of a name than it has room for. Returns ``(batch, rest)``."""
+        more of a name than it has room for, and, with ``workers`` workers
+        sharing the jobs out, no more than the name's limit divided by them
+        (at least one): workers that claim at the same moment then do not
+        take more places together than the name has, so none of them is
+        refused and throttled. Returns ``(batch, rest)``."""
         mine = running_by_name(jobs)
         room = {}
         batch, rest = [], []
         for candidate in candidates:
             name = candidate.name
             if name not in room:
+                if getattr(candidate, "max_parallel", None):
+                    # (known before its first admission, too)
+                    self.limits.setdefault(name, candidate.max_parallel)
                 room[name] = self.room(name, mine.get(name, 0))
+                if room[name] is not None and workers > 1:
+                    room[name] = min(room[name], max(
+                        1, self.limits[name] // workers))
             if len(batch) < slots and room[name] != 0:
                 batch.append(candidate)
                 if room[name] is not None:

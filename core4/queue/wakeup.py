@@ -34,7 +34,8 @@ RETRY_SECONDS = 1.0
 UNSUPPORTED_CODES = {40573, 40324, 115, 136}
 
 Hint = collections.namedtuple("Hint", "id state trial query_at priority "
-                                      "force name worker")
+                                      "force name worker max_parallel",
+                              defaults=(None,))
 
 #: events that may make a job claimable, and claims (a job another worker
 #: took is no candidate any more, see :mod:`core4.queue.claim`).
@@ -90,7 +91,8 @@ def hint_of(event):
     return Hint(key, state, trial if isinstance(trial, int) else None,
                 _time(doc.get("query_at")),
                 priority if isinstance(priority, int) else None,
-                bool(doc.get("force")), doc.get("name"), doc.get("worker"))
+                bool(doc.get("force")), doc.get("name"), doc.get("worker"),
+                doc.get("max_parallel"))
 
 
 class QueueWatch:

@@ -15,8 +15,7 @@ the steps of the execution plan that are due:
 * ``check_requests`` — halt, maintenance, kill and removal requests;
 * ``flag_jobs`` — non-stop and zombie flags, deferred jobs turned inactive,
   jobs whose dependencies completed;
-* ``recover_jobs`` — jobs of dead workers (expired leases), run again at
-  once;
+* ``recover_jobs`` — jobs of dead workers (expired leases) run again;
 * ``collect_stats`` — CPU and memory for the resource gate.
 
 The worker's phases are explicit: ``startup``, ``loop``, ``stopping`` (no
@@ -43,7 +42,7 @@ from core4.mongo import now, seconds
 from core4.mongo.connection import TRANSIENT, revive, short_error
 from core4.queue import (dependency, events, lifecycle, recovery, states,
                          workdir)
-from core4.queue.claim import Claimer
+from core4.queue.claim import Claimer, earliest
 from core4.queue.finish import Finisher
 from core4.queue.daemon import (lease_settings, register, set_phase,
                                 unregister)
@@ -241,7 +240,7 @@ class CoreWorker:
             return
         timeout = max(0.0, min(self.next_run.values()) - time.monotonic())
         # (a worker without a free slot claims nothing)
-        wake = self.claimer.seconds_to_wake() if \
+        wake = self.wake_in() if \
             len(self.jobs) < self.config.worker.max_jobs else None
         if wake is not None:
             timeout = min(timeout, wake + 0.001)
@@ -252,9 +251,16 @@ class CoreWorker:
             select.select(filenos, [], [], timeout)
         except InterruptedError:
             pass
-        if wake == 0 or (wake is not None and
-                         self.claimer.seconds_to_wake() == 0):
+        if wake == 0 or (wake is not None and self.wake_in() == 0):
             self.work_now = True
+
+    def wake_in(self):
+        """Seconds until a timer asks for a claim pass (0 once, None: no
+        timer): :meth:`Claimer.seconds_to_wake` (jobs due, offered) and
+        :meth:`ParallelLimit.seconds_to_probe` (a full name probed)."""
+        return earliest(self.claimer.seconds_to_wake(),
+                        self.parallel.seconds_to_probe(
+                            self.claimer.candidates.values()))
 
     def take_hints(self):
         """Pass the change stream's hints to the claimer; after the stream
@@ -304,12 +310,7 @@ class CoreWorker:
     def claim(self, slots):
         """Claim up to ``slots`` due jobs for this worker, in claim order
         (force, priority, FIFO), and start them; return how many started
-        (0: nothing claimable now).
-
-        Candidates come from change-stream hints and from scans, which run
-        when the worker starts, when the stream (re)opens, when the
-        candidates run out and as the fallback poll.
-        """
+        (0: nothing claimable now); see :mod:`core4.queue.claim`."""
         claimer = self.claimer
         claimer.resolve_unknown()
         if claimer.scan_due() or not self.watch_alive():
@@ -329,7 +330,7 @@ class CoreWorker:
                 capped, paused) if short else ())
             while candidates:
                 batch, candidates = self.parallel.batch_of(
-                    candidates, slots, self.jobs)
+                    candidates, slots, self.jobs, len(claimer.workers))
                 claimed = time.monotonic()  # not later than the leases
                 started = self.start_admitted(self.envs.claim_primed(
                     batch, claimer.claim, self.out_dir, self.logs,
