@@ -71,17 +71,6 @@ def emit(system, event):
         pass
 
 
-def retract(system, written):
-    """Remove the events ``written`` by :func:`emit` (it gave them their
-    ``_id``): what they told did not happen. Errors are ignored."""
-    ids = [event["_id"] for event in written if "_id" in event]
-    if ids:
-        try:
-            system.event.delete_many({"_id": {"$in": ids}})
-        except pymongo.errors.PyMongoError:
-            pass
-
-
 class EventBuffer:
     """Events collected during a worker's loop pass, written together."""
 

@@ -114,18 +114,15 @@ class CoreQueue:
             doc["prog"]["message"] = "waiting for %s" % ", ".join(
                 str(value) for value in doc["dependency"])
         doc["_id"] = ObjectId()
-        # the events first: written after the job, they would reach the
-        # server while a worker claims the job, and delay the claim
-        written = [events.job_event("enqueue_job", doc),
-                   events.audit("enqueue", by, job_id=doc["_id"],
-                                job_name=doc["name"], parent_id=parent_id)]
-        events.emit(self.sys, written)
         try:
             self.sys.queue.insert_one(doc)
         except pymongo.errors.DuplicateKeyError:
-            events.retract(self.sys, written)
             raise CoreJobExists("job %s with args %r is already in the queue"
                                 % (doc["name"], doc["args"])) from None
+        events.emit(self.sys, [
+            events.job_event("enqueue_job", doc),
+            events.audit("enqueue", by, job_id=doc["_id"],
+                         job_name=doc["name"], parent_id=parent_id)])
         return doc
 
     def _audit(self, action, by, doc=None, **target):
