@@ -16,16 +16,15 @@ N × (W - 1) claims were lost.
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.throughput import (NOOP, configure, journal_count,  # noqa: E402
-                              start_workers, stop_workers)
+from bench.throughput import (NOOP, bench_home,  # noqa: E402
+                              configure, journal_count, start_workers,
+                              stop_workers)
 
 
 def claims_of(queue, workers, jobs, timeout=60):
@@ -79,22 +78,16 @@ def main():
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
     ns = parser.parse_args()
-    home = tempfile.mkdtemp(prefix="core4-bench-")
-    from core4.mongo import embedded
-    try:
-        with open(os.path.join(home, "workers.log"), "wb") as log:
-            for backlog in (True, False):
-                rate, claims = run(home, ns.jobs, ns.workers, backlog, log)
-                lost = sum(c.get("lost", 0) for c in claims.values())
-                print("%s: %.1f jobs/s, %d claims lost (%s)" % (
-                    "queued before the workers start" if backlog else
-                    "enqueued while the workers are idle", rate, lost,
-                    ", ".join("%s won %d lost %d" % (
-                        name, c.get("won", 0), c.get("lost", 0))
-                        for name, c in sorted(claims.items()))), flush=True)
-    finally:
-        embedded.stop_server(os.path.join(home, "mongo"))
-        shutil.rmtree(home, ignore_errors=True)
+    with bench_home() as (home, log):
+        for backlog in (True, False):
+            rate, claims = run(home, ns.jobs, ns.workers, backlog, log)
+            lost = sum(c.get("lost", 0) for c in claims.values())
+            print("%s: %.1f jobs/s, %d claims lost (%s)" % (
+                "queued before the workers start" if backlog else
+                "enqueued while the workers are idle", rate, lost,
+                ", ".join("%s won %d lost %d" % (
+                    name, c.get("won", 0), c.get("lost", 0))
+                    for name, c in sorted(claims.items()))), flush=True)
 
 
 if __name__ == "__main__":

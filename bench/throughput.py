@@ -12,6 +12,7 @@ core4 home (nothing touches ``~/.core4``).
 """
 
 import argparse
+import contextlib
 import os
 import select
 import shutil
@@ -158,6 +159,21 @@ def latency(home, samples, log):
     return found
 
 
+@contextlib.contextmanager
+def bench_home():
+    """A temporary core4 home and the workers' log in it, as ``(home,
+    log)``; the embedded server started in it is stopped and the home
+    removed at the end."""
+    home = tempfile.mkdtemp(prefix="core4-bench-")
+    from core4.mongo import embedded
+    try:
+        with open(os.path.join(home, "workers.log"), "wb") as log:
+            yield home, log
+    finally:
+        embedded.stop_server(os.path.join(home, "mongo"))
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def main():
     """Run every scenario and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -165,27 +181,21 @@ def main():
     parser.add_argument("--spawn-jobs", type=int, default=1000)
     parser.add_argument("--latency-samples", type=int, default=100)
     ns = parser.parse_args()
-    home = tempfile.mkdtemp(prefix="core4-bench-")
-    from core4.mongo import embedded
-    try:
-        with open(os.path.join(home, "workers.log"), "wb") as log:
-            results = {}
-            for method, jobs in (("fork", ns.jobs), ("spawn", ns.spawn_jobs)):
-                for workers in (1, 2):
-                    rate = throughput(home, jobs, workers, method, log)
-                    results[method, workers] = rate
-                    print("%-5s %d worker(s): %5d no-op jobs  %7.1f jobs/s"
-                          % (method, workers, jobs, rate), flush=True)
-            ratio = results["fork", 1] / results["spawn", 1]
-            print("fork / spawn (1 worker): %.1fx" % ratio)
-            lat = sorted(latency(home, ns.latency_samples, log))
-            p99 = lat[min(len(lat) - 1, int(round(0.99 * (len(lat) - 1))))]
-            print("dispatch latency on an idle worker (%d samples): "
-                  "p50 %.1f ms, p99 %.1f ms" % (
-                      len(lat), statistics.median(lat), p99))
-    finally:
-        embedded.stop_server(os.path.join(home, "mongo"))
-        shutil.rmtree(home, ignore_errors=True)
+    with bench_home() as (home, log):
+        results = {}
+        for method, jobs in (("fork", ns.jobs), ("spawn", ns.spawn_jobs)):
+            for workers in (1, 2):
+                rate = throughput(home, jobs, workers, method, log)
+                results[method, workers] = rate
+                print("%-5s %d worker(s): %5d no-op jobs  %7.1f jobs/s"
+                      % (method, workers, jobs, rate), flush=True)
+        ratio = results["fork", 1] / results["spawn", 1]
+        print("fork / spawn (1 worker): %.1fx" % ratio)
+        lat = sorted(latency(home, ns.latency_samples, log))
+        p99 = lat[min(len(lat) - 1, int(round(0.99 * (len(lat) - 1))))]
+        print("dispatch latency on an idle worker (%d samples): "
+              "p50 %.1f ms, p99 %.1f ms" % (
+                  len(lat), statistics.median(lat), p99))
 
 
 if __name__ == "__main__":
