@@ -126,23 +126,30 @@ def test_a_full_name_makes_room_for_a_waiting_worker(queue):
     assert hog.room(DUMMY, 1) == 1
 
 
-def test_a_refused_worker_wakes_to_probe_the_name(queue, monkeypatch):
+def test_a_refused_worker_wakes_to_probe_the_name(queue):
     """A worker refused because a name was full probes it again after
-    PROBE_AFTER: its loop wakes for that (once per refusal) instead of
-    sleeping until the fallback poll, and only while jobs of the name
-    wait for it."""
-    monkeypatch.setattr(parallel, "PROBE_AFTER", 1.0)
+    PROBE_AFTER, twice as long after each refusal in a row: its loop wakes
+    for that (once per refusal) instead of sleeping until the fallback
+    poll, and only while jobs of the name wait for it."""
     ParallelLimit(CoreQueue(), "hog@h").admit(
         claimed_jobs(queue, 2, 2, "hog@h"))
     waiter = ParallelLimit(CoreQueue(), "waiter@h")
     assert waiter.admit(claimed_jobs(queue, 1, 2, "waiter@h")) == []
     waiting = [Candidate(None, "pending", 0, False, 0, DUMMY, None)]
     assert waiter.seconds_to_probe([]) is None  # (no job of it waits)
-    assert 0 < waiter.seconds_to_probe(waiting) <= 1.0
-    wait_for(lambda: waiter.seconds_to_probe(waiting) == 0, 10,
-             message="the probe to be due")
+    assert waiter.pause(DUMMY) == parallel.PROBE_AFTER
+    assert waiter.seconds_to_probe(waiting) <= parallel.PROBE_AFTER
+    waiter.seen[DUMMY] -= parallel.PROBE_AFTER  # (the pause passed)
+    assert waiter.seconds_to_probe(waiting) == 0
     assert waiter.seconds_to_probe(waiting) is None  # (reported once)
     assert waiter.room(DUMMY, 0) == 1  # the probe: one job
+    # refused again: the next probe waits twice as long
+    assert waiter.admit(claimed_jobs(queue, 1, 2, "waiter@h")) == []
+    assert waiter.pause(DUMMY) == 2 * parallel.PROBE_AFTER
+    # the worker that filled the name itself does not probe it
+    hog = ParallelLimit(CoreQueue(), "hog2@h")
+    hog.limits[DUMMY], hog.known[DUMMY], hog.seen[DUMMY] = 2, 2, 0.0
+    assert hog.seconds_to_probe(waiting) is None
 
 
 def test_workers_claim_a_share_of_a_limited_name(queue):

@@ -181,7 +181,7 @@ def test_same_name_and_args_is_refused(queue):
     second = queue.enqueue(DummyJob, sleep=2, loop_time=0.2)
     assert second._id != first._id
     assert queue.counts() == {states.PENDING: 2}
-    # the refused enqueue left no events (they are written before the job)
+    # the refused enqueue left no events
     enqueued = {doc["data"]["_id"] for doc in queue.sys.event.find(
         {"name": "enqueue_job"})}
     assert enqueued == {first._id, second._id}

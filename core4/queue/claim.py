@@ -105,7 +105,7 @@ class Candidate:
         self.since = time.monotonic()
         self.max_parallel = max_parallel if isinstance(
             max_parallel, int) and not isinstance(max_parallel, bool) \
-            else None
+            and max_parallel > 0 else None
 
     def first(self, stale):
         """True if it comes before other workers' jobs: it is the worker's

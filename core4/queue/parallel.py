@@ -43,6 +43,9 @@ from core4.queue import lifecycle, states
 SWEEP_AFTER = 2.0
 #: seconds after which a worker that found a name full tries it again
 PROBE_AFTER = 0.5
+#: the longest pause between probes of a name found full again and again
+#: (each refusal doubles the pause from PROBE_AFTER; an admission resets it)
+PROBE_MAX = 8.0
 
 
 def running_by_name(jobs):
@@ -73,7 +76,8 @@ class ParallelLimit:
     """The ``max_parallel`` bookkeeping of the worker ``identifier``. It
     remembers how many holders each name had when it last admitted jobs of
     it, and claims no more of a name than that leaves room for; a name found
-    full is probed again after :data:`PROBE_AFTER` seconds (the worker wakes
+    full is probed again after :data:`PROBE_AFTER` seconds, twice as long
+    after each refusal in a row up to :data:`PROBE_MAX` (the worker wakes
     for it, see :meth:`seconds_to_probe`), or at once when a job of it ends
     here. While other workers wait for a name, it keeps no
     more than its fair share of the name's places."""
@@ -88,6 +92,7 @@ class ParallelLimit:
         self.waiting = set()  # names this worker waits for
         self.swept = {}     # name -> monotonic time of the last sweep
         self.probed = {}    # name -> seen when its probe was last due
+        self.pauses = {}    # name -> seconds between its probes
 
     @property
     def collection(self):
@@ -107,23 +112,27 @@ class ParallelLimit:
         known = self.known.get(name)
         if known is not None:
             if known >= limit and \
-                    time.monotonic() - self.seen[name] > PROBE_AFTER:
+                    time.monotonic() - self.seen[name] > self.pause(name):
                 return max(0, min(room, 1))  # did a place come free?
             room = min(room, limit - known)
         return max(room, 0)
 
+    def pause(self, name):
+        """Seconds between probes of ``name`` while it is found full."""
+        return self.pauses.get(name, PROBE_AFTER)
+
     def seconds_to_probe(self, candidates):
-        """Seconds until a name found full, of which ``candidates`` wait,
-        is probed again (see :meth:`room`): 0 once when one is due; None if
-        no such name waits."""
+        """Seconds until a name this worker was refused for, of which
+        ``candidates`` wait, is probed again (see :meth:`room`): 0 once
+        when one is due; None if no such name waits."""
         mono = time.monotonic()
         left = []
-        for name in {c.name for c in candidates}:
+        for name in self.waiting & {c.name for c in candidates}:
             limit, seen = self.limits.get(name), self.seen.get(name)
             if not limit or seen is None or self.known.get(name, 0) < limit:
                 continue
-            if seen + PROBE_AFTER > mono:
-                left.append(seen + PROBE_AFTER - mono)
+            if seen + self.pause(name) > mono:
+                left.append(seen + self.pause(name) - mono)
             elif self.probed.get(name) != seen:
                 self.probed[name] = seen  # (each time it was found full)
                 return 0.0
@@ -199,9 +208,14 @@ class ParallelLimit:
             self.waiters[name] = len(set(after.get("waiting") or [])
                                      - {self.identifier})
             if over:
+                if name in self.waiting and len(over) == len(group):
+                    # refused again: probe it less often
+                    self.pauses[name] = min(2 * self.pause(name), PROBE_MAX)
                 self.waiting.add(name)
-            elif name in self.waiting:
-                self._stop_waiting(name)
+            else:
+                self.pauses.pop(name, None)
+                if name in self.waiting:
+                    self._stop_waiting(name)
             refused.extend(over)
         if refused:
             self._give_back(refused)
