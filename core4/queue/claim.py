@@ -337,7 +337,7 @@ class Claimer:
         self.won += len(won)
         self.lost += len(candidates) - len(won)
         # a claim lost to another worker: did a worker come or go?
-        self.share_wanted = len(won) < len(candidates)
+        self.share_wanted |= len(won) < len(candidates)
         return won
 
     def _claim(self, candidates):
