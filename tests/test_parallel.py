@@ -18,7 +18,7 @@ from core4.queue import parallel
 from core4.queue.claim import Candidate
 from core4.queue.parallel import ParallelLimit, parse_holder
 from core4.queue.queue import CoreQueue
-from tests.support import wait_for
+from tests.support import let_worker_cycle, wait_for
 from tests.test_worker import enqueue, wait_journal
 
 DUMMY = "core4.queue.helper.job.example.DummyJob"
@@ -152,22 +152,48 @@ def test_a_refused_worker_wakes_to_probe_the_name(queue):
     assert hog.seconds_to_probe(waiting) is None
 
 
-def test_workers_claim_a_share_of_a_limited_name(queue):
-    """With several workers, one claim takes no more of a name than its
-    limit divided by them, so workers that claim at the same moment do not
-    take more places together than the name has; a candidate tells the
-    limit before any job of the name was admitted."""
-    limiter = ParallelLimit(CoreQueue(), "a@h")
-    candidates = [Candidate(i, "pending", 0, False, 0, DUMMY, None,
-                            max_parallel=15) for i in range(16)]
-    batch, rest = limiter.batch_of(candidates, 16, {}, workers=2)
-    assert len(batch) == 7 and len(rest) == 9
-    batch, _ = limiter.batch_of(candidates, 16, {}, workers=1)
-    assert len(batch) == 15  # one worker: up to the limit
+def limited(count, limit, name=DUMMY):
+    """``count`` candidates of ``name`` with ``max_parallel=limit``."""
+    return [Candidate(i, "pending", 0, False, 0, name, None,
+                      max_parallel=limit) for i in range(count)]
+
+
+def test_workers_claim_shares_that_add_up_to_the_limit(queue):
+    """Several workers split a name's places into shares that add up to
+    its limit, so workers that claim at the same moment are never refused;
+    which worker gets a place more depends on the name. A candidate tells
+    the limit before any job of the name was admitted."""
+    peers = {"a@h": False, "b@h": False, "c@h": False}
+    limiters = [ParallelLimit(CoreQueue(), worker) for worker in peers]
+    for limiter in limiters:
+        limiter.peers = dict(peers)
+    for name, limit in (("x.y.One", 15), ("x.y.Two", 15), ("x.y.Few", 2)):
+        claims = [len(limiter.batch_of(limited(20, limit, name), 16, {})[0])
+                  for limiter in limiters]
+        assert sum(claims) == limit, (name, claims)
+        assert max(claims) - min(claims) <= 1, (name, claims)
+    # alone, a worker claims up to the limit; without one, its free slots
+    alone = ParallelLimit(CoreQueue(), "a@h")
+    assert len(alone.batch_of(limited(20, 15), 16, {})[0]) == 15
     other = [Candidate(i, "pending", 0, False, 0, "x.y.Free", None)
              for i in range(20)]
-    batch, _ = limiter.batch_of(other, 16, {}, workers=2)
-    assert len(batch) == 16  # no limit: the free slots
+    assert len(limiters[0].batch_of(other, 16, {})[0]) == 16
+
+
+def test_a_worker_takes_the_places_others_cannot_use(queue):
+    """While every other worker had all its slots taken, a worker claims
+    the places it knows to be free beyond its share; once another waits for
+    the name, its share again."""
+    limiter = ParallelLimit(CoreQueue(), "a@h")
+    limiter.peers = {"a@h": False, "b@h": False}
+    limiter.limits[DUMMY] = 10
+    assert limiter.room(DUMMY, 0) == 5
+    limiter.peers["b@h"] = True  # (b ran max_jobs at its last heartbeat)
+    assert limiter.room(DUMMY, 0) == 10
+    limiter.known[DUMMY], limiter.seen[DUMMY] = 8, 0.0  # b holds places
+    assert limiter.room(DUMMY, 4) == 2
+    limiter.waiters[DUMMY] = 1
+    assert limiter.room(DUMMY, 4) == 1  # (its share of 5)
 
 
 def test_max_parallel_with_workers_killed(db, start_worker):
@@ -191,3 +217,28 @@ def test_max_parallel_with_workers_killed(db, start_worker):
     wait_for(lambda: not db.sys_parallel.find_one(
         {"_id": SLEEP})["holders"], timeout=60,
         message="the holders of the ended jobs removed")
+
+
+def test_two_workers_share_a_limited_name_without_refusals(db, start_worker):
+    """Two workers given 24 jobs of a name limited to 4 at once run them 4
+    at a time between them, and claim no job that the limit sends back:
+    each keeps to its share (before shares, both claimed up to the places
+    they believed free, and about one claim in four was given back)."""
+    workers = [start_worker("fair1"), start_worker("fair2")]
+    for worker in workers:  # each has seen the other
+        let_worker_cycle(db, worker, beats=2)
+    ids = [enqueue("SleepJob", key="fair%d" % i, secs=0.5, max_parallel=4)
+           for i in range(24)]
+    for _id in ids:
+        wait_journal(db, _id, timeout=120, worker=workers[0])
+    spans = sorted((doc["start"], doc["end"]) for doc in db.w_report.find(
+        {"_id": {"$regex": "^fair"}, "end": {"$exists": True}}))
+    assert len(spans) == 24
+    for start, _ in spans:
+        assert sum(1 for s, e in spans if s <= start < e) <= 4, spans
+    for worker in workers:  # (claims are published at each heartbeat)
+        let_worker_cycle(db, worker, beats=1)
+    claims = [doc["claims"] for doc in db.sys_worker.find(
+        {"_id": {"$regex": "^fair"}})]
+    assert all(c["won"] > 0 for c in claims), claims  # both ran jobs
+    assert sum(c["won"] for c in claims) == 24, claims

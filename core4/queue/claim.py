@@ -135,6 +135,8 @@ class Claimer:
         self.uncertain = {}       # lease token -> monotonic time of a claim
         #                           whose answer was lost
         self.workers = (identifier,)  # the workers sharing jobs out
+        self.peers = {identifier: False}  # the workers starting or in
+        #                           their loop -> all slots taken
         self.own_scanned = False  # the last scan found jobs of this worker
         self.shared_at = 0.0      # monotonic time of the last share_out
         self.share_wanted = False  # a claim was lost since
@@ -155,9 +157,15 @@ class Claimer:
         self.shared_at = time.monotonic()
         self.share_wanted = False
         try:
-            self.share(working(self.queue.sys, self.alive_within))
+            found = working(self.queue.sys, self.alive_within)
         except TRANSIENT:
-            pass  # the workers as known before: read again at the next
+            return  # the workers as known before: read again at the next
+        self.peers.clear()  # (in place: the worker's ParallelLimit reads it)
+        self.peers.update(
+            (worker, full) for worker, (_, full) in found.items())
+        self.peers[self.identifier] = False
+        self.share([worker for worker, (phase, _) in found.items()
+                    if phase == "loop"])
 
     def share(self, identifiers):
         """Share the jobs out among the live workers ``identifiers`` (this

@@ -71,11 +71,15 @@ def _alive(doc, config, at):
 
 
 def working(system, within):
-    """Identifiers of the workers in their loop (claiming) whose heartbeat
-    is at most ``within`` seconds old."""
-    return [doc["_id"] for doc in system.worker.find(
-        {"kind": "worker", "phase": "loop",
-         "heartbeat": {"$gte": now() - seconds(within)}}, {"_id": 1})]
+    """The workers starting or in their loop whose heartbeat is at most
+    ``within`` seconds old: ``{identifier: (phase, full)}``, ``full`` True
+    if the worker ran as many jobs as it has slots at its last heartbeat."""
+    return {doc["_id"]: (doc.get("phase"), bool(doc.get("max_jobs")) and
+                         doc.get("jobs", 0) >= doc["max_jobs"])
+            for doc in system.worker.find(
+                {"kind": "worker", "phase": {"$in": ["startup", "loop"]},
+                 "heartbeat": {"$gte": now() - seconds(within)}},
+                {"phase": 1, "jobs": 1, "max_jobs": 1})}
 
 
 def set_phase(system, identifier, phase):

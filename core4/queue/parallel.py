@@ -25,10 +25,16 @@ leaves its holders behind; they name a lease token that the job no longer
 has once it was recovered, so :meth:`ParallelLimit.sweep` removes them
 (when a name is found full, and at every ``flag_jobs`` step).
 
-A worker also caps what it claims by its own count (:meth:`batch_of`) and
-skips a name found full for a moment (:meth:`capped_names`).
+Refusals cost a claim, a process forked in vain and a give-back, so
+workers avoid them: several workers split a name's places into shares
+that add up to its limit (:meth:`ParallelLimit.share_of`), and each claims
+no more than its share while the others may want theirs
+(:meth:`ParallelLimit.room`). A worker skips a name without room
+(:meth:`ParallelLimit.capped_names`) and probes a name it was refused for
+after a pause.
 """
 
+import hashlib
 import time
 
 import pymongo
@@ -74,15 +80,15 @@ def parse_holder(value):
 
 class ParallelLimit:
     """The ``max_parallel`` bookkeeping of the worker ``identifier``. It
-    remembers how many holders each name had when it last admitted jobs of
-    it, and claims no more of a name than that leaves room for; a name found
-    full is probed again after :data:`PROBE_AFTER` seconds, twice as long
-    after each refusal in a row up to :data:`PROBE_MAX` (the worker wakes
-    for it, see :meth:`seconds_to_probe`), or at once when a job of it ends
-    here. While other workers wait for a name, it keeps no
-    more than its fair share of the name's places."""
+    claims no more of a name than its share of the places among the
+    workers (:attr:`peers`); alone, no more than the places it knows to be
+    free (it remembers how many holders each name had when it last
+    admitted jobs of it). A name it was refused for, or found full, is
+    probed again after :data:`PROBE_AFTER` seconds, twice as long after each
+    refusal in a row up to :data:`PROBE_MAX` (the worker wakes for it, see
+    :meth:`seconds_to_probe`), or at once when a job of it ends here."""
 
-    def __init__(self, queue, identifier):
+    def __init__(self, queue, identifier, peers=None):
         self.queue = queue
         self.identifier = identifier
         self.limits = {}    # name -> max_parallel last seen
@@ -93,6 +99,11 @@ class ParallelLimit:
         self.swept = {}     # name -> monotonic time of the last sweep
         self.probed = {}    # name -> seen when its probe was last due
         self.pauses = {}    # name -> seconds between its probes
+        #: the workers that share the places: identifier -> True if all
+        #: its slots were taken (:attr:`core4.queue.claim.Claimer.peers`)
+        self.peers = {identifier: False} if peers is None else peers
+        self.peers_stale = False  # the last admission met a worker not
+        #                           in peers (waiting for a name)
 
     @property
     def collection(self):
@@ -101,21 +112,43 @@ class ParallelLimit:
 
     def room(self, name, mine):
         """How many more jobs of ``name`` to claim, with ``mine`` of them
-        running here (None: no limit)."""
+        running here (None: no limit). Among several workers (:attr:`peers`)
+        it is this worker's share of the places (:meth:`share_of`), more
+        only while the others have no free slot and none waits for the
+        name. A worker alone, or refused for the name, claims the places it
+        knows to be free, and when it knows of none, probes with one job
+        every :meth:`pause`."""
         limit = self.limits.get(name)
         if not limit:
             return None
-        room = limit - mine
-        if self.waiters.get(name):
-            share = -(-limit // (1 + self.waiters[name]))
-            room = min(room, share - mine)
         known = self.known.get(name)
-        if known is not None:
-            if known >= limit and \
+        free = limit - mine if known is None else \
+            min(limit - mine, limit - known)
+        alone = len(self.peers) == 1 and not self.waiters.get(name)
+        share = limit if alone else self.share_of(name, limit)
+        if name in self.waiting or alone:
+            if free <= 0 and known is not None and mine < share and \
                     time.monotonic() - self.seen[name] > self.pause(name):
-                return max(0, min(room, 1))  # did a place come free?
-            room = min(room, limit - known)
+                return 1  # did a place come free?
+            return max(0, min(free, share - mine))
+        room = share - mine
+        if not self.waiters.get(name) and all(
+                full for worker, full in self.peers.items()
+                if worker != self.identifier):
+            room = max(room, free)  # the others cannot use their shares
         return max(room, 0)
+
+    def share_of(self, name, limit):
+        """This worker's share of the ``limit`` places of ``name``: the
+        places split evenly among the sharing workers (or as many as wait
+        for the name, if more), the rest one each to the first of them in
+        an order of the name's own (rendezvous hashing). The shares add up
+        to the limit, so workers that keep to theirs are never refused."""
+        peers = sorted(self.peers, key=lambda worker: hashlib.blake2b(
+            (name + "\0" + worker).encode(), digest_size=8).digest())
+        count = max(len(peers), 1 + self.waiters.get(name, 0))
+        base, rest = divmod(limit, count)
+        return base + (1 if peers.index(self.identifier) < rest else 0)
 
     def pause(self, name):
         """Seconds between probes of ``name`` while it is found full."""
@@ -144,13 +177,10 @@ class ParallelLimit:
         return {name for name in self.limits
                 if self.room(name, mine.get(name, 0)) == 0}
 
-    def batch_of(self, candidates, slots, jobs, workers=1):
+    def batch_of(self, candidates, slots, jobs):
         """Split off the candidates of one claim: up to ``slots``, with no
-        more of a name than it has room for, and, with ``workers`` workers
-        sharing the jobs out, no more than the name's limit divided by them
-        (at least one): workers that claim at the same moment then do not
-        take more places together than the name has, so none of them is
-        refused and throttled. Returns ``(batch, rest)``."""
+        more of a name than it has room for (:meth:`room`). Returns
+        ``(batch, rest)``."""
         mine = running_by_name(jobs)
         room = {}
         batch, rest = [], []
@@ -161,9 +191,6 @@ class ParallelLimit:
                     # (known before its first admission, too)
                     self.limits.setdefault(name, candidate.max_parallel)
                 room[name] = self.room(name, mine.get(name, 0))
-                if room[name] is not None and workers > 1:
-                    room[name] = min(room[name], max(
-                        1, self.limits[name] // workers))
             if len(batch) < slots and room[name] != 0:
                 batch.append(candidate)
                 if room[name] is not None:
@@ -192,6 +219,7 @@ class ParallelLimit:
         run; the others are given back to the queue, and the worker waits
         for their names."""
         by_name = {}
+        self.peers_stale = False
         for doc in docs:
             if doc.get("max_parallel"):
                 self.limits[doc["name"]] = doc["max_parallel"]
@@ -205,8 +233,9 @@ class ParallelLimit:
                     if position.get(holder(doc), 0) >= doc["max_parallel"]]
             self.known[name] = len(holders) - len(over)
             self.seen[name] = time.monotonic()
-            self.waiters[name] = len(set(after.get("waiting") or [])
-                                     - {self.identifier})
+            waiting = set(after.get("waiting") or []) - {self.identifier}
+            self.waiters[name] = len(waiting)
+            self.peers_stale |= bool(waiting - set(self.peers))
             if over:
                 if name in self.waiting and len(over) == len(group):
                     # refused again: probe it less often

@@ -100,7 +100,8 @@ class CoreWorker:
         self.maintenance = {"global": False, "projects": []}
         self.next_run = {}
         self.claimer = Claimer(self.queue, self.identifier, self.lease)
-        self.parallel = ParallelLimit(self.queue, self.identifier)
+        self.parallel = ParallelLimit(self.queue, self.identifier,
+                                      self.claimer.peers)
         self.watch = None
         self.watch_generation = 0
         self.work_now = True        # claim at the next pass (not only poll)
@@ -330,7 +331,7 @@ class CoreWorker:
                 capped, paused) if short else ())
             while candidates:
                 batch, candidates = self.parallel.batch_of(
-                    candidates, slots, self.jobs, len(claimer.workers))
+                    candidates, slots, self.jobs)
                 claimed = time.monotonic()  # not later than the leases
                 started = self.start_admitted(self.envs.claim_primed(
                     batch, claimer.claim, self.out_dir, self.logs,
@@ -359,6 +360,7 @@ class CoreWorker:
             limited = [doc for doc in docs if doc["_id"] in self.jobs
                        and doc["_id"] not in running]
             admitted = {doc["_id"] for doc in self.parallel.admit(limited)}
+            self.claimer.share_wanted |= self.parallel.peers_stale
         except BaseException:
             # the others never ran: given back at the next check_requests
             for doc in docs:
@@ -403,9 +405,8 @@ class CoreWorker:
     def watch_settings(self, claimed):
         """The settings of the watchdog of a job claimed at ``claimed``
         (see :func:`~core4.queue.launcher.process.start_watchdog`)."""
-        return {"lease_file": self.lease_file, "claimed": claimed,
-                "deadline": self.lease - self.margin,
-                "grace": self.kill_grace}
+        return {"lease_file": self.lease_file, "claimed": claimed, "grace":
+                self.kill_grace, "deadline": self.lease - self.margin}
 
     def started(self, doc):
         """The job ``doc`` runs: its event, its line, its lease renewals."""
@@ -420,10 +421,9 @@ class CoreWorker:
         """The gated job ``doc`` does not run here (``admit`` gave it back):
         its process exits; it is not claimed here again before then."""
         proc = self.jobs.pop(doc["_id"], None)
-        if proc is None:
-            return
-        self.exiting[doc["_id"]] = proc
-        proc.launcher.gate(doc["_id"], run=False)
+        if proc is not None:
+            self.exiting[doc["_id"]] = proc
+            proc.launcher.gate(doc["_id"], run=False)
 
     def renew(self):
         """Renew this worker's heartbeat and the leases of its jobs; then
