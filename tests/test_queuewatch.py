@@ -21,6 +21,7 @@ def watch(fidelity_env):
     coll = fidelity_env.client()[fidelity_env.database].sys_queue
     coll.insert_one({"_id": "init"})  # the collection exists
     queue_watch = QueueWatch(coll, LOG)
+    queue_watch.claims = True  # (as with other workers)
     queue_watch.start()
     wait_for(lambda: queue_watch.open, 30, message="the change stream")
     queue_watch.take()
@@ -94,6 +95,44 @@ def test_only_claimable_changes_and_claims_wake(watch):
     coll.insert_one(marker)
     seen = hints_for(queue_watch, marker["_id"])
     assert seen and all(h.id != done["_id"] for h in seen)
+
+
+def test_a_worker_alone_follows_claims_only_once_it_has_peers(
+        fidelity_env):
+    """A worker alone has no use for the claims of jobs: its stream leaves
+    them out (on the embedded server, every update of a running job would
+    come). Once it shares jobs out, the stream reopens with them."""
+    coll = fidelity_env.client()[fidelity_env.database].sys_queue
+    coll.insert_one({"_id": "init"})
+    queue_watch = QueueWatch(coll, LOG)
+    queue_watch.await_ms = 300  # (reopens after at most that)
+    queue_watch.start()
+    try:
+        wait_for(lambda: queue_watch.open, 30, message="the change stream")
+        first, marker = job(), job()
+        coll.insert_one(first)
+        coll.update_one({"_id": first["_id"]}, {"$set": {"state": "running"}})
+        coll.insert_one(marker)
+        seen = []
+
+        def marker_arrived():
+            select.select([queue_watch.fileno()], [], [], 0.2)
+            seen.extend(queue_watch.take())
+            return any(h.id == marker["_id"] for h in seen)
+        wait_for(marker_arrived, 30, message="the marker's hint")
+        assert [h.state for h in seen if h.id == first["_id"]] == ["pending"]
+        generation = queue_watch.generation
+        queue_watch.want(True, claims=True)
+        wait_for(lambda: queue_watch.generation > generation and
+                 queue_watch.open, 30, message="the stream reopened")
+        second = job()
+        coll.insert_one(second)
+        coll.update_one({"_id": second["_id"]},
+                        {"$set": {"state": "running"}})
+        found = hints_for(queue_watch, second["_id"], count=2)
+        assert [h.state for h in found] == ["pending", "running"]
+    finally:
+        queue_watch.close()
 
 
 def test_a_restarted_job_wakes(watch):

@@ -37,26 +37,24 @@ Hint = collections.namedtuple("Hint", "id state trial query_at priority "
                                       "force name worker max_parallel",
                               defaults=(None,))
 
-#: events that may make a job claimable, and claims (a job another worker
-#: took is no candidate any more, see :mod:`core4.queue.claim`).
-#: ``fullDocument`` exists for inserts everywhere and, on the embedded
-#: server, for updates too (there, every update of a running job matches:
-#: each is a hint that it was taken); on MongoDB an update carries
-#: ``updateDescription`` instead.
-PIPELINE = [
-    {"$match": {"$or": [
+def pipeline(claims):
+    """The change stream's pipeline: events that may make a job claimable,
+    and with ``claims`` the claims of jobs (a job another worker took is no
+    candidate any more, see :mod:`core4.queue.claim`; a worker alone has no
+    use for them). ``fullDocument`` exists for inserts everywhere and, on
+    the embedded server, for updates too (there, every update of a running
+    job matches: each is a hint that it was taken); on MongoDB an update
+    carries ``updateDescription`` instead."""
+    wanted = list(states.CLAIMABLE) + ([states.RUNNING] if claims else [])
+    return [{"$match": {"$or": [
         {"operationType": {"$in": ["insert", "replace"]},
          "fullDocument.state": {"$in": list(states.CLAIMABLE)}},
+        {"operationType": "update", "fullDocument.state": {"$in": wanted}},
         {"operationType": "update",
-         "fullDocument.state": {"$in": list(states.CLAIMABLE) + [
-             states.RUNNING]}},
-        {"operationType": "update",
-         "updateDescription.updatedFields.state": {
-             "$in": list(states.CLAIMABLE) + [states.RUNNING]}},
+         "updateDescription.updatedFields.state": {"$in": wanted}},
         {"operationType": "update",
          "updateDescription.updatedFields.query_at": {"$exists": True}},
-    ]}},
-]
+    ]}}]
 
 
 def _time(value):
@@ -111,6 +109,10 @@ class QueueWatch:
         #: worker's stream waits, and its events come in one batch later
         self.wanted = threading.Event()
         self.wanted.set()
+        #: True if the worker wants the claims of jobs (other workers
+        #: share the jobs out); a change reopens the stream
+        self.claims = False
+        self.await_ms = AWAIT_MS
         #: False once the server showed it has no change streams
         self.supported = True
         #: True while a stream is open (events are not being missed)
@@ -141,8 +143,11 @@ class QueueWatch:
             self.hints.clear()
         return hints
 
-    def want(self, wanted):
-        """Tell the watch whether the worker can use hints now."""
+    def want(self, wanted, claims=False):
+        """Tell the watch whether the worker can use hints now, and whether
+        it wants the claims of jobs (the stream reopens for a change, when
+        its current wait on the server ends)."""
+        self.claims = claims
         if wanted:
             self.wanted.set()
         else:
@@ -169,8 +174,10 @@ class QueueWatch:
         failing = False
         while not self.closed.is_set():
             try:
+                claims = self.claims
                 with self.collection.watch(
-                        PIPELINE, max_await_time_ms=AWAIT_MS) as stream:
+                        pipeline(claims), max_await_time_ms=self.await_ms) \
+                        as stream:
                     self.open = True
                     self.generation += 1
                     if failing:
@@ -178,7 +185,8 @@ class QueueWatch:
                                       self.collection.name)
                         failing = False
                     self._wake()  # the worker scans after each (re)open
-                    while not self.closed.is_set():
+                    while not self.closed.is_set() and \
+                            claims == self.claims:
                         self.wanted.wait(1.0)
                         if not self.wanted.is_set():
                             continue

@@ -270,7 +270,8 @@ class CoreWorker:
         events of meanwhile come then, in one batch)."""
         if self.watch is None:
             return
-        self.watch.want(len(self.jobs) < self.config.worker.max_jobs)
+        self.watch.want(len(self.jobs) < self.config.worker.max_jobs,
+                        claims=len(self.claimer.workers) > 1)
         claimable = False
         for hint in self.watch.take():
             claimable = self.claimer.hint(hint) or claimable
@@ -296,12 +297,9 @@ class CoreWorker:
             claimed += started
             if time.monotonic() - self.renewed_at > self.heartbeat / 2:
                 self.renew()  # a long claim round: the leases go on
-        if claimed:
-            self.poll_interval = self.plan["work_jobs"]
-        else:
-            self.poll_interval = min(self.poll_interval * 2, self.poll_max
-                                     if self.watch_alive() else min(
-                                         self.poll_max, 5.0))
+        self.poll_interval = self.plan["work_jobs"] if claimed else min(
+            self.poll_interval * 2, self.poll_max if self.watch_alive()
+            else min(self.poll_max, 5.0))
         self.next_run["work_jobs"] = time.monotonic() + self.poll_interval
 
     def watch_alive(self):
