@@ -9,9 +9,14 @@ backlog: the workers find them by scans), and the jobs enqueued while the
 workers are idle (they learn of them from their change streams)::
 
     .venv/bin/python bench/share.py [--jobs 1000] [--workers 2]
+                                    [--max-parallel 64]
 
 Before jobs were shared out, each worker tried to claim every job: about
-N × (W - 1) claims were lost.
+N × (W - 1) claims were lost. It also prints the claims given back because
+the name was at its ``max_parallel`` (claims won beyond the N jobs): with
+``--max-parallel 15`` (the default configuration's) and two workers of 16
+slots, about one claim in four was, before the workers kept to shares of
+the places.
 """
 
 import argparse
@@ -42,11 +47,16 @@ def claims_of(queue, workers, jobs, timeout=60):
         time.sleep(0.5)
 
 
-def run(home, jobs, workers, backlog, log):
-    """Run ``jobs`` no-op jobs on ``workers`` workers, queued before they
-    start (``backlog``) or while they are idle; return (jobs/s, claims)."""
-    queue = configure(home, "bench_share_%s" % ("backlog" if backlog
-                                                else "idle"))
+def run(home, jobs, workers, backlog, log, max_parallel=64):
+    """Run ``jobs`` no-op jobs of ``max_parallel`` on ``workers`` workers,
+    queued before they start (``backlog``) or while they are idle; return
+    (jobs/s, claims)."""
+    configure(home, "bench_share_%s" % ("backlog" if backlog else "idle"))
+    os.environ["CORE4_OPTION_job__max_parallel"] = "!!int %d" % max_parallel
+    from core4.config import reset_config
+    from core4.queue.queue import CoreQueue
+    reset_config()
+    queue = CoreQueue()
     queue.sys.queue.drop()
     queue.sys.journal.drop()
     queue.sys.worker.drop()
@@ -77,14 +87,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--max-parallel", type=int, default=64)
     ns = parser.parse_args()
+    if ns.jobs < 1 or ns.workers < 1 or ns.max_parallel < 1:
+        parser.error("--jobs, --workers and --max-parallel must be >= 1")
     with bench_home() as (home, log):
         for backlog in (True, False):
-            rate, claims = run(home, ns.jobs, ns.workers, backlog, log)
+            rate, claims = run(home, ns.jobs, ns.workers, backlog, log,
+                               ns.max_parallel)
             lost = sum(c.get("lost", 0) for c in claims.values())
-            print("%s: %.1f jobs/s, %d claims lost (%s)" % (
+            back = sum(c.get("won", 0) for c in claims.values()) - ns.jobs
+            print("%s: %.1f jobs/s, %d claims lost, %d given back (%s)" % (
                 "queued before the workers start" if backlog else
-                "enqueued while the workers are idle", rate, lost,
+                "enqueued while the workers are idle", rate, lost, back,
                 ", ".join("%s won %d lost %d" % (
                     name, c.get("won", 0), c.get("lost", 0))
                     for name, c in sorted(claims.items()))), flush=True)
