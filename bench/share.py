@@ -27,23 +27,26 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from core4.mongo import to_datetime  # noqa: E402
 from bench.throughput import (NOOP, bench_home,  # noqa: E402
                               configure, journal_count, start_workers,
                               stop_workers)
 
 
-def claims_of(queue, workers, jobs, timeout=60):
-    """Wait until the workers published claims for all ``jobs``; return
+def claims_of(queue, workers, timeout=60):
+    """Wait until each of the ``workers`` workers published its claims
+    after the last job ended (at its next heartbeat); return
     ``{worker: {"won": n, "lost": n}}``."""
+    from core4.mongo import now
+    since = now()
     deadline = time.monotonic() + timeout
     while True:
         docs = list(queue.sys.worker.find({"kind": "worker",
                                            "phase": "loop"}))
-        claims = {doc["_id"]: doc.get("claims") or {} for doc in docs}
-        won = sum(c.get("won", 0) for c in claims.values())
-        if (len(docs) == workers and won >= jobs) or \
-                time.monotonic() > deadline:
-            return claims
+        fresh = [doc for doc in docs if doc.get("heartbeat")
+                 and to_datetime(doc["heartbeat"]) > since]
+        if len(fresh) == workers or time.monotonic() > deadline:
+            return {doc["_id"]: doc.get("claims") or {} for doc in docs}
         time.sleep(0.5)
 
 
@@ -77,7 +80,7 @@ def run(home, jobs, workers, backlog, log, max_parallel=64):
             raise SystemExit("a worker died (see %s)" % log.name)
         time.sleep(0.1)
     rate = jobs / (time.monotonic() - start)
-    claims = claims_of(queue, workers, jobs)
+    claims = claims_of(queue, workers)
     stop_workers(queue, procs)
     return rate, claims
 

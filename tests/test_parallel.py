@@ -175,6 +175,10 @@ def test_workers_claim_shares_that_add_up_to_the_limit(queue):
     # alone, a worker claims up to the limit; without one, its free slots
     alone = ParallelLimit(CoreQueue(), "a@h")
     assert len(alone.batch_of(limited(20, 15), 16, {})[0]) == 15
+    # one worker it does not know yet waits for the name: half the places,
+    # and none of the rest (that one may count on it)
+    alone.waiters[DUMMY] = 1
+    assert alone.room(DUMMY, 0) == 7
     other = [Candidate(i, "pending", 0, False, 0, "x.y.Free", None)
              for i in range(20)]
     assert len(limiters[0].batch_of(other, 16, {})[0]) == 16

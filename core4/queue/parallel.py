@@ -140,14 +140,18 @@ class ParallelLimit:
 
     def share_of(self, name, limit):
         """This worker's share of the ``limit`` places of ``name``: the
-        places split evenly among the sharing workers (or as many as wait
-        for the name, if more), the rest one each to the first of them in
-        an order of the name's own (rendezvous hashing). The shares add up
-        to the limit, so workers that keep to theirs are never refused."""
+        places split evenly among the sharing workers, the rest one each to
+        the first of them in an order of the name's own (rendezvous
+        hashing). The shares add up to the limit, so workers that keep to
+        theirs are never refused. If more workers wait for the name than
+        this one knows, it splits among as many and takes none of the
+        rest."""
         peers = sorted(self.peers, key=lambda worker: hashlib.blake2b(
             (name + "\0" + worker).encode(), digest_size=8).digest())
         count = max(len(peers), 1 + self.waiters.get(name, 0))
         base, rest = divmod(limit, count)
+        if count > len(peers):
+            return base  # (workers not known here may have the rest)
         return base + (1 if peers.index(self.identifier) < rest else 0)
 
     def pause(self, name):
