@@ -9,14 +9,15 @@ backlog: the workers find them by scans), and the jobs enqueued while the
 workers are idle (they learn of them from their change streams)::
 
     .venv/bin/python bench/share.py [--jobs 1000] [--workers 2]
-                                    [--max-parallel 64]
+                                    [--max-parallel 64] [--sleep 0]
 
 Before jobs were shared out, each worker tried to claim every job: about
 N × (W - 1) claims were lost. It also prints the claims given back because
 the name was at its ``max_parallel`` (claims won beyond the N jobs): with
 ``--max-parallel 15`` (the default configuration's) and two workers of 16
 slots, about one claim in four was, before the workers kept to shares of
-the places.
+the places. The limit binds when jobs overlap: with ``--sleep S`` each job
+sleeps ``S`` seconds (``bench.peers.SleepJob``) instead of doing nothing.
 """
 
 import argparse
@@ -31,6 +32,9 @@ from core4.mongo import to_datetime  # noqa: E402
 from bench.throughput import (NOOP, bench_home,  # noqa: E402
                               configure, journal_count, start_workers,
                               stop_workers)
+
+#: a job that sleeps ``sleep`` seconds
+SLEEP_JOB = "bench.peers.SleepJob"
 
 
 def claims_of(queue, workers, timeout=60):
@@ -50,10 +54,11 @@ def claims_of(queue, workers, timeout=60):
         time.sleep(0.5)
 
 
-def run(home, jobs, workers, backlog, log, max_parallel=64):
-    """Run ``jobs`` no-op jobs of ``max_parallel`` on ``workers`` workers,
-    queued before they start (``backlog``) or while they are idle; return
-    (jobs/s, claims)."""
+def run(home, jobs, workers, backlog, log, max_parallel=64, sleep=0.0):
+    """Run ``jobs`` no-op jobs (or jobs that sleep ``sleep`` seconds) of
+    ``max_parallel`` on ``workers`` workers, queued before they start
+    (``backlog``) or while they are idle; return (jobs/s, claims)."""
+    name, args = (SLEEP_JOB, {"sleep": sleep}) if sleep else (NOOP, {})
     configure(home, "bench_share_%s" % ("backlog" if backlog else "idle"))
     os.environ["CORE4_OPTION_job__max_parallel"] = "!!int %d" % max_parallel
     from core4.config import reset_config
@@ -65,7 +70,7 @@ def run(home, jobs, workers, backlog, log, max_parallel=64):
     queue.sys.worker.drop()
     if backlog:
         for i in range(jobs):
-            queue.enqueue(NOOP, i=i)
+            queue.enqueue(name, i=i, **args)
     start = time.monotonic()
     procs = start_workers(workers, "fork", log)
     if not backlog:
@@ -74,7 +79,7 @@ def run(home, jobs, workers, backlog, log, max_parallel=64):
         time.sleep(6)  # a heartbeat: each worker has seen the others
         start = time.monotonic()
         for i in range(jobs):
-            queue.enqueue(NOOP, i=i)
+            queue.enqueue(name, i=i, **args)
     while journal_count(queue) < jobs:
         if any(p.poll() is not None for p in procs):
             raise SystemExit("a worker died (see %s)" % log.name)
@@ -91,13 +96,16 @@ def main():
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--max-parallel", type=int, default=64)
+    parser.add_argument("--sleep", type=float, default=0.0)
     ns = parser.parse_args()
     if ns.jobs < 1 or ns.workers < 1 or ns.max_parallel < 1:
         parser.error("--jobs, --workers and --max-parallel must be >= 1")
+    if not 0 <= ns.sleep <= 60:
+        parser.error("--sleep must be between 0 and 60 seconds")
     with bench_home() as (home, log):
         for backlog in (True, False):
             rate, claims = run(home, ns.jobs, ns.workers, backlog, log,
-                               ns.max_parallel)
+                               ns.max_parallel, ns.sleep)
             lost = sum(c.get("lost", 0) for c in claims.values())
             back = sum(c.get("won", 0) for c in claims.values()) - ns.jobs
             print("%s: %.1f jobs/s, %d claims lost, %d given back (%s)" % (

@@ -168,6 +168,13 @@ def test_workers_claim_shares_that_add_up_to_the_limit(queue):
     for limiter in limiters:
         limiter.peers = dict(peers)
     for name, limit in (("x.y.One", 15), ("x.y.Two", 15), ("x.y.Few", 2)):
+        # a name new to a worker: one job first (another worker that
+        # started alone may hold all its places)
+        first = [len(limiter.batch_of(limited(20, limit, name), 16, {})[0])
+                 for limiter in limiters]
+        assert max(first) == 1 and sum(first) == min(limit, 3), first
+        for limiter in limiters:  # (as after that job's admission)
+            limiter.known[name], limiter.seen[name] = 0, 0.0
         claims = [len(limiter.batch_of(limited(20, limit, name), 16, {})[0])
                   for limiter in limiters]
         assert sum(claims) == limit, (name, claims)
@@ -178,6 +185,7 @@ def test_workers_claim_shares_that_add_up_to_the_limit(queue):
     # one worker it does not know yet waits for the name: half the places,
     # and none of the rest (that one may count on it)
     alone.waiters[DUMMY] = 1
+    alone.known[DUMMY], alone.seen[DUMMY] = 0, 0.0  # (after an admission)
     assert alone.room(DUMMY, 0) == 7
     other = [Candidate(i, "pending", 0, False, 0, "x.y.Free", None)
              for i in range(20)]
@@ -191,6 +199,8 @@ def test_a_worker_takes_the_places_others_cannot_use(queue):
     limiter = ParallelLimit(CoreQueue(), "a@h")
     limiter.peers = {"a@h": False, "b@h": False}
     limiter.limits[DUMMY] = 10
+    assert limiter.room(DUMMY, 0) == 1  # (a name new here: one job first)
+    limiter.known[DUMMY], limiter.seen[DUMMY] = 0, 0.0  # (it was admitted)
     assert limiter.room(DUMMY, 0) == 5
     limiter.peers["b@h"] = True  # (b ran max_jobs at its last heartbeat)
     assert limiter.room(DUMMY, 0) == 10

@@ -113,9 +113,10 @@ class ParallelLimit:
     def room(self, name, mine):
         """How many more jobs of ``name`` to claim, with ``mine`` of them
         running here (None: no limit). Among several workers (:attr:`peers`)
-        it is this worker's share of the places (:meth:`share_of`), more
-        only while the others have no free slot and none waits for the
-        name. A worker alone, or refused for the name, claims the places it
+        it is this worker's share of the places (:meth:`share_of`), one job
+        while it has not admitted any of the name yet, more only while the
+        others have no free slot and none waits for the name. A worker
+        alone, or refused for the name, claims the places it
         knows to be free, and when it knows of none, probes with one job
         every :meth:`pause`."""
         limit = self.limits.get(name)
@@ -132,7 +133,11 @@ class ParallelLimit:
                 return 1  # did a place come free?
             return max(0, min(free, share - mine))
         room = share - mine
-        if not self.waiters.get(name) and all(
+        if known is None:
+            # the name is new here: another worker may hold its places
+            # (it started before this one was known to it): one job first
+            room = min(room, 1)
+        elif not self.waiters.get(name) and all(
                 full for worker, full in self.peers.items()
                 if worker != self.identifier):
             room = max(room, free)  # the others cannot use their shares
