@@ -43,6 +43,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 
 from core4.queue import lifecycle, states
+from core4.queue.daemon import working
 
 #: seconds between sweeps of one name's stale holders after it was found
 #: full
@@ -88,9 +89,10 @@ class ParallelLimit:
     refusal in a row up to :data:`PROBE_MAX` (the worker wakes for it, see
     :meth:`seconds_to_probe`), or at once when a job of it ends here."""
 
-    def __init__(self, queue, identifier, peers=None):
+    def __init__(self, queue, identifier, peers=None, alive_within=60.0):
         self.queue = queue
         self.identifier = identifier
+        self.alive_within = alive_within  # (seconds of a live heartbeat)
         self.limits = {}    # name -> max_parallel last seen
         self.known = {}     # name -> holders, as last seen (minus releases)
         self.seen = {}      # name -> monotonic time it was last seen
@@ -116,9 +118,9 @@ class ParallelLimit:
         it is this worker's share of the places (:meth:`share_of`), one job
         while it has not admitted any of the name yet, more only while the
         others have no free slot and none waits for the name. A worker
-        alone, or refused for the name, claims the places it
-        knows to be free, and when it knows of none, probes with one job
-        every :meth:`pause`."""
+        alone, or refused for the name, claims the places it knows to be
+        free (within its share), and when it knows of none, probes with one
+        job every :meth:`pause`."""
         limit = self.limits.get(name)
         if not limit:
             return None
@@ -150,14 +152,18 @@ class ParallelLimit:
         hashing). The shares add up to the limit, so workers that keep to
         theirs are never refused. If more workers wait for the name than
         this one knows, it splits among as many and takes none of the
-        rest."""
+        rest. A share is at least one job: with more workers than places,
+        a worker whose share would be none may still run one job of the
+        name when a place is free (admission decides; refused, it waits
+        its pause)."""
         peers = sorted(self.peers, key=lambda worker: hashlib.blake2b(
             (name + "\0" + worker).encode(), digest_size=8).digest())
         count = max(len(peers), 1 + self.waiters.get(name, 0))
         base, rest = divmod(limit, count)
         if count > len(peers):
-            return base  # (workers not known here may have the rest)
-        return base + (1 if peers.index(self.identifier) < rest else 0)
+            rest = 0  # (workers not known here may have the rest)
+        share = base + (1 if peers.index(self.identifier) < rest else 0)
+        return max(share, 1)  # (admission permitting: no name starves)
 
     def pause(self, name):
         """Seconds between probes of ``name`` while it is found full."""
@@ -321,7 +327,7 @@ class ParallelLimit:
         """Remove the holders of jobs that no longer run with the holder's
         lease (their worker died, or gave them back and died), and the
         waiting workers that are gone, from the documents of ``names`` (all
-        if None)."""
+        if None); the waiting workers counted here are those left."""
         query = {} if names is None else {"_id": {"$in": list(names)}}
         mono = time.monotonic()
         docs = list(self.collection.find(query))
@@ -348,11 +354,16 @@ class ParallelLimit:
                 gone = [w for w in doc["waiting"] if w not in alive]
                 if gone:
                     update["waiting"] = gone
+                self.waiters[doc["_id"]] = len(
+                    set(doc["waiting"]) - set(gone) - {self.identifier})
+            else:
+                self.waiters.pop(doc["_id"], None)
             if update:
                 self.collection.update_one({"_id": doc["_id"]}, {"$pull": {
                     key: {"$in": value} for key, value in update.items()}})
 
     def alive_workers(self):
-        """Identifiers of the workers registered and not exited."""
-        return {doc["_id"] for doc in self.queue.sys.worker.find(
-            {"kind": "worker"}, {"phase": 1}) if doc.get("phase") != "exit"}
+        """Identifiers of the workers starting or in their loop whose
+        heartbeat is at most ``alive_within`` seconds old (a worker that
+        died or stops waits for no name)."""
+        return set(working(self.queue.sys, self.alive_within))

@@ -101,7 +101,7 @@ class CoreWorker:
         self.next_run = {}
         self.claimer = Claimer(self.queue, self.identifier, self.lease)
         self.parallel = ParallelLimit(self.queue, self.identifier,
-                                      self.claimer.peers)
+                                      self.claimer.peers, self.lease)
         self.watch = None
         self.watch_generation = 0
         self.work_now = True        # claim at the next pass (not only poll)
