@@ -27,6 +27,9 @@ from core4.queue import states
 
 #: milliseconds a getMore waits on the server for new events
 AWAIT_MS = 10000
+#: the same for a worker alone: when another worker comes, its stream
+#: reopens with the claims of jobs after at most this long
+AWAIT_ALONE_MS = 3000
 #: seconds between attempts to reopen a stream that failed
 RETRY_SECONDS = 1.0
 #: error codes of servers that have no change streams (standalone mongod:
@@ -96,7 +99,7 @@ def hint_of(event):
 class QueueWatch:
     """Change-stream hints for one worker (see the module docstring)."""
 
-    def __init__(self, collection, log):
+    def __init__(self, collection, log, claims=False):
         self.collection = collection
         self.log = log
         self.hints = collections.deque()
@@ -111,7 +114,7 @@ class QueueWatch:
         self.wanted.set()
         #: True if the worker wants the claims of jobs (other workers
         #: share the jobs out); a change reopens the stream
-        self.claims = False
+        self.claims = claims
         self.await_ms = AWAIT_MS
         #: False once the server showed it has no change streams
         self.supported = True
@@ -175,9 +178,10 @@ class QueueWatch:
         while not self.closed.is_set():
             try:
                 claims = self.claims
+                wait = self.await_ms if claims else \
+                    min(self.await_ms, AWAIT_ALONE_MS)
                 with self.collection.watch(
-                        pipeline(claims), max_await_time_ms=self.await_ms) \
-                        as stream:
+                        pipeline(claims), max_await_time_ms=wait) as stream:
                     self.open = True
                     self.generation += 1
                     if failing:

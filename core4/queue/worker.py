@@ -141,8 +141,10 @@ class CoreWorker:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         self.queue.setup()
+        self.claimer.share_out()  # (with other workers, a stream of claims)
         if self.config.worker.change_stream:
-            self.watch = QueueWatch(self.queue.sys.queue, self.log)
+            self.watch = QueueWatch(self.queue.sys.queue, self.log, claims=(
+                len(self.claimer.peers) > 1))
             self.watch.start()
         else:
             self.log.info("change stream off (worker.change_stream): the "
@@ -271,7 +273,7 @@ class CoreWorker:
         if self.watch is None:
             return
         self.watch.want(len(self.jobs) < self.config.worker.max_jobs,
-                        claims=len(self.claimer.workers) > 1)
+                        claims=len(self.claimer.peers) > 1)
         claimable = False
         for hint in self.watch.take():
             claimable = self.claimer.hint(hint) or claimable
