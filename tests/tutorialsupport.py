@@ -50,8 +50,8 @@ MARK = "CORE4_TUTORIAL_RUN"
 #: a terminal's ANSI escape sequences (colours, cursor movement)
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]")
 #: git commit ids, full or abbreviated (never 24 digits: those are ids)
-SHA = re.compile(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)(?:[0-9a-f]{40}|"
-                 r"[0-9a-f]{7,12})\b")
+#: (one in a hundred short commit ids has no letter: only a digit is asked)
+SHA = re.compile(r"\b(?=[0-9a-f]*\d)(?:[0-9a-f]{40}|[0-9a-f]{7,12})\b")
 #: a version of Python or core4 in an output
 VERSION = re.compile(r"\b(python|core4) \d+\.\d+[\w.]*")
 
