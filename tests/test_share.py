@@ -161,8 +161,10 @@ def test_two_idle_workers_share_new_jobs_out(core4_env, db, start_worker):
     one of the two claims was lost). Each worker publishes its claims won
     and lost in ``sys_worker``."""
     workers = [start_worker("share1"), start_worker("share2")]
-    for worker in workers:  # each has seen the other
-        let_worker_cycle(db, worker, beats=2)
+    # each has seen the other, and the first one's change stream (opened
+    # while it was alone) has reopened with the claims of jobs
+    for worker in workers:
+        let_worker_cycle(db, worker, beats=5)
     queue = CoreQueue()
     count = 40
     for i in range(count):

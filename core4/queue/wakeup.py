@@ -29,7 +29,7 @@ from core4.queue import states
 AWAIT_MS = 10000
 #: the same for a worker alone: when another worker comes, its stream
 #: reopens with the claims of jobs after at most this long
-AWAIT_ALONE_MS = 3000
+AWAIT_ALONE_MS = 5000
 #: seconds between attempts to reopen a stream that failed
 RETRY_SECONDS = 1.0
 #: error codes of servers that have no change streams (standalone mongod:
