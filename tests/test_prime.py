@@ -361,3 +361,27 @@ def test_a_job_fenced_in_its_primed_import_is_recorded_lost(hanging, db,
     for path in (base + ".result.prime", base + ".log.prime"):
         assert not os.path.exists(path)
     assert not (tmp_path / "never").exists()
+
+
+def test_a_spare_primed_for_its_job_hands_its_logging_to_the_job(
+        core4_env, db, tmp_path):
+    """A prime whose import logs nothing opens no file; the job then runs
+    in the primed spare with the logging the prime set up, and its records
+    go to the job's own log file (none to the ``.prime`` file)."""
+    launcher = ForkLauncher(env=worker_env())
+    try:
+        warm(launcher, db, tmp_path)
+        spare = spare_of(launcher)
+        marker = tmp_path / "primed"
+        doc = claimed(db, __name__ + ".MarkJob", str(marker))
+        primed_log = prime(launcher, doc["_id"], doc["name"], tmp_path)
+        base = run(launcher, doc, tmp_path)
+        assert int(marker.read_text()) == spare
+        with open(base + ".log") as handle:
+            records = [json.loads(line) for line in handle]
+        assert [r["message"] for r in records] == [
+            "start execution", "done execution with [complete]"]
+        assert {r["identifier"] for r in records} == {str(doc["_id"])}
+        assert not os.path.exists(primed_log)
+    finally:
+        launcher.close()

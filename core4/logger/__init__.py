@@ -9,15 +9,16 @@ stderr, stdout and MongoDB (``sys.log``), each with its own level.
 * :mod:`core4.logger.mongo` — the non-blocking ``sys.log`` handler
 * :mod:`core4.logger.exception` — a job's recent DEBUG records, written
   when it fails
-* :mod:`core4.logger.setup` — :func:`setup_logging`, :func:`flush_logging`
+* :mod:`core4.logger.setup` — :func:`setup_logging`, :func:`flush_logging`,
+  :func:`retarget_log_file`
 * :mod:`core4.logger.query` — reading ``sys.log`` (``chist``, ``coco``)
 """
 
 from core4.logger.adapter import ROOT, CoreLoggerAdapter, get_logger
 from core4.logger.query import format_record, job_records
 from core4.logger.setup import (flush_logging, mongo_handler, parse_level,
-                                setup_logging)
+                                retarget_log_file, setup_logging)
 
 __all__ = ["ROOT", "CoreLoggerAdapter", "get_logger", "setup_logging",
            "flush_logging", "mongo_handler", "parse_level", "job_records",
-           "format_record"]
+           "format_record", "retarget_log_file"]

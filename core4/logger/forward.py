@@ -9,6 +9,7 @@ blocks it, and a failing job's buffered DEBUG records travel the same way.
 """
 
 import logging
+import os
 import sys
 
 import pymongo.errors
@@ -54,6 +55,14 @@ class FileHandler(MongoHandler):
         self._file.write(encode_record(doc))
         self._file.flush()
         self.written += 1
+
+    def move_to(self, path):
+        """Write to ``path`` from now on. A file opened already goes on
+        being written if it was renamed to ``path``; else it is closed."""
+        if self._file is not None and os.path.exists(self.path):
+            self._file.close()
+            self._file = None
+        self.path = path
 
     def flush(self, timeout=2.0):
         """Everything is written at once: nothing to wait for."""

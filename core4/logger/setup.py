@@ -131,6 +131,21 @@ def mongo_handler():
     return None
 
 
+def retarget_log_file(old, new):
+    """Let the log file handler :func:`setup_logging` attached for
+    ``old`` write to ``new`` from now on (a spare primed for its job hands
+    over its logging, see :mod:`core4.queue.launcher.child`; a file it
+    opened already was renamed to ``new``). False if there is none."""
+    from core4.logger.forward import FileHandler
+    with _LOCK:
+        for handler in logging.getLogger(ROOT).handlers:
+            if isinstance(handler, FileHandler) and getattr(handler, _TAG, 0) \
+                    and handler.path == old:
+                handler.move_to(new)
+                return True
+    return False
+
+
 def flush_logging(timeout=2.0):
     """Wait up to ``timeout`` seconds until the queued records of this
     process are written to ``sys.log``; return True if all were.

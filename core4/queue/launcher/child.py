@@ -11,7 +11,7 @@ import time
 import traceback
 
 from core4.queue.launcher.output import OutputCopies, attach
-from core4.queue.launcher.process import (EXIT_DONE, EXIT_LOST, decode_doc,
+from core4.queue.launcher.process import (EXIT_DONE, EXIT_LOST, command_doc,
                                           prepare_ahead, project_of, run_job,
                                           start_watchdog, write_result)
 from core4.queue.launcher.watchdog import Watchdog
@@ -39,14 +39,16 @@ def prepare_child(close):
     random.seed()
 
 
-def run_child(command, configs, done, doc=None, watchdog=None, gate=None):
+def run_child(command, configs, done, doc=None, watchdog=None, gate=None,
+              primed_log=None):
     """In a prepared child whose output goes into its pipe (see
     :class:`~core4.queue.launcher.output.OutputCopies`): become the job
     process of ``command`` (``doc`` if decoded already) and never return;
     its configuration comes from the launcher's ``configs`` (as they were
     when the child was forked; ``watchdog``: one started ahead; ``gate``:
     the :class:`LineReader` its word to run comes on if the command is
-    ``gated``). Once the outcome is written and all output flushed, one
+    ``gated``; ``primed_log``: see :func:`~core4.queue.launcher.process.
+    run_job`). Once the outcome is written and all output flushed, one
     byte on ``done`` tells the launcher."""
     code = EXIT_LOST
     pid = os.getpid()
@@ -54,11 +56,12 @@ def run_child(command, configs, done, doc=None, watchdog=None, gate=None):
         sys.stdout.reconfigure(line_buffering=True)
         start_watchdog(command, watchdog)
         if doc is None:
-            doc = decode_doc(command["doc"])
+            doc = command_doc(command)
         entry = configs.entries.get(project_of(doc))
         code = run_job(doc, command["result"], command.get("log"),
                        entry and entry[1], piped=True,
-                       gate=gate.go if command.get("gated") else None)
+                       gate=gate.go if command.get("gated") else None,
+                       primed_log=primed_log)
     except BaseException:
         traceback.print_exc()
     finally:
@@ -206,8 +209,10 @@ class Spare:
             if command:
                 if primed and primed["job_id"] == command["job_id"]:
                     _adopt_primed_log(primed["log"], command.get("log"))
+                else:
+                    primed = None
                 run_child(command, configs, done_w, watchdog=watchdog,
-                          gate=reader)
+                          gate=reader, primed_log=primed and primed["log"])
             code = 0  # not needed: the launcher retired or is gone
         finally:
             os._exit(code)

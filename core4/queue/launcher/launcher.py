@@ -27,7 +27,8 @@ import tempfile
 
 import psutil
 
-from core4.queue.launcher.process import decode_doc, encode_doc, project_of
+from core4.queue.launcher.process import (decode_doc, encode_bson,
+                                          encode_doc, project_of)
 
 Started = collections.namedtuple("Started", "job_id pid")
 #: the job process wrote its outcome and flushed its output and log: it is
@@ -148,6 +149,7 @@ class ForkLauncher:
         self.orphans = {}      # job_id -> pid, watched after a launcher died
         self.events = []
         self.retired = False
+        self.protocol = 1      # until the launcher said it is ready
 
     def _ensure(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -167,6 +169,7 @@ class ForkLauncher:
             raise LauncherError("cannot start %s: %s" % (self.python, exc))
         os.set_blocking(self.proc.stdout.fileno(), False)
         self.buffer = b""
+        self.protocol = 1
 
     def _failure(self):
         """The launcher's last words, if it died of an error."""
@@ -216,11 +219,14 @@ class ForkLauncher:
         :func:`~core4.queue.launcher.process.start_watchdog`; ``gated``:
         it runs after :meth:`gate`)."""
         self._ensure()
-        line = json.dumps({"doc": encode_doc(doc), "out": out_path,
-                           "result": result_path, "log": log_path,
-                           "watch": watch, "project": project_of(doc),
-                           "job_id": encode_doc(doc["_id"]),
-                           "gated": gated})
+        command = {"out": out_path, "result": result_path, "log": log_path,
+                   "watch": watch, "project": project_of(doc),
+                   "job_id": encode_doc(doc["_id"]), "gated": gated}
+        if self.protocol >= 2:
+            command["bson"] = encode_bson(doc)
+        else:  # (an older core4 in the project's virtualenv)
+            command["doc"] = encode_doc(doc)
+        line = json.dumps(command)
         self.pending[doc["_id"]] = None
         self._send(line)
 
@@ -296,7 +302,9 @@ class ForkLauncher:
             event = json.loads(line)
             job_id = decode_doc(event["job_id"]) if "job_id" in event \
                 else None
-            if event["event"] == "started":
+            if event["event"] == "ready":
+                self.protocol = event.get("protocol", 1)
+            elif event["event"] == "started":
                 self.pending[job_id] = event["pid"]
                 self.events.append(Started(job_id, event["pid"]))
             elif event["event"] == "done":

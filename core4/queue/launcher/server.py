@@ -13,6 +13,12 @@ and ``unprime`` around a claim, see the spare; ``retire``) and stdout
 (events: ``ready``, ``started``, ``done``, ``exited``). A job's
 output goes into a pipe whose read end the launcher holds
 (:class:`~core4.queue.launcher.output.OutputCopies`).
+
+``ready`` names the launcher's :data:`PROTOCOL`. From protocol 2 on, a
+worker sends a job's document as BSON (``bson``, see
+:func:`~core4.queue.launcher.process.encode_bson`) instead of extended
+JSON (``doc``); a launcher takes either, so a project's virtualenv may
+hold an older or a newer core4 than its worker.
 """
 
 import gc
@@ -48,6 +54,9 @@ def _emit(event):
     except OSError:  # BrokenPipeError: the worker died
         raise WorkerGone() from None
 
+
+#: the version of the protocol this launcher speaks (see above)
+PROTOCOL = 2
 
 #: seconds between handing a job to the spare and forking the next spare
 SPARE_DELAY = 0.02
@@ -110,7 +119,7 @@ class Server:
 
     def _serve(self):
         buffer = b""
-        _emit({"event": "ready", "pid": os.getpid()})
+        _emit({"event": "ready", "pid": os.getpid(), "protocol": PROTOCOL})
         while not (self.retired and not self.children):
             if self.spare is not None and self.spare.stale():
                 self.spare.discard()
