@@ -16,7 +16,7 @@ import pytest
 from core4.mongo import now, seconds
 from core4.queue import lifecycle, states
 from core4.queue import parallel
-from core4.queue.claim import Candidate
+from core4.queue.claim import Candidate, Claimer
 from core4.queue.parallel import ParallelLimit, parse_holder
 from core4.queue.queue import CoreQueue
 from tests.support import let_worker_cycle, wait_for
@@ -139,12 +139,16 @@ def test_a_refused_worker_wakes_to_probe_the_name(queue):
     waiter = ParallelLimit(CoreQueue(), "waiter@h")
     assert waiter.admit(claimed_jobs(queue, 1, 2, "waiter@h")) == []
     waiting = [Candidate(None, "pending", 0, False, 0, DUMMY, None)]
-    assert waiter.seconds_to_probe([]) is None  # (no job of it waits)
+    assert waiter.seconds_to_probe([], {}) is None  # (no job of it waits)
     assert waiter.pause(DUMMY) == parallel.PROBE_AFTER
-    assert waiter.seconds_to_probe(waiting) <= parallel.PROBE_AFTER
+    assert waiter.seconds_to_probe(waiting, {}) <= parallel.PROBE_AFTER
     waiter.seen[DUMMY] -= parallel.PROBE_AFTER  # (the pause passed)
-    assert waiter.seconds_to_probe(waiting) == 0
-    assert waiter.seconds_to_probe(waiting) is None  # (reported once)
+    # among two workers, one running job of the name fills its share
+    waiter.peers["hog@h"] = False
+    assert waiter.seconds_to_probe(waiting, {1: RunningJob(DUMMY)}) is None
+    del waiter.peers["hog@h"]
+    assert waiter.seconds_to_probe(waiting, {}) == 0
+    assert waiter.seconds_to_probe(waiting, {}) is None  # (reported once)
     assert waiter.room(DUMMY, 0) == 1  # the probe: one job
     # refused again: the next probe waits twice as long
     assert waiter.admit(claimed_jobs(queue, 1, 2, "waiter@h")) == []
@@ -152,7 +156,54 @@ def test_a_refused_worker_wakes_to_probe_the_name(queue):
     # the worker that filled the name itself does not probe it
     hog = ParallelLimit(CoreQueue(), "hog2@h")
     hog.limits[DUMMY], hog.known[DUMMY], hog.seen[DUMMY] = 2, 2, 0.0
-    assert hog.seconds_to_probe(waiting) is None
+    assert hog.seconds_to_probe(waiting, {}) is None
+
+
+class RunningJob:
+    """A worker's job process of the name ``name``, as a limit sees it."""
+
+    def __init__(self, name):
+        self.doc = {"name": name}
+
+
+def test_a_stopping_worker_keeps_its_places_but_claims_no_more(queue):
+    """A stopping worker still counts among the workers that share a
+    name's places while its jobs run, as one whose slots are all taken:
+    the others keep to their shares of a name new to them, then take the
+    places they know to be free. It waits for no name."""
+    queue.sys.worker.insert_many([
+        {"_id": "a@h", "kind": "worker", "phase": "loop",
+         "heartbeat": now(), "jobs": 0, "max_jobs": 8},
+        {"_id": "b@h", "kind": "worker", "phase": "stopping",
+         "heartbeat": now(), "jobs": 4, "max_jobs": 8}])
+    claimer = Claimer(CoreQueue(), "a@h")
+    assert claimer.share_out()  # (the peers changed)
+    assert claimer.peers == {"a@h": False, "b@h": True}
+    assert claimer.workers == ("a@h",)  # (b owns no job any more)
+    assert not claimer.share_out()
+    limiter = ParallelLimit(CoreQueue(), "a@h", peers=claimer.peers)
+    assert limiter.alive_workers() == {"a@h"}
+    limiter.limits[DUMMY] = 10
+    assert limiter.room(DUMMY, 0) == 1  # (new here: b may hold places)
+    limiter.known[DUMMY], limiter.seen[DUMMY] = 4, 0.0  # b holds 4
+    assert limiter.room(DUMMY, 0) == 6
+
+
+def test_a_worker_follows_claims_a_while_after_the_others_left(queue):
+    """A worker's change stream brings the claims of jobs while other
+    workers share the jobs out, and for a lease after the last one was
+    seen: a heartbeat that comes and goes does not reopen it each time."""
+    claimer = Claimer(CoreQueue(), "a@h", alive_within=60.0)
+    claimer.share_out()
+    assert not claimer.wants_claims()  # (alone)
+    queue.sys.worker.insert_one({"_id": "b@h", "kind": "worker",
+                                 "phase": "loop", "heartbeat": now()})
+    assert claimer.share_out() and claimer.wants_claims()
+    queue.sys.worker.update_one({"_id": "b@h"}, {"$set": {"phase": "exit"}})
+    assert claimer.share_out() and claimer.peers == {"a@h": False}
+    assert claimer.wants_claims()
+    claimer.others_at -= 61.0  # (a lease later)
+    assert not claimer.wants_claims()
 
 
 def limited(count, limit, name=DUMMY):

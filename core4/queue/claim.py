@@ -140,6 +140,7 @@ class Claimer:
         self.own_scanned = False  # the last scan found jobs of this worker
         self.shared_at = 0.0      # monotonic time of the last share_out
         self.share_wanted = False  # a claim was lost since
+        self.others_at = None     # monotonic time others were last known
         self.won = 0              # claims won, and lost (the job was taken,
         self.lost = 0             # or no longer claimable), so far
 
@@ -153,19 +154,34 @@ class Claimer:
         """Share the jobs out among the workers in their loop (read from
         ``sys_worker``); the worker calls it at every heartbeat, and a claim
         lost to another worker does (at most every :data:`SHARE_AFTER`
-        seconds): a worker came or went."""
+        seconds): a worker came or went. The places of names with a
+        ``max_parallel`` are shared among the workers starting, in their
+        loop or stopping (:attr:`peers`). True if those changed (a worker
+        came, went, or has all its slots taken now or no longer)."""
         self.shared_at = time.monotonic()
         self.share_wanted = False
         try:
             found = working(self.queue.sys, self.alive_within)
         except TRANSIENT:
-            return  # the workers as known before: read again at the next
+            return False  # the workers as known before: read at the next
+        before = dict(self.peers)
         self.peers.clear()  # (in place: the worker's ParallelLimit reads it)
         self.peers.update(
             (worker, full) for worker, (_, full) in found.items())
         self.peers[self.identifier] = False
+        if len(self.peers) > 1:
+            self.others_at = self.shared_at
         self.share([worker for worker, (phase, _) in found.items()
                     if phase == "loop"])
+        return self.peers != before
+
+    def wants_claims(self):
+        """True if the worker's change stream should bring the claims of
+        jobs: other workers share the jobs out, or did within the last
+        ``alive_within`` seconds (a heartbeat that comes and goes around
+        that age does not reopen the stream again and again)."""
+        return self.others_at is not None and \
+            time.monotonic() - self.others_at <= self.alive_within
 
     def share(self, identifiers):
         """Share the jobs out among the live workers ``identifiers`` (this

@@ -127,7 +127,7 @@ class ParallelLimit:
         known = self.known.get(name)
         free = limit - mine if known is None else \
             min(limit - mine, limit - known)
-        alone = len(self.peers) == 1 and not self.waiters.get(name)
+        alone = self.alone(name)
         share = limit if alone else self.share_of(name, limit)
         if name in self.waiting or alone:
             if free <= 0 and known is not None and mine < share and \
@@ -144,6 +144,11 @@ class ParallelLimit:
                 if worker != self.identifier):
             room = max(room, free)  # the others cannot use their shares
         return max(room, 0)
+
+    def alone(self, name):
+        """True if this worker knows of no other worker that shares the
+        places of ``name`` or waits for them."""
+        return len(self.peers) == 1 and not self.waiters.get(name)
 
     def share_of(self, name, limit):
         """This worker's share of the ``limit`` places of ``name``: the
@@ -169,16 +174,21 @@ class ParallelLimit:
         """Seconds between probes of ``name`` while it is found full."""
         return self.pauses.get(name, PROBE_AFTER)
 
-    def seconds_to_probe(self, candidates):
+    def seconds_to_probe(self, candidates, jobs):
         """Seconds until a name this worker was refused for, of which
-        ``candidates`` wait, is probed again (see :meth:`room`): 0 once
-        when one is due; None if no such name waits."""
+        ``candidates`` wait, is probed again (see :meth:`room`; ``jobs``:
+        the worker's job processes, a name whose share they fill is not
+        probed): 0 once when one is due; None if no such name waits."""
         mono = time.monotonic()
+        mine = running_by_name(jobs)
         left = []
         for name in self.waiting & {c.name for c in candidates}:
             limit, seen = self.limits.get(name), self.seen.get(name)
             if not limit or seen is None or self.known.get(name, 0) < limit:
                 continue
+            share = limit if self.alone(name) else self.share_of(name, limit)
+            if mine.get(name, 0) >= share:
+                continue  # (a job of it that ends here wakes the worker)
             if seen + self.pause(name) > mono:
                 left.append(seen + self.pause(name) - mono)
             elif self.probed.get(name) != seen:
@@ -366,4 +376,5 @@ class ParallelLimit:
         """Identifiers of the workers starting or in their loop whose
         heartbeat is at most ``alive_within`` seconds old (a worker that
         died or stops waits for no name)."""
-        return set(working(self.queue.sys, self.alive_within))
+        return {worker for worker, (phase, _) in working(
+            self.queue.sys, self.alive_within).items() if phase != "stopping"}

@@ -143,8 +143,8 @@ class CoreWorker:
         self.queue.setup()
         self.claimer.share_out()  # (with other workers, a stream of claims)
         if self.config.worker.change_stream:
-            self.watch = QueueWatch(self.queue.sys.queue, self.log, claims=(
-                len(self.claimer.peers) > 1))
+            self.watch = QueueWatch(self.queue.sys.queue, self.log,
+                                    claims=self.claimer.wants_claims())
             self.watch.start()
         else:
             self.log.info("change stream off (worker.change_stream): the "
@@ -263,7 +263,7 @@ class CoreWorker:
         :meth:`ParallelLimit.seconds_to_probe` (a full name probed)."""
         return earliest(self.claimer.seconds_to_wake(),
                         self.parallel.seconds_to_probe(
-                            self.claimer.candidates.values()))
+                            self.claimer.candidates.values(), self.jobs))
 
     def take_hints(self):
         """Pass the change stream's hints to the claimer; after the stream
@@ -273,7 +273,7 @@ class CoreWorker:
         if self.watch is None:
             return
         self.watch.want(len(self.jobs) < self.config.worker.max_jobs,
-                        claims=len(self.claimer.peers) > 1)
+                        claims=self.claimer.wants_claims())
         claimable = False
         for hint in self.watch.take():
             claimable = self.claimer.hint(hint) or claimable
@@ -443,7 +443,7 @@ class CoreWorker:
                 {"$set": {"locked.heartbeat": at}})
         write_renewal(self.lease_file, began)
         self.renewed_at = began
-        self.claimer.share_out()
+        self.work_now |= self.claimer.share_out()  # (shares may have grown)
 
     def check(self):
         """Process halt, maintenance, kill and removal requests."""
