@@ -166,29 +166,6 @@ class RunningJob:
         self.doc = {"name": name}
 
 
-def test_a_stopping_worker_keeps_its_places_but_claims_no_more(queue):
-    """A stopping worker still counts among the workers that share a
-    name's places while its jobs run, as one whose slots are all taken:
-    the others keep to their shares of a name new to them, then take the
-    places they know to be free. It waits for no name."""
-    queue.sys.worker.insert_many([
-        {"_id": "a@h", "kind": "worker", "phase": "loop",
-         "heartbeat": now(), "jobs": 0, "max_jobs": 8},
-        {"_id": "b@h", "kind": "worker", "phase": "stopping",
-         "heartbeat": now(), "jobs": 4, "max_jobs": 8}])
-    claimer = Claimer(CoreQueue(), "a@h")
-    assert claimer.share_out()  # (the peers changed)
-    assert claimer.peers == {"a@h": False, "b@h": True}
-    assert claimer.workers == ("a@h",)  # (b owns no job any more)
-    assert not claimer.share_out()
-    limiter = ParallelLimit(CoreQueue(), "a@h", peers=claimer.peers)
-    assert limiter.alive_workers() == {"a@h"}
-    limiter.limits[DUMMY] = 10
-    assert limiter.room(DUMMY, 0) == 1  # (new here: b may hold places)
-    limiter.known[DUMMY], limiter.seen[DUMMY] = 4, 0.0  # b holds 4
-    assert limiter.room(DUMMY, 0) == 6
-
-
 def test_a_worker_follows_claims_a_while_after_the_others_left(queue):
     """A worker's change stream brings the claims of jobs while other
     workers share the jobs out, and for a lease after the last one was

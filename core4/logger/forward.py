@@ -26,6 +26,15 @@ def encode_record(doc):
     return json_util.dumps(doc, json_options=_JSON) + "\n"
 
 
+def _same_file(handle, path):
+    """True if the open file ``handle`` is the file at ``path``."""
+    try:
+        opened, found = os.fstat(handle.fileno()), os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return (opened.st_dev, opened.st_ino) == (found.st_dev, found.st_ino)
+
+
 class FileHandler(MongoHandler):
     """Writes ``sys.log`` documents to a file, one JSON line each (levels
     and the DEBUG buffer as :class:`MongoHandler`). The file is created at
@@ -58,11 +67,14 @@ class FileHandler(MongoHandler):
 
     def move_to(self, path):
         """Write to ``path`` from now on. A file opened already goes on
-        being written if it was renamed to ``path``; else it is closed."""
-        if self._file is not None and os.path.exists(self.path):
-            self._file.close()
-            self._file = None
-        self.path = path
+        being written if it is the file at ``path`` now (it was renamed
+        there); else it is closed."""
+        with self.lock:
+            if self._file is not None and not _same_file(self._file, path):
+                self._file.close()
+                self._file = None
+            self._unwritable = False  # (``path`` may well be writable)
+            self.path = path
 
     def flush(self, timeout=2.0):
         """Everything is written at once: nothing to wait for."""

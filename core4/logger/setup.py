@@ -135,7 +135,9 @@ def retarget_log_file(old, new):
     """Let the log file handler :func:`setup_logging` attached for
     ``old`` write to ``new`` from now on (a spare primed for its job hands
     over its logging, see :mod:`core4.queue.launcher.child`; a file it
-    opened already was renamed to ``new``). False if there is none."""
+    opened already goes on if it was renamed to ``new``, see
+    :meth:`~core4.logger.forward.FileHandler.move_to`). False if there is
+    none."""
     from core4.logger.forward import FileHandler
     with _LOCK:
         for handler in logging.getLogger(ROOT).handlers:

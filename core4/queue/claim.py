@@ -155,9 +155,9 @@ class Claimer:
         ``sys_worker``); the worker calls it at every heartbeat, and a claim
         lost to another worker does (at most every :data:`SHARE_AFTER`
         seconds): a worker came or went. The places of names with a
-        ``max_parallel`` are shared among the workers starting, in their
-        loop or stopping (:attr:`peers`). True if those changed (a worker
-        came, went, or has all its slots taken now or no longer)."""
+        ``max_parallel`` are shared among the workers starting or in their
+        loop (:attr:`peers`). True if those changed (a worker came, went,
+        or has all its slots taken now or no longer)."""
         self.shared_at = time.monotonic()
         self.share_wanted = False
         try:

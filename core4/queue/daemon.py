@@ -71,17 +71,13 @@ def _alive(doc, config, at):
 
 
 def working(system, within):
-    """The workers starting, in their loop or stopping whose heartbeat is
-    at most ``within`` seconds old: ``{identifier: (phase, full)}``,
-    ``full`` True if the worker ran as many jobs as it has slots at its
-    last heartbeat, and for a stopping worker (it claims no more, but its
-    jobs still hold their places)."""
-    return {doc["_id"]: (doc.get("phase"), doc.get("phase") == "stopping" or
-                         bool(doc.get("max_jobs")) and
+    """The workers starting or in their loop whose heartbeat is at most
+    ``within`` seconds old: ``{identifier: (phase, full)}``, ``full`` True
+    if the worker ran as many jobs as it has slots at its last heartbeat."""
+    return {doc["_id"]: (doc.get("phase"), bool(doc.get("max_jobs")) and
                          doc.get("jobs", 0) >= doc["max_jobs"])
             for doc in system.worker.find(
-                {"kind": "worker",
-                 "phase": {"$in": ["startup", "loop", "stopping"]},
+                {"kind": "worker", "phase": {"$in": ["startup", "loop"]},
                  "heartbeat": {"$gte": now() - seconds(within)}},
                 {"phase": 1, "jobs": 1, "max_jobs": 1})}
 

@@ -376,5 +376,4 @@ class ParallelLimit:
         """Identifiers of the workers starting or in their loop whose
         heartbeat is at most ``alive_within`` seconds old (a worker that
         died or stops waits for no name)."""
-        return {worker for worker, (phase, _) in working(
-            self.queue.sys, self.alive_within).items() if phase != "stopping"}
+        return set(working(self.queue.sys, self.alive_within))

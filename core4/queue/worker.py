@@ -437,13 +437,13 @@ class CoreWorker:
         if self.jobs:
             # (its own only: a claim whose answer was lost expires)
             self.queue.sys.queue.update_many(
-                {"_id": {"$in": list(self.jobs)},
-                 "locked.worker": self.identifier,
-                 "state": states.RUNNING},
+                {"_id": {"$in": list(self.jobs)}, "state": states.RUNNING,
+                 "locked.worker": self.identifier},
                 {"$set": {"locked.heartbeat": at}})
         write_renewal(self.lease_file, began)
         self.renewed_at = began
-        self.work_now |= self.claimer.share_out()  # (shares may have grown)
+        if self.claimer.share_out() and self.parallel.limits:
+            self.work_now = True  # (the shares changed: claim with them)
 
     def check(self):
         """Process halt, maintenance, kill and removal requests."""

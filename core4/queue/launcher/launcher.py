@@ -149,7 +149,7 @@ class ForkLauncher:
         self.orphans = {}      # job_id -> pid, watched after a launcher died
         self.events = []
         self.retired = False
-        self.protocol = 1      # until the launcher said it is ready
+        self.protocol = None   # until the launcher says it is ready
 
     def _ensure(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -169,7 +169,7 @@ class ForkLauncher:
             raise LauncherError("cannot start %s: %s" % (self.python, exc))
         os.set_blocking(self.proc.stdout.fileno(), False)
         self.buffer = b""
-        self.protocol = 1
+        self.protocol = None
 
     def _failure(self):
         """The launcher's last words, if it died of an error."""
@@ -222,10 +222,12 @@ class ForkLauncher:
         command = {"out": out_path, "result": result_path, "log": log_path,
                    "watch": watch, "project": project_of(doc),
                    "job_id": encode_doc(doc["_id"]), "gated": gated}
-        if self.protocol >= 2:
+        # (both while the launcher has not said which it takes: a job sees
+        # its document the same way on every launcher of one core4)
+        if self.protocol is None or self.protocol >= 2:
             command["bson"] = encode_bson(doc)
-        else:  # (an older core4 in the project's virtualenv)
-            command["doc"] = encode_doc(doc)
+        if self.protocol is None or self.protocol < 2:
+            command["doc"] = encode_doc(doc)  # (an older core4)
         line = json.dumps(command)
         self.pending[doc["_id"]] = None
         self._send(line)

@@ -17,8 +17,9 @@ output goes into a pipe whose read end the launcher holds
 ``ready`` names the launcher's :data:`PROTOCOL`. From protocol 2 on, a
 worker sends a job's document as BSON (``bson``, see
 :func:`~core4.queue.launcher.process.encode_bson`) instead of extended
-JSON (``doc``); a launcher takes either, so a project's virtualenv may
-hold an older or a newer core4 than its worker.
+JSON (``doc``), and both before the launcher said it is ready; a launcher
+takes either (BSON if both come), so a project's virtualenv may hold an
+older or a newer core4 than its worker.
 """
 
 import gc
