@@ -6,6 +6,7 @@ claim runs. A spare that imported a module for one job never runs another
 import collections
 import importlib
 import json
+import logging
 import os
 import sys
 import textwrap
@@ -55,12 +56,18 @@ MODULE = textwrap.dedent('''
 
 
 class MarkJob(CoreJob):
-    """Writes its pid to ``marker``."""
+    """Writes its pid to ``marker``, and the path its log file handler was
+    moved from (see ``FileHandler.move_to``) to ``marker.moved``."""
     author = "test"
 
     def execute(self, marker, **kwargs):
         with open(marker, "w") as handle:
             handle.write(str(os.getpid()))
+        with open(marker + ".moved", "w") as handle:
+            handle.write(json.dumps([
+                getattr(h, "moved_from", None)
+                for h in logging.getLogger("core4").handlers
+                if hasattr(h, "move_to")]))
 
 
 @pytest.fixture
@@ -377,6 +384,9 @@ def test_a_spare_primed_for_its_job_hands_its_logging_to_the_job(
         primed_log = prime(launcher, doc["_id"], doc["name"], tmp_path)
         base = run(launcher, doc, tmp_path)
         assert int(marker.read_text()) == spare
+        # the handler the prime set up, moved (not a new one)
+        assert json.loads((tmp_path / "primed.moved").read_text()) == [
+            primed_log]
         with open(base + ".log") as handle:
             records = [json.loads(line) for line in handle]
         assert [r["message"] for r in records] == [

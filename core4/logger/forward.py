@@ -45,6 +45,7 @@ class FileHandler(MongoHandler):
     def __init__(self, path, level=logging.INFO, capacity=0):
         super().__init__(None, level=level, capacity=capacity)
         self.path = path
+        self.moved_from = None  # the path before :meth:`move_to`
         self._file = None
         self._unwritable = False
 
@@ -74,7 +75,7 @@ class FileHandler(MongoHandler):
                 self._file.close()
                 self._file = None
             self._unwritable = False  # (``path`` may well be writable)
-            self.path = path
+            self.moved_from, self.path = self.path, path
 
     def flush(self, timeout=2.0):
         """Everything is written at once: nothing to wait for."""
