@@ -179,6 +179,8 @@ class ParallelLimit:
         ``candidates`` wait, is probed again (see :meth:`room`; ``jobs``:
         the worker's job processes, a name whose share they fill is not
         probed): 0 once when one is due; None if no such name waits."""
+        if not self.waiting:
+            return None  # (the common case: the worker asks at every pass)
         mono = time.monotonic()
         mine = running_by_name(jobs)
         left = []
